@@ -1,0 +1,90 @@
+"""Vigil's exceptions, rooted at :class:`VigilError`.
+
+The tree::
+
+    VigilError
+    ├── ConfigError            bad pipeline / detector config (raised at load, never mid-stream)
+    ├── DecodeError            a record that can't be read (normally routed to dead letters, not raised)
+    ├── StateError             state that can't be restored
+    │   ├── SnapshotError      a snapshot envelope of the wrong kind or version
+    │   └── CheckpointError    a corrupt, truncated or missing checkpoint
+    ├── SourceError            a source that can't be opened or read
+    └── SinkError              a sink whose write or flush failed (aborts the checkpoint)
+        └── SinkBackpressure   the sink is full; retry after ``retry_after_ms``
+"""
+
+from __future__ import annotations
+
+
+class VigilError(Exception):
+    """Base class of every error Vigil raises on purpose."""
+
+
+class ConfigError(VigilError):
+    """A pipeline, step or detector configuration is invalid.
+
+    Carries the step, the field and the offending value so that the message can name them.
+
+    Examples:
+        >>> e = ConfigError("must be > 0", step="amount_z", field="window", value="0s", hint="use e.g. '60s'")
+        >>> str(e)
+        "step `amount_z`: `window` must be > 0; got '0s' (hint: use e.g. '60s')"
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        field: str | None = None,
+        value: object = None,
+        hint: str | None = None,
+    ) -> None:
+        self.step, self.field, self.value, self.hint = step, field, value, hint
+        parts = []
+        if step is not None:
+            parts.append(f"step `{step}`: ")
+        if field is not None:
+            parts.append(f"`{field}` ")
+        parts.append(message)
+        if value is not None:
+            parts.append(f"; got {value!r}")
+        if hint:
+            parts.append(f" (hint: {hint})")
+        super().__init__("".join(parts))
+
+
+class DecodeError(VigilError):
+    """A record that can't be decoded; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class StateError(VigilError):
+    """State that can't be restored."""
+
+
+class SnapshotError(StateError):
+    """A snapshot of the wrong kind or version. Operator action: delete the state directory or migrate."""
+
+
+class CheckpointError(StateError):
+    """A checkpoint file that is corrupt, truncated or missing."""
+
+
+class SourceError(VigilError):
+    """A source that can't be opened or read."""
+
+
+class SinkError(VigilError):
+    """A sink whose write or flush failed; the checkpoint in progress is aborted."""
+
+
+class SinkBackpressure(SinkError):
+    """The sink is full: the caller should retry after ``retry_after_ms``."""
+
+    def __init__(self, retry_after_ms: int = 10) -> None:
+        self.retry_after_ms = retry_after_ms
+        super().__init__(f"sink is full; retry after {retry_after_ms} ms")
