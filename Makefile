@@ -1,0 +1,36 @@
+# Vigil — the two commands a new user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench lint clean
+
+setup: $(STAMP)
+
+# Re-install only when the project's dependencies change: a second `make setup` is a quick no-op.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/vigil demo
+
+# pytest exits 5 when it collected nothing: that is a failure, not a pass.
+test: setup
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+bench: setup
+	@mkdir -p bench/results
+	$(BIN)/vigil bench engine --json --out bench/results/engine.json
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/vigil/types.py src/vigil/errors.py src/vigil/stats src/vigil/eventtime src/vigil/state src/vigil/detectors src/vigil/engine
+
+clean:
+	rm -rf vigil-out bench/results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,329 @@
+"""YAML pipeline specs: validated with pydantic at load, turned into a :class:`~vigil.engine.Pipeline`.
+
+Everything is checked when the file is loaded, never mid-stream. A bad file fails with a
+:class:`~vigil.errors.ConfigError` that names the step, the field and the offending value, and
+gives a hint::
+
+    pipelines/fraud.yaml: step `amount_z`: `window` must be > 0; got '0s' (hint: use e.g. '60s')
+
+The shape (see ``pipelines/fraud.yaml`` for a complete example)::
+
+    name: fraud
+    source: {kind: jsonl, path: tx.jsonl, schema: {key: user, time: ts, fields: [amount]}}
+    event_time: {max_delay: 2s, idle_timeout: 5s, allowed_lateness: 0s}
+    keys: {ttl: 1h}
+    steps:
+      - {name: amount_z, detector: sliding_zscore, params: {field: amount, window: 60s}}
+      - {name: per_minute, window: {kind: tumbling, size: 1m}, field: amount, to: {kind: jsonl, path: w.jsonl}}
+    alerts: [{kind: console}, {kind: jsonl, path: alerts.jsonl}]
+    late: {kind: jsonl, path: late.jsonl}
+    dead_letters: {kind: jsonl, path: dead.jsonl}
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vigil.errors import ConfigError
+from vigil.types import parse_duration_ms
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Duration = str | int
+
+
+class SchemaSpec(_Model):
+    key: str
+    time: str
+    time_unit: Literal["ms", "s", "iso8601"] = "ms"
+    fields: list[str] = Field(default_factory=list)
+    extra: list[str] = Field(default_factory=list)
+    optional: list[str] = Field(default_factory=list)
+
+
+class SourceSpec(_Model):
+    kind: Literal["jsonl", "csv", "stdin", "transactions"]
+    path: str | None = None
+    schema_: SchemaSpec | None = Field(default=None, alias="schema")
+    pace: Literal["max", "original"] = "max"
+    speed: float = 1.0
+    format: Literal["jsonl", "csv"] = "jsonl"
+    # synthetic transactions (kind: transactions)
+    events: int = 1_000_000
+    users: int = 20_000
+    seed: int = 7
+    rate: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceSpec:
+        if self.kind in ("jsonl", "csv") and not self.path:
+            raise ValueError(f"source of kind {self.kind!r} needs `path`")
+        if self.kind in ("jsonl", "csv", "stdin") and self.schema_ is None:
+            raise ValueError(f"source of kind {self.kind!r} needs `schema` (key, time, fields)")
+        return self
+
+
+class SinkSpec(_Model):
+    kind: Literal["console", "jsonl", "sqlite"]
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SinkSpec:
+        if self.kind in ("jsonl", "sqlite") and not self.path:
+            raise ValueError(f"sink of kind {self.kind!r} needs `path`")
+        return self
+
+
+class EventTimeSpec(_Model):
+    max_delay: Duration = "2s"
+    idle_timeout: Duration | None = "5s"
+    allowed_lateness: Duration = 0
+
+
+class KeysSpec(_Model):
+    ttl: Duration | None = None
+
+
+class WindowSpec(_Model):
+    kind: Literal["tumbling", "sliding", "session"]
+    size: Duration | None = None
+    slide: Duration | None = None
+    gap: Duration | None = None
+
+
+class StepSpec(_Model):
+    name: str
+    detector: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["critical", "warning", "info"] = "warning"
+    window: WindowSpec | None = None
+    field: str | None = None
+    to: SinkSpec | None = None
+    allowed_lateness: Duration = 0
+    emit: Literal["final", "current"] = "final"
+
+    @model_validator(mode="after")
+    def _check(self) -> StepSpec:
+        if (self.detector is None) == (self.window is None):
+            raise ValueError("a step has either `detector` (scoring) or `window` (aggregation), not both or neither")
+        if self.window is not None and (self.field is None or self.to is None):
+            raise ValueError("a window step needs `field` (what to aggregate) and `to` (a sink)")
+        return self
+
+
+class BatchingSpec(_Model):
+    max_rows: int = 65_536
+    max_delay: Duration = "5ms"
+    queue_batches: int = 4
+
+
+class PipelineSpec(_Model):
+    name: str = "pipeline"
+    source: SourceSpec
+    event_time: EventTimeSpec = Field(default_factory=EventTimeSpec)
+    keys: KeysSpec = Field(default_factory=KeysSpec)
+    event_ids: str | None = None
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    steps: list[StepSpec]
+    alerts: list[SinkSpec] = Field(default_factory=lambda: [SinkSpec(kind="console")])
+    late: SinkSpec | None = None
+    dead_letters: SinkSpec | None = None
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_spec(path: str) -> PipelineSpec:
+    """Read and validate a YAML pipeline file (structure only; see :func:`load_pipeline`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError("does not exist", field="pipeline file", value=path) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"is not valid YAML: {exc}", field="pipeline file", value=path) from None
+    return parse_spec(raw, origin=path)
+
+
+def parse_spec(raw: Any, origin: str = "<config>") -> PipelineSpec:
+    """Validate a parsed YAML document, turning pydantic's errors into one readable :class:`ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a mapping with `source` and `steps`", field=origin, value=type(raw).__name__)
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        step = None
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            steps = raw.get("steps") or []
+            step = steps[loc[1]].get("name", f"#{loc[1] + 1}") if isinstance(steps[loc[1]], dict) else f"#{loc[1]}"
+            loc = loc[2:]
+        elif loc:
+            step = str(loc[0])
+            loc = loc[1:]
+        field = ".".join(str(p) for p in loc) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        hint = _hint(err, raw)
+        value = err.get("input") if err["type"] not in ("missing",) and not isinstance(err.get("input"), dict) else None
+        raise ConfigError(f"{msg} (in {origin})", step=step, field=field, value=value, hint=hint) from None
+
+
+def _hint(err: dict[str, Any], raw: Any) -> str | None:
+    if err["type"] == "extra_forbidden":
+        name = str(err["loc"][-1])
+        known = {
+            "steps": StepSpec, "source": SourceSpec, "event_time": EventTimeSpec, "alerts": SinkSpec,
+            "late": SinkSpec, "dead_letters": SinkSpec, "keys": KeysSpec, "batching": BatchingSpec,
+        }.get(str(err["loc"][0]), PipelineSpec)  # fmt: skip
+        names = [f.alias or n for n, f in known.model_fields.items()]
+        close = difflib.get_close_matches(name, names, n=1)
+        return f"did you mean `{close[0]}`?" if close else f"known fields: {', '.join(names)}"
+    if err["type"] == "literal_error":
+        return "allowed: " + str(err.get("ctx", {}).get("expected", ""))
+    if err["type"] == "missing":
+        return "this field is required"
+    return None
+
+
+def load_pipeline(path: str, *, overrides: dict[str, Any] | None = None) -> Any:
+    """Load a YAML file into a ready-to-run :class:`~vigil.engine.Pipeline`; every error names step and field."""
+    spec = load_spec(path)
+    return build_pipeline(spec, base_dir=os.path.dirname(os.path.abspath(path)), overrides=overrides)
+
+
+def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[str, Any] | None = None) -> Any:
+    """Instantiate sources, detectors and sinks of a validated spec."""
+    from vigil.detectors import registry
+    from vigil.engine.pipeline import Pipeline
+
+    p = Pipeline(spec.name)
+    p.source(_source(spec.source, base_dir, overrides or {}))
+    et = spec.event_time
+    p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness)
+    b = spec.batching
+    p.micro_batches(b.max_rows, b.max_delay, b.queue_batches)
+    p.key_ttl(spec.keys.ttl)
+    if spec.event_ids:
+        p.event_ids(spec.event_ids)
+    kinds = registry()
+    for st in spec.steps:
+        if st.detector is not None:
+            cls = kinds.get(st.detector)
+            if cls is None:
+                close = difflib.get_close_matches(st.detector, list(kinds), n=1)
+                raise ConfigError("is not a known detector", step=st.name, field="detector", value=st.detector,
+                                  hint=f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(kinds))}")
+            p.detect(st.name, _construct(cls, st.params, st.name), severity=st.severity)
+        else:
+            assert st.window is not None and st.field is not None and st.to is not None
+            p.window(st.name, _assigner(st.window, st.name), field=st.field, to=_sink(st.to, base_dir),
+                     allowed_lateness=st.allowed_lateness, emit=st.emit)  # fmt: skip
+    p.alerts_to(*[_sink(s, base_dir) for s in spec.alerts])
+    if spec.late:
+        p.late_to(_sink(spec.late, base_dir))
+    if spec.dead_letters:
+        p.dead_letters_to(_sink(spec.dead_letters, base_dir))
+    return p
+
+
+_FIELD_IN_MSG = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def _construct(cls: type[Any], params: dict[str, Any], step: str) -> Any:
+    sig = inspect.signature(cls.__init__)
+    known = [n for n in sig.parameters if n != "self"]
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"is not a parameter of `{cls.kind}`", step=step, field=f"params.{name}",
+                              value=params[name],
+                              hint=f"did you mean `{close[0]}`?" if close else f"parameters: {', '.join(known)}")
+    try:
+        return cls(**params)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        m = _FIELD_IN_MSG.search(text)
+        field = m.group(1) if m else None
+        body = _FIELD_IN_MSG.sub("", text, count=1).strip() if m else text
+        body = body.split("; got")[0].strip()
+        value = params.get(field) if field else None
+        raise ConfigError(body, step=step, field=f"params.{field}" if field else "params", value=value,
+                          hint=_param_hint(field)) from None
+
+
+def _param_hint(field: str | None) -> str | None:
+    if field in ("window", "size", "slide", "gap", "max_delay"):
+        return "use a duration such as '60s', '500ms' or '1m'"
+    return None
+
+
+def _dur(value: Duration | None, step: str, field: str) -> int:
+    try:
+        ms = value if isinstance(value, int) else parse_duration_ms(str(value))
+    except ValueError:
+        raise ConfigError("is not a duration", step=step, field=field, value=value,
+                          hint="use e.g. '500ms', '2s', '1m'") from None
+    if ms <= 0:
+        raise ConfigError("must be > 0", step=step, field=field, value=value, hint="use e.g. '60s'")
+    return ms
+
+
+def _assigner(w: WindowSpec, step: str) -> Any:
+    from vigil.eventtime import SessionWindows, SlidingWindows, TumblingWindows
+
+    if w.kind == "tumbling":
+        return TumblingWindows(_dur(w.size, step, "window.size"))
+    if w.kind == "sliding":
+        return SlidingWindows(_dur(w.size, step, "window.size"), _dur(w.slide, step, "window.slide"))
+    return SessionWindows(_dur(w.gap, step, "window.gap"))
+
+
+def _schema(s: SchemaSpec) -> Any:
+    from vigil.io.schema import Schema
+
+    return Schema(s.key, s.time, s.time_unit, tuple(s.fields), tuple(s.extra), tuple(s.optional))
+
+
+def _path(path: str, base_dir: str) -> str:
+    return path if os.path.isabs(path) or path == "-" else os.path.join(base_dir, path)
+
+
+def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any]) -> Any:
+    from vigil.io import files
+
+    if s.kind == "jsonl":
+        assert s.path and s.schema_
+        return files.JsonlFileSource(_path(s.path, base_dir), _schema(s.schema_), pace=s.pace, speed=s.speed)
+    if s.kind == "csv":
+        assert s.path and s.schema_
+        return files.CsvFileSource(_path(s.path, base_dir), _schema(s.schema_), pace=s.pace, speed=s.speed)
+    if s.kind == "stdin":
+        assert s.schema_
+        return files.StdinSource(_schema(s.schema_), format=s.format)
+    from vigil.io.generators.source import TransactionSource
+    from vigil.io.generators.transactions import TransactionSpec
+
+    spec = TransactionSpec(events=s.events, users=s.users, seed=s.seed)
+    return TransactionSource(spec, rate=overrides.get("rate", s.rate))
+
+
+def _sink(s: SinkSpec, base_dir: str) -> Any:
+    from vigil.io import sinks
+
+    if s.kind == "console":
+        return sinks.ConsoleAlertSink()
+    assert s.path
+    if s.kind == "jsonl":
+        return sinks.JsonlSink(_path(s.path, base_dir))
+    return sinks.SqliteAlertSink(_path(s.path, base_dir))

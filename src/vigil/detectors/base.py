@@ -1,0 +1,194 @@
+"""The detector contract.
+
+A detector scores events of many keys at once. The engine hands it a micro-batch as columns
+(key slots, event times, one float64 array per field it reads) and gets back :class:`Verdicts`.
+
+Semantics (checked for every registered detector by :mod:`vigil.testing.detectors`):
+
+* **Prequential, in arrival order.** :meth:`Detector.process_many` scores each row against the state
+  left by all earlier rows (of earlier batches *and* earlier rows of this batch), then learns it.
+  Splitting a stream into batches differently never changes a result.
+* **Higher score = more anomalous**; ``calibrated`` maps it into [0, 1] with the same meaning for
+  every detector (a tail probability), so thresholds and ensembles compare across detectors.
+* **Never alert before ready**: rows whose key has too little history get ``ready = False``,
+  ``score = 0`` and no flag.
+* **Missing input**: a NaN value is not scored (not ready) and not learned.
+* **State** is plain data: :meth:`Detector.snapshot` returns numbers, strings, lists, dicts and numpy
+  arrays only (no pickle at rest); :meth:`Detector.from_snapshot` rebuilds a detector whose later
+  verdicts equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array
+
+
+@dataclass(slots=True)
+class Verdicts:
+    """What a detector says about each row of a batch.
+
+    Attributes:
+        score: raw score (higher = more anomalous; 0 where not ready).
+        calibrated: score mapped into [0, 1] (a tail probability).
+        flag: the row is anomalous (score beyond the detector's threshold, and ready).
+        fire: the row raises a new alert (equal to ``flag`` for point detectors; a rule that stays
+            true over a burst fires once when it becomes true).
+        ready: the key had enough history to score the row.
+        stats: per-row evidence behind the score (e.g. window count, mean, std), float64 arrays.
+    """
+
+    score: Float64Array
+    calibrated: Float64Array
+    flag: BoolArray
+    fire: BoolArray
+    ready: BoolArray
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    @staticmethod
+    def concat(parts: list[Verdicts]) -> Verdicts:
+        """Verdicts of consecutive batches as one."""
+        return Verdicts(
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.calibrated for p in parts]),
+            np.concatenate([p.flag for p in parts]),
+            np.concatenate([p.fire for p in parts]),
+            np.concatenate([p.ready for p in parts]),
+            {k: np.concatenate([p.stats[k] for p in parts]) for k in parts[0].stats},
+        )
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A keyed streaming detector (see the module docstring for the rules every detector follows)."""
+
+    kind: ClassVar[str]
+    state_version: ClassVar[int]
+    fields: tuple[str, ...]
+    threshold: float
+
+    def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
+        """Score each row prequentially, then learn it."""
+        ...
+
+    def reset_slots(self, slots: Int32Array) -> None:
+        """Forget the state of expired key slots."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (plain data)."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """State as plain data."""
+        ...
+
+    @classmethod
+    def from_snapshot(cls, params: dict[str, Any], state: dict[str, Any]) -> Detector:
+        """Rebuild a detector from :meth:`params` and :meth:`snapshot`."""
+        ...
+
+    def describe(self, stats: dict[str, Any]) -> str:
+        """One readable sentence explaining a flagged row from its stats."""
+        ...
+
+
+class BaseDetector:
+    """Defaults shared by Vigil's detectors: the ``*_one`` / ``*_many`` verbs derived from :meth:`process_many`.
+
+    Subclasses implement ``process_many``, ``params``, ``snapshot``, ``_restore`` and ``reset_slots``.
+    """
+
+    kind: ClassVar[str] = "detector"
+    state_version: ClassVar[int] = 1
+    fields: tuple[str, ...] = ()
+    threshold: float = math.inf
+
+    def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def reset_slots(self, slots: Int32Array) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_snapshot(cls, params: dict[str, Any], state: dict[str, Any]) -> Any:
+        """Rebuild a detector from its params and a snapshot."""
+        det = cls(**params)
+        det._restore(state)
+        return det
+
+    def score_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Float64Array:
+        """Prequential scores of the rows, leaving the detector's state unchanged (works on a copy)."""
+        twin = type(self).from_snapshot(self.params(), self.snapshot())
+        return twin.process_many(slots, ts_ms, X).score  # type: ignore[no-any-return]
+
+    def learn_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> None:
+        """Learn the rows (their verdicts are discarded)."""
+        self.process_many(slots, ts_ms, X)
+
+    def score_one(self, slot: int, ts_ms: int, x: dict[str, float]) -> float:
+        """Score one event without learning it."""
+        return float(self.score_many(*_one(slot, ts_ms, x, self.fields))[0])
+
+    def learn_one(self, slot: int, ts_ms: int, x: dict[str, float]) -> None:
+        """Learn one event."""
+        self.process_many(*_one(slot, ts_ms, x, self.fields))
+
+    def describe(self, stats: dict[str, Any]) -> str:
+        """One readable sentence for a flagged row (subclasses say more)."""
+        return f"{self.kind} score beyond {self.threshold:g}"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _one(slot: int, ts_ms: int, x: dict[str, float], fields: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    return (
+        np.array([slot], np.int32),
+        np.array([ts_ms], np.int64),
+        {f: np.array([x.get(f, np.nan)], np.float64) for f in fields},
+    )
+
+
+def gaussian_tail(z: Float64Array) -> Float64Array:
+    """Calibrate |z| into [0, 1]: the probability that a Gaussian deviate is closer to the mean than ``z``.
+
+    Examples:
+        >>> gaussian_tail(np.array([0.0, 1.0, 3.0])).round(4).tolist()
+        [0.0, 0.6827, 0.9973]
+    """
+    from vigil.stats.special import erf
+
+    return erf(np.abs(z) / math.sqrt(2.0))
+
+
+_REGISTRY: dict[str, type[Any]] = {}
+
+
+def register(cls: type[Any]) -> type[Any]:
+    """Class decorator: make a detector available by its ``kind`` to YAML configs and the conformance suite."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Any]]:
+    """Registered detector classes by ``kind``."""
+    return dict(_REGISTRY)

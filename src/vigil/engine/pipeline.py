@@ -1,0 +1,204 @@
+"""The pipeline builder: a source, event-time settings and named steps, shared by every runtime.
+
+Every step has a unique ``name``: it namespaces the step's state, labels its metrics and prefixes
+its log lines and alert ids (bytewax's ``step_id``). A pipeline is only a description; a runner
+(:class:`~vigil.engine.runner.EmbeddedRunner` today, Flink later) executes it.
+
+Examples:
+    >>> from vigil.detectors import SlidingZScore, VelocityRule
+    >>> from vigil.io.generators.source import ColumnsSource
+    >>> from vigil.io.sinks import MemorySink
+    >>> import numpy as np
+    >>> src = ColumnsSource(np.array(["a"] * 12, object), np.arange(12) * 1000,
+    ...                     {"amount": np.array([10.0] * 5 + [11.0, 9.0] * 3 + [90.0])})
+    >>> alerts = MemorySink()
+    >>> p = (Pipeline("demo").source(src)
+    ...      .detect("amount_z", SlidingZScore(field="amount", min_count=5, baseline_halflife=None))
+    ...      .alerts_to(alerts))
+    >>> stats = p.run()
+    >>> [(a.key, a.detector, round(a.score, 1)) for a in alerts.items]
+    [('a', 'amount_z', 103.3)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vigil.errors import ConfigError
+from vigil.types import parse_duration_ms
+
+if TYPE_CHECKING:
+    from vigil.engine.runner import RunStats
+
+
+@dataclass
+class DetectStep:
+    """Score every event with a detector; fired rows become alerts."""
+
+    name: str
+    detector: Any
+    severity: str = "warning"
+
+
+@dataclass
+class WindowStep:
+    """Aggregate a field per key and event-time window; closed windows go to ``sink``."""
+
+    name: str
+    assigner: Any
+    field: str
+    sink: Any
+    allowed_lateness_ms: int = 0
+    emit: str = "final"
+
+
+@dataclass
+class ProcessStep:
+    """Run a per-event :class:`~vigil.engine.operators.KeyedOperator`; its outputs go to ``sink``."""
+
+    name: str
+    operator: Any
+    sink: Any = None
+
+
+@dataclass
+class EventTime:
+    """Event-time settings: bounded out-of-orderness watermarks, idleness, lateness."""
+
+    max_delay_ms: int = 2000
+    idle_timeout_ms: int | None = 5000
+    allowed_lateness_ms: int = 0
+
+
+@dataclass
+class Batching:
+    """Micro-batch and queue bounds: a batch is flushed at ``max_rows`` or after ``max_delay_ms``."""
+
+    max_rows: int = 65_536
+    max_delay_ms: int = 5
+    queue_batches: int = 4
+
+
+@dataclass
+class Pipeline:
+    """A named pipeline description (see the module docstring)."""
+
+    name: str
+    source_: Any = None
+    event_time: EventTime = field(default_factory=EventTime)
+    batching: Batching = field(default_factory=Batching)
+    steps: list[Any] = field(default_factory=list)
+    alert_sinks: list[Any] = field(default_factory=list)
+    late_sink: Any = None
+    dead_letter_sink: Any = None
+    key_ttl_ms: int | None = None
+    id_field: str | None = None
+
+    def source(self, src: Any) -> Pipeline:
+        """Read from ``src`` (a :class:`~vigil.io.base.Source`)."""
+        self.source_ = src
+        return self
+
+    def watermark(
+        self,
+        max_delay: str | int = "2s",
+        *,
+        idle_timeout: str | int | None = "5s",
+        allowed_lateness: str | int = 0,
+    ) -> Pipeline:
+        """Bounded-out-of-orderness watermarks; events later than the lateness go to the late output."""
+        self.event_time = EventTime(
+            _ms(max_delay, "watermark", "max_delay"),
+            None if idle_timeout is None else _ms(idle_timeout, "watermark", "idle_timeout"),
+            _ms(allowed_lateness, "watermark", "allowed_lateness"),
+        )
+        return self
+
+    def micro_batches(self, max_rows: int = 65_536, max_delay: str | int = "5ms", queue_batches: int = 4) -> Pipeline:
+        """Flush a micro-batch at ``max_rows`` or after ``max_delay``; at most ``queue_batches`` wait in a queue."""
+        if max_rows < 1:
+            raise ConfigError("must be >= 1", step="batching", field="max_rows", value=max_rows)
+        if queue_batches < 1:
+            raise ConfigError("must be >= 1", step="batching", field="queue_batches", value=queue_batches)
+        self.batching = Batching(max_rows, _ms(max_delay, "batching", "max_delay"), queue_batches)
+        return self
+
+    def key_ttl(self, ttl: str | int | None) -> Pipeline:
+        """Expire keys idle for ``ttl`` of event time (their state is dropped and slots reused)."""
+        self.key_ttl_ms = None if ttl is None else _ms(ttl, "keys", "ttl")
+        return self
+
+    def event_ids(self, field_name: str) -> Pipeline:
+        """Use this extra column as the event id in alerts (default: source position)."""
+        self.id_field = field_name
+        return self
+
+    def detect(self, name: str, detector: Any, *, severity: str = "warning") -> Pipeline:
+        """Add a detector step."""
+        self._check_name(name)
+        self.steps.append(DetectStep(name, detector, severity))
+        return self
+
+    def window(
+        self, name: str, assigner: Any, *, field: str, to: Any,
+        allowed_lateness: str | int = 0, emit: str = "final",
+    ) -> Pipeline:  # fmt: skip
+        """Add a windowed aggregation of ``field`` (count, sum, mean, std, min, max) written to ``to``."""
+        self._check_name(name)
+        if emit not in ("final", "current"):
+            raise ConfigError("must be 'final' or 'current'", step=name, field="emit", value=emit)
+        self.steps.append(WindowStep(name, assigner, field, to, _ms(allowed_lateness, name, "allowed_lateness"), emit))
+        return self
+
+    def process(self, name: str, operator: Any, *, to: Any = None) -> Pipeline:
+        """Add a per-event keyed operator (outputs that are alerts join the alert stream)."""
+        self._check_name(name)
+        self.steps.append(ProcessStep(name, operator, to))
+        return self
+
+    def alerts_to(self, *sinks: Any) -> Pipeline:
+        """Send alerts to these sinks."""
+        self.alert_sinks.extend(sinks)
+        return self
+
+    def late_to(self, sink: Any) -> Pipeline:
+        """Send late events here (default: a JSON-lines file under ``vigil-out/<pipeline>/``)."""
+        self.late_sink = sink
+        return self
+
+    def dead_letters_to(self, sink: Any) -> Pipeline:
+        """Send unreadable records here (default: a JSON-lines file under ``vigil-out/<pipeline>/``)."""
+        self.dead_letter_sink = sink
+        return self
+
+    def _check_name(self, name: str) -> None:
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError("must be a non-empty word (letters, digits, _ or -)", step=name, field="name", value=name)
+        if any(s.name == name for s in self.steps):
+            raise ConfigError("is used by another step; step names must be unique", step=name, field="name",
+                              value=name)  # fmt: skip
+
+    def validate(self) -> None:
+        """Fail early on an incomplete pipeline."""
+        if self.source_ is None:
+            raise ConfigError("has no source", step=self.name, hint="call .source(...) or add `source:` to the YAML")
+        if not self.steps:
+            raise ConfigError("has no steps", step=self.name, hint="add a detector with .detect(name, detector)")
+
+    def run(self, **kwargs: Any) -> RunStats:
+        """Run on the embedded runtime until the source ends; see :class:`~vigil.engine.runner.EmbeddedRunner`."""
+        from vigil.engine.runner import EmbeddedRunner
+
+        return EmbeddedRunner(self, **kwargs).run()
+
+
+def _ms(value: str | int, step: str, field_name: str) -> int:
+    try:
+        ms = value if isinstance(value, int) else parse_duration_ms(value)
+    except ValueError:
+        raise ConfigError("is not a duration", step=step, field=field_name, value=value,
+                          hint="use e.g. '500ms', '2s', '1m'") from None  # fmt: skip
+    if ms < 0:
+        raise ConfigError("must be >= 0", step=step, field=field_name, value=value)
+    return ms

@@ -1,0 +1,454 @@
+"""The embedded runtime: one process, no services, a micro-batch loop with bounded queues.
+
+Three threads, two bounded queues::
+
+    source thread ──[records, ≤ queue_batches]──► engine loop ──[outputs, ≤ queue_batches]──► sink thread
+    (read + decode)                               (keys → slots, watermark, late split,        (alerts, late,
+                                                   detectors, windows, operators → alerts)      dead letters)
+
+A slow sink fills the output queue, which blocks the engine loop, which stops taking from the
+input queue, which blocks the source thread: the source slows down instead of memory growing
+(backpressure). A micro-batch is flushed by the source reader at ``max_rows`` rows or after
+``max_delay_ms``, whichever comes first, so latency stays bounded at low rates.
+
+Nothing is dropped without a trace: unreadable records go to the dead-letter sink with the reason,
+events behind the watermark by more than the allowed lateness go to the late sink, and both are
+counted in :class:`RunStats`. At the end of a finite input the watermark advances to the end of
+time, so every open window is emitted and every timer fires.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vigil.alerting.alert import Alert, alert_id
+from vigil.engine.operators import KeyedOperatorHost
+from vigil.engine.pipeline import DetectStep, Pipeline, ProcessStep, WindowStep
+from vigil.eventtime.late import split_late
+from vigil.eventtime.watermarks import MAX_WATERMARK, NO_WATERMARK, BoundedOutOfOrderness, MultiPartitionWatermark
+from vigil.eventtime.windows import WindowAggregator
+from vigil.state.keyindex import KeyIndex
+from vigil.types import Batch
+
+_END = object()
+
+
+@dataclass
+class RunStats:
+    """Counters of a run (what the progress display and the summary show)."""
+
+    events_in: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    late_events: int = 0
+    alerts: int = 0
+    batches: int = 0
+    flagged: dict[str, int] = field(default_factory=dict)
+    fired: dict[str, int] = field(default_factory=dict)
+    windows_emitted: int = 0
+    watermark_ms: int = NO_WATERMARK
+    keys: int = 0
+    keys_expired: int = 0
+    state_bytes: int = 0
+    started_s: float = field(default_factory=time.perf_counter)
+    elapsed_s: float = 0.0
+    finished: bool = False
+    positions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        """Events read per second of wall time."""
+        return self.events_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class EmbeddedRunner:
+    """Run a :class:`~vigil.engine.pipeline.Pipeline` in this process.
+
+    Args:
+        pipeline: what to run.
+        progress: called with the :class:`RunStats` about every ``progress_interval_s`` (from the engine thread).
+        taps: called as ``tap(batch, keys, verdicts)`` after each batch with the on-time rows, their keys and
+            every detector step's verdicts — for evaluation and live displays.
+        out_dir: where default late and dead-letter files go (``<out_dir>/<pipeline>/``).
+        wall_clock_ns: the wall clock (injectable for tests); used for latency and idleness only.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        progress: Callable[[RunStats], None] | None = None,
+        progress_interval_s: float = 0.2,
+        taps: tuple[Callable[..., None], ...] = (),
+        out_dir: str = "vigil-out",
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        pipeline.validate()
+        self.p = pipeline
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.taps = taps
+        self.now_ns = wall_clock_ns
+        self.stats = RunStats()
+        self.keys = KeyIndex(ttl_ms=pipeline.key_ttl_ms)
+        et = pipeline.event_time
+        self.watermarks = MultiPartitionWatermark(BoundedOutOfOrderness(et.max_delay_ms, et.idle_timeout_ms))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._windows: dict[str, WindowAggregator] = {}
+        self._hosts: dict[str, KeyedOperatorHost] = {}
+        for step in pipeline.steps:
+            if isinstance(step, WindowStep):
+                self._windows[step.name] = WindowAggregator(step.assigner, step.allowed_lateness_ms, step.emit)
+            elif isinstance(step, ProcessStep):
+                self._hosts[step.name] = KeyedOperatorHost(step.operator)
+        base = os.path.join(out_dir, pipeline.name)
+        self.late_sink = pipeline.late_sink or _FileOnFirstWrite(os.path.join(base, "late.jsonl"))
+        self.dead_sink = pipeline.dead_letter_sink or _FileOnFirstWrite(os.path.join(base, "dead_letters.jsonl"))
+        q = pipeline.batching.queue_batches
+        self._in: queue.Queue[Any] = queue.Queue(maxsize=q)
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=q)
+        self._last_expire_ms = NO_WATERMARK
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch (e.g. on Ctrl-C); outputs are flushed."""
+        self._stop.set()
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Source thread: read every partition round-robin into the input queue."""
+        try:
+            src = self.p.source_
+            readers = {part: src.open(part) for part in src.partitions()}
+            b = self.p.batching
+            while readers and not self._stop.is_set():
+                for part, reader in list(readers.items()):
+                    recs = reader.read_batch(b.max_rows, b.max_delay_ms)
+                    if recs is not None and (len(recs) or recs.dead):
+                        self._put(self._in, (part, recs, reader.position()))
+                    elif reader.at_end:
+                        reader.close()
+                        del readers[part]
+                    else:
+                        self._put(self._in, (part, None, None))  # idle tick: lets the engine check idleness
+            for reader in readers.values():
+                reader.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the engine thread
+            self._error = exc
+        finally:
+            self._put(self._in, _END, force=True)
+
+    def _put(self, q: queue.Queue[Any], item: Any, force: bool = False) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return
+                if self._error is not None and not force:
+                    return
+
+    def _write(self) -> None:
+        """Sink thread: write outputs in order; flush everything at the end."""
+        sinks: set[int] = set()
+        all_sinks: list[Any] = []
+        try:
+            while True:
+                item = self._out.get()
+                if item is _END:
+                    break
+                sink, items = item
+                if id(sink) not in sinks:
+                    sinks.add(id(sink))
+                    all_sinks.append(sink)
+                sink.write_batch(items)
+        except BaseException as exc:  # noqa: BLE001
+            self._error = exc
+            while self._out.get() is not _END:  # drain so the engine never blocks on a dead sink thread
+                pass
+        finally:
+            for sink in all_sinks:
+                try:
+                    sink.flush()
+                except BaseException as exc:  # noqa: BLE001
+                    self._error = self._error or exc
+
+    def _emit(self, sink: Any, items: list[Any]) -> None:
+        if items and sink is not None:
+            self._put(self._out, (sink, items), force=True)
+
+    # -- the engine loop -------------------------------------------------------------------------
+
+    def run(self) -> RunStats:
+        """Run until the source ends (or :meth:`stop`); return the counters. Re-raises a thread's error."""
+        reader = threading.Thread(target=self._read, name=f"vigil-{self.p.name}-source", daemon=True)
+        writer = threading.Thread(target=self._write, name=f"vigil-{self.p.name}-sinks", daemon=True)
+        st = self.stats
+        st.started_s = time.perf_counter()
+        reader.start()
+        writer.start()
+        next_progress = 0.0
+        try:
+            while True:
+                item = self._in.get()
+                if item is _END:
+                    break
+                part, recs, pos = item
+                if recs is None:
+                    self._on_idle()
+                else:
+                    self._process(part, recs)
+                    st.positions[part] = pos
+                st.elapsed_s = time.perf_counter() - st.started_s
+                if self.progress is not None and st.elapsed_s >= next_progress:
+                    next_progress = st.elapsed_s + self.progress_interval_s
+                    self._refresh_gauges()
+                    self.progress(st)
+                if self._error is not None:
+                    break
+            if self._error is None and not self._stop.is_set():
+                self._advance(MAX_WATERMARK)  # end of input: close every window, fire every timer
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            self._stop.set()
+            self._put(self._out, _END, force=True)
+            writer.join()
+            reader.join(timeout=5)
+            for sink in {id(s): s for s in [*self.p.alert_sinks, self.late_sink, self.dead_sink]}.values():
+                sink.close()
+            for step in self.p.steps:
+                if isinstance(step, (WindowStep, ProcessStep)) and step.sink is not None:
+                    step.sink.close()
+        st.elapsed_s = time.perf_counter() - st.started_s
+        st.finished = True
+        self._refresh_gauges()
+        if self.progress is not None:
+            self.progress(st)
+        if self._error is not None:
+            raise self._error
+        return st
+
+    def _refresh_gauges(self) -> None:
+        st = self.stats
+        st.keys = len(self.keys)
+        st.watermark_ms = self.watermarks.watermark
+        total = 0
+        for step in self.p.steps:
+            if isinstance(step, DetectStep):
+                total += _nbytes(step.detector)
+        st.state_bytes = total
+
+    def _on_idle(self) -> None:
+        before = self.watermarks.watermark
+        wm = self.watermarks.on_idle(self.now_ns() // 1_000_000)
+        if wm > before:
+            self._advance(wm)
+
+    def _process(self, part: str, recs: Any) -> None:
+        st = self.stats
+        st.batches += 1
+        if recs.dead:
+            st.dead_letters += len(recs.dead)
+            self._emit(self.dead_sink, recs.dead)
+        n = len(recs)
+        if n == 0:
+            return
+        st.events_in += n
+        ts = recs.ts_ms
+        slots = self.keys.slots_for(recs.keys, ts)
+        wm_before = self.watermarks.update(part, ts, self.now_ns() // 1_000_000)
+        late = split_late(ts, wm_before, self.p.event_time.allowed_lateness_ms)
+        if late.any():
+            idx = np.flatnonzero(late)
+            st.late_events += len(idx)
+            self._emit(self.late_sink, self._late_records(recs, idx, wm_before, "watermark"))
+            keep = ~late
+            batch = Batch(slots[keep], ts[keep], {k: v[keep] for k, v in recs.cols.items()},
+                          {k: v[keep] for k, v in recs.extra.items()})  # fmt: skip
+            keys = recs.keys[keep]
+            wm_rows = wm_before[keep]
+        else:
+            batch = Batch(slots, ts, recs.cols, recs.extra)
+            keys = recs.keys
+            wm_rows = wm_before
+        st.events += len(batch)
+        verdicts: dict[str, Any] = {}
+        for step in self.p.steps:
+            if isinstance(step, DetectStep):
+                v = step.detector.process_many(batch.slots, batch.ts_ms, batch.cols)
+                verdicts[step.name] = v
+                self._alerts(step, batch, keys, v)
+            elif isinstance(step, WindowStep):
+                agg = self._windows[step.name]
+                split = agg.add(batch.slots, batch.ts_ms, batch.cols[step.field], wm_rows)
+                if len(split.late):
+                    st.late_events += len(split.late)
+                    self._emit(self.late_sink, self._late_records_batch(batch, keys, split.late, wm_rows, step.name))
+                if split.updated is not None:
+                    self._emit_windows(step, split.updated)
+            elif isinstance(step, ProcessStep):
+                host = self._hosts[step.name]
+                out = host.process(keys.tolist(), batch.ts_ms.tolist(),
+                                   {k: v.tolist() for k, v in batch.cols.items()}, self.watermarks.watermark)  # fmt: skip
+                self._route(step, out)
+        for tap in self.taps:
+            tap(batch, keys, verdicts)
+        self._advance(self.watermarks.watermark)
+
+    def _advance(self, watermark_ms: int) -> None:
+        """Close windows, fire timers and expire idle keys up to the watermark."""
+        for step in self.p.steps:
+            if isinstance(step, WindowStep):
+                self._emit_windows(step, self._windows[step.name].advance(watermark_ms))
+            elif isinstance(step, ProcessStep):
+                self._route(step, self._hosts[step.name].advance(watermark_ms))
+        ttl = self.p.key_ttl_ms
+        if ttl is not None and watermark_ms != MAX_WATERMARK and watermark_ms - self._last_expire_ms >= ttl // 4:
+            self._last_expire_ms = watermark_ms
+            freed = self.keys.expire(watermark_ms)
+            if len(freed):
+                self.stats.keys_expired += len(freed)
+                for step in self.p.steps:
+                    if isinstance(step, DetectStep):
+                        step.detector.reset_slots(freed)
+                for agg in self._windows.values():
+                    agg.reset_slots(freed)
+
+    def _route(self, step: ProcessStep, out: list[Any]) -> None:
+        if not out:
+            return
+        alerts = [o for o in out if isinstance(o, Alert)]
+        other = [o for o in out if not isinstance(o, Alert)]
+        if alerts:
+            self.stats.alerts += len(alerts)
+            self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(alerts)
+            for sink in self.p.alert_sinks:
+                self._emit(sink, alerts)
+        self._emit(step.sink, other)
+
+    def _emit_windows(self, step: WindowStep, res: Any) -> None:
+        n = len(res)
+        if not n:
+            return
+        self.stats.windows_emitted += n
+        keys = self.keys.keys_of(res.slot)
+        rows = [
+            {"step": step.name, "key": keys[i], "start_ms": s, "end_ms": e, "count": c, "sum": su, "mean": m,
+             "std": sd, "min": lo, "max": hi}
+            for i, (s, e, c, su, m, sd, lo, hi) in enumerate(zip(
+                res.start_ms.tolist(), res.end_ms.tolist(), res.count.tolist(), res.sum.tolist(),
+                res.mean.tolist(), res.std.tolist(), res.min.tolist(), res.max.tolist()))
+        ]  # fmt: skip
+        self._emit(step.sink, rows)
+
+    def _alerts(self, step: DetectStep, batch: Batch, keys: np.ndarray, v: Any) -> None:
+        fire = np.flatnonzero(v.fire)
+        flagged = int(v.flag.sum())
+        if flagged:
+            self.stats.flagged[step.name] = self.stats.flagged.get(step.name, 0) + flagged
+        if not len(fire):
+            return
+        now_ns = self.now_ns()
+        ids = self._event_ids(batch, fire)
+        emit_ns = batch.extra.get("emit_ns")
+        latency = ((now_ns - emit_ns[fire].astype(np.int64)) / 1e6).tolist() if emit_ns is not None else None
+        stat_cols = {k: a[fire].tolist() for k, a in v.stats.items()}
+        scores = v.score[fire].tolist()
+        ts = batch.ts_ms[fire].tolist()
+        det = step.detector
+        out = []
+        for j, i in enumerate(fire.tolist()):
+            key = str(keys[i])
+            stats = {k: c[j] for k, c in stat_cols.items()}
+            stats["calibrated"] = float(v.calibrated[i])
+            out.append(Alert(
+                id=alert_id(self.p.name, step.name, key, ids[j]), key=key, event_id=ids[j], detector=step.name,
+                score=scores[j], threshold=det.threshold, event_ts_ms=ts[j], detect_ts_ms=now_ns // 1_000_000,
+                latency_ms=None if latency is None else latency[j], stats=stats, event_ids=[ids[j]],
+                severity=step.severity, message=det.describe(stats),
+            ))  # fmt: skip
+        self.stats.alerts += len(out)
+        self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(out)
+        for sink in self.p.alert_sinks:
+            self._emit(sink, out)
+
+    def _event_ids(self, batch: Batch, rows: np.ndarray) -> list[str]:
+        col = batch.extra.get(self.p.id_field) if self.p.id_field else None
+        if col is None:
+            col = batch.extra.get("id")
+        if col is not None:
+            return [str(x) for x in col[rows].tolist()]
+        return [f"{self.p.name}@{ts}" for ts in batch.ts_ms[rows].tolist()]
+
+    def _late_records(self, recs: Any, idx: np.ndarray, wm_before: np.ndarray, step: str) -> list[dict[str, Any]]:
+        out = []
+        for i in idx.tolist():
+            row: dict[str, Any] = {
+                "step": step, "key": str(recs.keys[i]), "ts_ms": int(recs.ts_ms[i]),
+                "watermark_ms": int(wm_before[i]), "behind_ms": int(wm_before[i] - recs.ts_ms[i]),
+            }  # fmt: skip
+            row.update({k: float(v[i]) for k, v in recs.cols.items()})
+            row.update({k: _plain(v[i]) for k, v in recs.extra.items()})
+            out.append(row)
+        return out
+
+    def _late_records_batch(
+        self, batch: Batch, keys: np.ndarray, idx: np.ndarray, wm_rows: np.ndarray, step: str
+    ) -> list[dict[str, Any]]:
+        out = []
+        for i in idx.tolist():
+            row: dict[str, Any] = {"step": step, "key": str(keys[i]), "ts_ms": int(batch.ts_ms[i]),
+                                   "watermark_ms": int(wm_rows[i])}  # fmt: skip
+            row.update({k: float(v[i]) for k, v in batch.cols.items()})
+            out.append(row)
+        return out
+
+
+class _FileOnFirstWrite:
+    """A JSON-lines sink whose file is created only when something is written (no empty files)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sink: Any = None
+
+    def write_batch(self, items: list[Any]) -> None:
+        if self._sink is None:
+            from vigil.io.sinks import JsonlSink
+
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._sink = JsonlSink(self.path)
+        self._sink.write_batch(items)
+
+    def flush(self) -> None:
+        if self._sink is not None:
+            self._sink.flush()
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _nbytes(obj: Any) -> int:
+    total = 0
+    for v in vars(obj).values():
+        if isinstance(v, np.ndarray):
+            total += v.nbytes
+        elif hasattr(v, "nbytes") and isinstance(getattr(type(v), "nbytes", None), property):
+            total += int(v.nbytes)
+    return total
