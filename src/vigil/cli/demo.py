@@ -50,7 +50,7 @@ def run_demo(
     from vigil.apps.evaluate import LabelTap, score_run
     from vigil.apps.fraud import fraud_pipeline
     from vigil.engine.runner import EmbeddedRunner
-    from vigil.io.generators.source import ColumnsSource
+    from vigil.io.replay import ReplaySource
     from vigil.io.generators.transactions import TransactionSpec, generate_transactions, summary
     from vigil.io.sinks import ConsoleAlertSink, JsonlSink, SqliteAlertSink
 
@@ -70,7 +70,7 @@ def run_demo(
     pace = f"paced at {rate:,.0f} events/s" if rate else "as fast as possible"
     console.print(f"replaying {pace}; rules (velocity) and statistics (1-minute z-score) side by side\n")
 
-    src = ColumnsSource(
+    src = ReplaySource(
         cols["user"], cols["ts_ms"], {"amount": cols["amount"]},
         {k: cols[k] for k in ("txn_id", "merchant", "category", "country", "label", "pattern")},
         rate=rate, name="transactions",

@@ -234,6 +234,7 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
         p.late_to(_sink(spec.late, base_dir))
     if spec.dead_letters:
         p.dead_letters_to(_sink(spec.dead_letters, base_dir))
+    p.validate()
     return p
 
 
@@ -311,11 +312,10 @@ def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any]) -> Any:
     if s.kind == "stdin":
         assert s.schema_
         return files.StdinSource(_schema(s.schema_), format=s.format)
-    from vigil.io.generators.source import TransactionSource
-    from vigil.io.generators.transactions import TransactionSpec
+    from vigil.io.generators.transactions import TransactionSpec, transaction_source
 
     spec = TransactionSpec(events=s.events, users=s.users, seed=s.seed)
-    return TransactionSource(spec, rate=overrides.get("rate", s.rate))
+    return transaction_source(spec, rate=overrides.get("rate", s.rate))
 
 
 def _sink(s: SinkSpec, base_dir: str) -> Any:

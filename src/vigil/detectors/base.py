@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array
+from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array, parse_duration_ms
 
 
 @dataclass(slots=True)
@@ -178,6 +178,27 @@ def gaussian_tail(z: Float64Array) -> Float64Array:
     from vigil.stats.special import erf
 
     return erf(np.abs(z) / math.sqrt(2.0))
+
+
+def duration_param(name: str, value: str | int) -> int:
+    """A duration parameter in ms (``"60s"`` or an int of ms), > 0, with an error naming the parameter.
+
+    Examples:
+        >>> duration_param("window", "1m")
+        60000
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"`{name}` is not a duration; got {value!r}")
+    if isinstance(value, int):
+        ms = value
+    else:
+        try:
+            ms = parse_duration_ms(value)
+        except ValueError:
+            raise ValueError(f"`{name}` is not a duration (use e.g. '500ms', '60s', '1m'); got {value!r}") from None
+    if ms <= 0:
+        raise ValueError(f"`{name}` must be > 0; got {value!r}")
+    return ms
 
 
 _REGISTRY: dict[str, type[Any]] = {}

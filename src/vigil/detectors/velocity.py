@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
 from vigil.detectors.zscore import _fmt_ms
-from vigil.stats.timewindow import TimeWindowState, evict, insert, reserve
-from vigil.types import Float64Array, Int32Array, Int64Array, parse_duration_ms
+from vigil.stats.timewindow import TimeWindowState, evict, insert, load, reserve, store
+from vigil.types import Float64Array, Int32Array, Int64Array
 
 
 @numba.njit(cache=True)
@@ -31,15 +31,17 @@ def _velocity_kernel(
 ) -> int:  # fmt: skip
     for i in range(start, slots.shape[0]):
         k = slots[i]
-        if not reserve(k, ist, meta, pool_ts, pool_x):
+        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
+        ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
+        if not ok:
             return i
-        n = evict(k, ts[i], window_ms, ist, fst, pool_ts, pool_x)
+        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
         if n <= max_count:
             firing[k] = False  # the key calmed down before this event: a new burst may fire again
-        insert(k, ts[i], 1.0, window_ms, ist, fst, pool_ts, pool_x)
-        c = n + 1
-        out_count[i] = c
-        if c > max_count and not firing[k]:
+        n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], 1.0, window_ms, pool_ts, pool_x)
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
+        out_count[i] = n
+        if n > max_count and not firing[k]:
             firing[k] = True
             out_fire[i] = True
         else:
@@ -70,9 +72,7 @@ class VelocityRule(BaseDetector):
 
     def __init__(self, *, window: str | int = "60s", max_count: int = 5) -> None:
         self.window = window
-        self.window_ms = window if isinstance(window, int) else parse_duration_ms(window)
-        if self.window_ms <= 0:
-            raise ValueError(f"`window` must be > 0; got {window!r}")
+        self.window_ms = duration_param("window", window)
         if max_count < 1:
             raise ValueError(f"`max_count` must be >= 1; got {max_count!r}")
         self.max_count = int(max_count)

@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from vigil.detectors.base import BaseDetector, Verdicts, gaussian_tail, register
-from vigil.stats.timewindow import CNT, TimeWindowState, evict, insert, mean_std, reserve
-from vigil.types import Float64Array, Int32Array, Int64Array, parse_duration_ms
+from vigil.detectors.base import BaseDetector, Verdicts, duration_param, gaussian_tail, register
+from vigil.stats.timewindow import CNT, TimeWindowState, evict, insert, load, mean_std, reserve, store
+from vigil.types import Float64Array, Int32Array, Int64Array
 
 
 @numba.njit(cache=True)
@@ -46,17 +46,19 @@ def _zscore_kernel(
     for i in range(start, slots.shape[0]):
         k = slots[i]
         v = x[i]
+        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
         if v != v:  # NaN: a missing value is neither scored nor learned, and leaves the state alone
-            out_n[i] = ist[k, CNT] if k < ist.shape[0] else 0
+            out_n[i] = n
             out_z[i] = 0.0
             out_basis[i] = 0
             out_mean[i] = np.nan
             out_std[i] = np.nan
             continue
-        if not reserve(k, ist, meta, pool_ts, pool_x):
+        ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
+        if not ok:
             return i
-        n = evict(k, ts[i], window_ms, ist, fst, pool_ts, pool_x)
-        mean, std = mean_std(k, ist, fst)
+        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
+        mean, std = mean_std(n, sh, a, b)
         out_n[i] = n
         z = 0.0
         basis = 0
@@ -72,18 +74,18 @@ def _zscore_kernel(
         out_basis[i] = basis
         out_mean[i] = mean
         out_std[i] = std
-        if protect and basis > 0 and abs(z) > threshold:
-            continue
-        insert(k, ts[i], v, window_ms, ist, fst, pool_ts, pool_x)
-        if alpha > 0.0:
-            # exponentially weighted mean/variance; the first events use 1/n so the start is unbiased
-            c = ew[k, 0] + 1.0
-            a = max(alpha, 1.0 / c)
-            d = v - ew[k, 1]
-            inc = a * d
-            ew[k, 1] += inc
-            ew[k, 2] = (1.0 - a) * (ew[k, 2] + d * inc)
-            ew[k, 0] = c
+        if not (protect and basis > 0 and abs(z) > threshold):
+            n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], v, window_ms, pool_ts, pool_x)
+            if alpha > 0.0:
+                # exponentially weighted mean/variance; the first events use 1/n so the start is unbiased
+                cnt = ew[k, 0] + 1.0
+                w = max(alpha, 1.0 / cnt)
+                d = v - ew[k, 1]
+                inc = w * d
+                ew[k, 1] += inc
+                ew[k, 2] = (1.0 - w) * (ew[k, 2] + d * inc)
+                ew[k, 0] = cnt
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
     return slots.shape[0]
 
 
@@ -130,9 +132,7 @@ class SlidingZScore(BaseDetector):
     ) -> None:
         self.field = field
         self.window = window
-        self.window_ms = window if isinstance(window, int) else parse_duration_ms(window)
-        if self.window_ms <= 0:
-            raise ValueError(f"`window` must be > 0; got {window!r}")
+        self.window_ms = duration_param("window", window)
         if threshold <= 0:
             raise ValueError(f"`threshold` must be > 0; got {threshold!r}")
         if min_count < 2:
@@ -176,7 +176,7 @@ class SlidingZScore(BaseDetector):
                 self.ew = grown
 
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
-        x = np.asarray(X[self.field], np.float64)
+        x = raw = np.asarray(X[self.field], np.float64)
         if self.transform == "log":
             with np.errstate(divide="ignore", invalid="ignore"):
                 x = np.where(x > 0, np.log(x), np.nan)
@@ -203,16 +203,21 @@ class SlidingZScore(BaseDetector):
         flag = ready & (score > self.threshold)
         return Verdicts(
             score, gaussian_tail(score), flag, flag, ready,
-            {"z": z, "count": n.astype(np.float64), "mean": mean, "std": std, "basis": basis.astype(np.float64)},
+            {"value": raw, "z": z, "count": n.astype(np.float64), "mean": mean, "std": std,
+             "basis": basis.astype(np.float64)},
         )  # fmt: skip
 
     def describe(self, stats: dict[str, Any]) -> str:
-        where = "the last " + _fmt_ms(self.window_ms) if stats.get("basis") == 1 else "the key's baseline"
-        unit = "log " if self.transform == "log" else ""
-        return (
-            f"{self.field} is {stats.get('z', 0.0):+.1f} sd from {unit}mean {stats.get('mean', 0.0):.3g} "
-            f"(sd {stats.get('std', 0.0):.3g}) over {where}"
-        )
+        """E.g. "amount 412 is 5.2 sd above the usual 83.1 (baseline of 42 events)"."""
+        z = float(stats.get("z", 0.0))
+        mean, std = float(stats.get("mean", np.nan)), float(stats.get("std", np.nan))
+        usual = math.exp(mean) if self.transform == "log" else mean
+        where = (f"last {_fmt_ms(self.window_ms)}, {int(stats.get('count', 0))} events"
+                 if stats.get("basis") == 1 else "long baseline")  # fmt: skip
+        side = "above" if z > 0 else "below"
+        spread = f"x{math.exp(std):.2f}" if self.transform == "log" else f"{std:.3g}"
+        return (f"{self.field} {stats.get('value', float('nan')):.6g} is {abs(z):.1f} sd {side} the usual "
+                f"{usual:.4g} (sd {spread}, {where})")
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.win.reset_slots(slots)

@@ -126,18 +126,25 @@ class KeyedOperatorHost:
         self.timers = TimerService()
         self._ctx = Context(self.state, self.timers)
 
-    def process(self, keys: list[str], ts_ms: list[int], fields: dict[str, list[float]], watermark_ms: int) -> list[Any]:
-        """Feed events in arrival order, then fire the timers the watermark has passed."""
+    def process(
+        self, keys: list[str], ts_ms: list[int], fields: dict[str, list[float]], watermarks: list[int]
+    ) -> list[Any]:
+        """Feed events in arrival order; before each event, fire the timers its watermark has passed.
+
+        ``watermarks[i]`` is the watermark in force before event ``i``, so timers fire at the same
+        point of the stream however it is cut into micro-batches.
+        """
         out: list[Any] = []
         ctx = self._ctx
-        ctx.watermark = watermark_ms
         names = list(fields)
         cols = [fields[n] for n in names]
         for i, key in enumerate(keys):
+            wm = watermarks[i]
+            if wm != ctx.watermark:
+                out.extend(self.advance(wm))
             ctx.key = key
             ctx.timestamp = ts_ms[i]
             out.extend(self.operator.process(Event(key, ts_ms[i], {n: c[i] for n, c in zip(names, cols)}), ctx))
-        out.extend(self.advance(watermark_ms))
         return out
 
     def advance(self, watermark_ms: int) -> list[Any]:

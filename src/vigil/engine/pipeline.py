@@ -6,10 +6,10 @@ its log lines and alert ids (bytewax's ``step_id``). A pipeline is only a descri
 
 Examples:
     >>> from vigil.detectors import SlidingZScore, VelocityRule
-    >>> from vigil.io.generators.source import ColumnsSource
+    >>> from vigil.io.replay import ReplaySource
     >>> from vigil.io.sinks import MemorySink
     >>> import numpy as np
-    >>> src = ColumnsSource(np.array(["a"] * 12, object), np.arange(12) * 1000,
+    >>> src = ReplaySource(np.array(["a"] * 12, object), np.arange(12) * 1000,
     ...                     {"amount": np.array([10.0] * 5 + [11.0, 9.0] * 3 + [90.0])})
     >>> alerts = MemorySink()
     >>> p = (Pipeline("demo").source(src)

@@ -194,6 +194,7 @@ class EmbeddedRunner:
         reader = threading.Thread(target=self._read, name=f"vigil-{self.p.name}-source", daemon=True)
         writer = threading.Thread(target=self._write, name=f"vigil-{self.p.name}-sinks", daemon=True)
         st = self.stats
+        self._warm_up()
         st.started_s = time.perf_counter()
         reader.start()
         writer.start()
@@ -239,6 +240,13 @@ class EmbeddedRunner:
         if self._error is not None:
             raise self._error
         return st
+
+    def _warm_up(self) -> None:
+        """Run every detector on an empty batch: compiled kernels load now, not on the first real events."""
+        empty = (np.empty(0, np.int32), np.empty(0, np.int64))
+        for step in self.p.steps:
+            if isinstance(step, DetectStep):
+                step.detector.process_many(*empty, {f: np.empty(0, np.float64) for f in step.detector.fields})
 
     def _refresh_gauges(self) -> None:
         st = self.stats
@@ -301,7 +309,7 @@ class EmbeddedRunner:
             elif isinstance(step, ProcessStep):
                 host = self._hosts[step.name]
                 out = host.process(keys.tolist(), batch.ts_ms.tolist(),
-                                   {k: v.tolist() for k, v in batch.cols.items()}, self.watermarks.watermark)  # fmt: skip
+                                   {k: v.tolist() for k, v in batch.cols.items()}, wm_rows.tolist())  # fmt: skip
                 self._route(step, out)
         for tap in self.taps:
             tap(batch, keys, verdicts)

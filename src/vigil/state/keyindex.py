@@ -8,6 +8,7 @@ their slots go on a free list and are reused, so memory stays bounded under key 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ class KeyIndex:
         [1]
         >>> ix.key_of(1), len(ix)
         ('c', 2)
+        >>> ix.slots_for(np.array([7, 8, 7])).tolist(), ix.slots_for(["7"]).tolist()  # numeric ids
+        ([2, 3, 2], [2])
     """
 
     def __init__(self, ttl_ms: int | None = None) -> None:
@@ -39,6 +42,9 @@ class KeyIndex:
         self._keys: list[str | None] = []
         self._free: list[int] = []
         self.last_seen_ms: Int64Array = np.zeros(0, np.int64)
+        # integer keys (numeric ids): a sorted array of known ids and their slots, looked up vectorized
+        self._int_ids: Int64Array = np.empty(0, np.int64)
+        self._int_slots: Int32Array = np.empty(0, np.int32)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -82,19 +88,41 @@ class KeyIndex:
         return s
 
     def slots_for(self, keys: Sequence[Any] | np.ndarray, ts_ms: Int64Array | None = None) -> Int32Array:
-        """Slots for a column of keys (allocating new ones); records last-seen event time if given."""
-        get = self._slot_of.get
-        out = [get(k) for k in keys]
-        if None in out:
-            for i, s in enumerate(out):
-                if s is None:
-                    k = str(keys[i])
-                    s2 = self._slot_of.get(k)
-                    out[i] = s2 if s2 is not None else self._alloc(k)
-        slots = np.fromiter(out, np.int32, len(out))
-        if ts_ms is not None and len(slots):
+        """Slots for a column of keys (allocating new ones); records last-seen event time if given.
+
+        Keys are strings; an integer numpy column is also accepted (numeric ids, looked up vectorized,
+        named by their decimal text: the integer 42 and the string "42" are the same key).
+        """
+        n = len(keys)
+        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+            slots = self._int_slots_for(keys.astype(np.int64, copy=False))
+        else:
+            # map + fromiter: the dict lookups run in C, ~4x faster than a list comprehension
+            slots = np.fromiter(map(self._slot_of.get, keys, repeat(-1)), np.int32, n)
+            if n and slots.min() < 0:
+                for i in np.flatnonzero(slots < 0).tolist():
+                    k = keys[i]
+                    k = k if isinstance(k, str) else str(k)
+                    s = self._slot_of.get(k)
+                    slots[i] = s if s is not None else self._alloc(k)
+        if ts_ms is not None and n:
             np.maximum.at(self.last_seen_ms, slots, ts_ms)
         return slots
+
+    def _int_slots_for(self, ids: Int64Array) -> Int32Array:
+        known = self._int_ids
+        pos = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
+        found = known[pos] == ids if len(known) else np.zeros(len(ids), bool)
+        if not found.all():
+            new_ids = np.unique(ids[~found])
+            new_slots = np.array([self.slot(str(k)) for k in new_ids.tolist()], np.int32)
+            all_ids = np.concatenate([known, new_ids])
+            order = np.argsort(all_ids, kind="stable")
+            self._int_ids = all_ids[order]
+            self._int_slots = np.concatenate([self._int_slots, new_slots])[order]
+            known = self._int_ids
+            pos = np.searchsorted(known, ids)
+        return self._int_slots[pos]
 
     def touch(self, slots: Int32Array, ts_ms: Int64Array) -> None:
         """Record that ``slots`` saw events at ``ts_ms`` (for TTL)."""
@@ -119,6 +147,9 @@ class KeyIndex:
             self._keys[s] = None
             self._free.append(s)
         self.last_seen_ms[freed] = 0
+        if len(freed) and len(self._int_ids):
+            keep = ~np.isin(self._int_slots, freed)
+            self._int_ids, self._int_slots = self._int_ids[keep], self._int_slots[keep]
         return freed
 
     def snapshot(self) -> dict[str, Any]:

@@ -63,54 +63,68 @@ OFF, CLS, HEAD, CNT, NEWEST = 0, 1, 2, 3, 4
 SHIFT, S1, S2 = 0, 1, 2
 
 
+# The kernels below work on one slot's state held in local variables — ``off, c, h, n, newest``
+# (ring offset, size class, head, count, newest event time) and ``sh, a, b`` (shift, sum, sum of
+# squares) — loaded once per row with :func:`load` and written back once with :func:`store`.
+# Keeping them in locals matters: the pool and the state are both int64 arrays, so the compiler must
+# assume they alias and would otherwise reload the state after every pool write.
+
+
 @numba.njit(cache=True, inline="always")
-def reserve(k: int, ist: Any, meta: Any, pool_ts: Any, pool_x: Any) -> bool:
-    """Make room for one more entry in slot k's ring; False when the pool is full (nothing changed)."""
-    c = ist[k, CLS]
-    n = ist[k, CNT]
-    if ist[k, OFF] < 0:
+def load(k: int, ist: Any, fst: Any) -> Any:
+    """Slot k's state as a tuple ``(off, c, h, n, newest, sh, a, b)``."""
+    return ist[k, OFF], ist[k, CLS], ist[k, HEAD], ist[k, CNT], ist[k, NEWEST], fst[k, SHIFT], fst[k, S1], fst[k, S2]
+
+
+@numba.njit(cache=True, inline="always")
+def store(k: int, ist: Any, fst: Any, off: int, c: int, h: int, n: int, newest: int, sh: float, a: float,
+          b: float) -> None:  # fmt: skip
+    """Write slot k's state back."""
+    ist[k, OFF] = off
+    ist[k, CLS] = c
+    ist[k, HEAD] = h
+    ist[k, CNT] = n
+    ist[k, NEWEST] = newest
+    fst[k, SHIFT] = sh
+    fst[k, S1] = a
+    fst[k, S2] = b
+
+
+@numba.njit(cache=True, inline="always")
+def reserve(off: int, c: int, h: int, n: int, meta: Any, pool_ts: Any, pool_x: Any) -> Any:
+    """Room for one more entry: returns ``(ok, off, c, h)``; ``ok`` is False when the pool is full."""
+    if off < 0:
         o = _alloc(MIN_CLASS, meta, pool_ts)
         if o < 0:
-            return False
-        ist[k, OFF] = o
-        ist[k, CLS] = MIN_CLASS
-        ist[k, HEAD] = 0
-        ist[k, CNT] = 0
-    elif n == (1 << c):
+            return False, off, c, h
+        return True, o, MIN_CLASS, 0
+    if n == (1 << c):
         o = _alloc(c + 1, meta, pool_ts)
         if o < 0:
-            return False
-        cap = 1 << c
-        old = ist[k, OFF]
-        h = ist[k, HEAD]
+            return False, off, c, h
+        mask = (1 << c) - 1
         for j in range(n):
-            p = old + ((h + j) & (cap - 1))
+            p = off + ((h + j) & mask)
             pool_ts[o + j] = pool_ts[p]
             pool_x[o + j] = pool_x[p]
-        _free(old, c, meta, pool_ts)
-        ist[k, OFF] = o
-        ist[k, CLS] = c + 1
-        ist[k, HEAD] = 0
-    return True
+        _free(off, c, meta, pool_ts)
+        return True, o, c + 1, 0
+    return True, off, c, h
 
 
 @numba.njit(cache=True, inline="always")
-def evict(k: int, t: int, window_ms: int, ist: Any, fst: Any, pool_ts: Any, pool_x: Any) -> int:
-    """Advance slot k's newest time to t (if later) and drop entries at or before newest - window; return the count."""
-    if t > ist[k, NEWEST]:
-        ist[k, NEWEST] = t
-    lo = ist[k, NEWEST] - window_ms
-    n = ist[k, CNT]
-    if n == 0:
-        return 0
-    mask = (1 << ist[k, CLS]) - 1
-    base = ist[k, OFF]
-    h = ist[k, HEAD]
-    a = fst[k, S1]
-    b = fst[k, S2]
-    sh = fst[k, SHIFT]
-    while n > 0 and pool_ts[base + h] <= lo:
-        d = pool_x[base + h] - sh
+def evict(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, t: int, window_ms: int,
+          pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
+    """Advance the newest time to t (if later) and drop entries at or before newest - window.
+
+    Returns ``(h, n, newest, a, b)``.
+    """
+    if t > newest:
+        newest = t
+    lo = newest - window_ms
+    mask = (1 << c) - 1
+    while n > 0 and pool_ts[off + h] <= lo:
+        d = pool_x[off + h] - sh
         a -= d
         b -= d * d
         h = (h + 1) & mask
@@ -118,56 +132,46 @@ def evict(k: int, t: int, window_ms: int, ist: Any, fst: Any, pool_ts: Any, pool
     if n == 0:
         a = 0.0
         b = 0.0
-    ist[k, HEAD] = h
-    ist[k, CNT] = n
-    fst[k, S1] = a
-    fst[k, S2] = b
-    return n
+    return h, n, newest, a, b
 
 
 @numba.njit(cache=True, inline="always")
-def mean_std(k: int, ist: Any, fst: Any) -> tuple[float, float]:
-    """Mean and sample standard deviation of slot k's window (NaN when undefined)."""
-    n = ist[k, CNT]
+def mean_std(n: int, sh: float, a: float, b: float) -> Any:
+    """Mean and sample standard deviation of a window (NaN when undefined)."""
     if n == 0:
         return np.nan, np.nan
-    a = fst[k, S1]
     m = a / n
     if n == 1:
-        return fst[k, SHIFT] + m, np.nan
-    var = (fst[k, S2] - a * m) / (n - 1)
-    return fst[k, SHIFT] + m, (np.sqrt(var) if var > 0.0 else 0.0)
+        return sh + m, np.nan
+    var = (b - a * m) / (n - 1)
+    return sh + m, (np.sqrt(var) if var > 0.0 else 0.0)
 
 
 @numba.njit(cache=True, inline="always")
-def insert(k: int, t: int, v: float, window_ms: int, ist: Any, fst: Any, pool_ts: Any, pool_x: Any) -> None:
-    """Insert (t, v) at its time-sorted place in slot k's ring (call :func:`reserve` first)."""
-    if t <= ist[k, NEWEST] - window_ms:
-        return  # older than the window: nothing to keep
-    n = ist[k, CNT]
+def insert(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, t: int, v: float,
+           window_ms: int, pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
+    """Insert (t, v) at its time-sorted place (after :func:`reserve`); returns ``(n, sh, a, b)``."""
+    if t <= newest - window_ms:
+        return n, sh, a, b  # older than the window: nothing to keep
     if n == 0:
-        fst[k, SHIFT] = v
-        fst[k, S1] = 0.0
-        fst[k, S2] = 0.0
-    mask = (1 << ist[k, CLS]) - 1
-    base = ist[k, OFF]
-    h = ist[k, HEAD]
+        sh = v
+        a = 0.0
+        b = 0.0
+    mask = (1 << c) - 1
     j = n
     while j > 0:
-        q = base + ((h + j - 1) & mask)
+        q = off + ((h + j - 1) & mask)
         if pool_ts[q] <= t:
             break
-        r = base + ((h + j) & mask)
+        r = off + ((h + j) & mask)
         pool_ts[r] = pool_ts[q]
         pool_x[r] = pool_x[q]
         j -= 1
-    r = base + ((h + j) & mask)
+    r = off + ((h + j) & mask)
     pool_ts[r] = t
     pool_x[r] = v
-    d = v - fst[k, SHIFT]
-    fst[k, S1] += d
-    fst[k, S2] += d * d
-    ist[k, CNT] = n + 1
+    d = v - sh
+    return n + 1, sh, a + d, b + d * d
 
 
 @numba.njit(cache=True)
@@ -183,12 +187,16 @@ def window_update(
     """
     for i in range(start, slots.shape[0]):
         k = slots[i]
-        if not reserve(k, ist, meta, pool_ts, pool_x):
+        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
+        ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
+        if not ok:
             return i
-        out_n[i] = evict(k, ts[i], window_ms, ist, fst, pool_ts, pool_x)
-        out_mean[i], out_std[i] = mean_std(k, ist, fst)
+        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
+        out_n[i] = n
+        out_mean[i], out_std[i] = mean_std(n, sh, a, b)
         if learn[i]:
-            insert(k, ts[i], x[i], window_ms, ist, fst, pool_ts, pool_x)
+            n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], x[i], window_ms, pool_ts, pool_x)
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
     return slots.shape[0]
 
 

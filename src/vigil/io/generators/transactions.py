@@ -570,3 +570,15 @@ def summary(cols: dict[str, np.ndarray]) -> dict[str, Any]:
         "max_delay_ms": int((cols["arrival_ms"] - ts).max()) if n else 0,
         "span_ms": int(ts.max() - ts.min()) if n else 0,
     }
+
+
+def transaction_source(spec: TransactionSpec | None = None, *, rate: float | None = None) -> Any:
+    """The synthetic stream as a source (:class:`~vigil.io.replay.ReplaySource`), paced at ``rate`` events/s."""
+    from vigil.io.replay import ReplaySource
+
+    cols = generate_transactions(spec or TransactionSpec())
+    return ReplaySource(
+        cols["user"], cols["ts_ms"], {"amount": cols["amount"]},
+        {k: cols[k] for k in ("txn_id", "merchant", "category", "country", "label", "pattern", "episode")},
+        rate=rate, name="transactions",
+    )  # fmt: skip

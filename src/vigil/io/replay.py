@@ -1,4 +1,7 @@
-"""Columns in memory replayed as a source, as fast as possible or paced at a rate of events per second.
+"""Trusted columns in memory replayed as a stream, as fast as possible or paced at a rate of events per second.
+
+This is the producer of demos and benchmarks (the synthetic generators' output, a loaded data set).
+Its columns are not validated — use :class:`~vigil.io.memory.MemorySource` for rows that may be bad.
 
 Pacing is on the wall clock: event ``i`` is due at ``start + i / rate``. Each row carries
 ``emit_ns``, the wall-clock time at which it was due — the moment the "producer" emitted it — so
@@ -20,10 +23,10 @@ import numpy as np
 from vigil.io.base import Records
 
 
-class ColumnsReader:
-    """Reader of :class:`ColumnsSource` (one partition; position = next row index)."""
+class ReplayReader:
+    """Reader of :class:`ReplaySource` (one partition; position = next row index)."""
 
-    def __init__(self, src: ColumnsSource, resume: int | None) -> None:
+    def __init__(self, src: ReplaySource, resume: int | None) -> None:
         self.src = src
         self.pos = int(resume or 0)
         self.n = len(src.ts_ms)
@@ -79,11 +82,11 @@ class ColumnsReader:
         self._closed = True
 
 
-class ColumnsSource:
+class ReplaySource:
     """Replay in-memory columns as a stream.
 
     Args:
-        keys: key per row (object array of str).
+        keys: key per row (object array of str, or integer ids).
         ts_ms: event time per row.
         cols: numeric columns.
         extra: passthrough columns (ids, labels ...).
@@ -91,7 +94,7 @@ class ColumnsSource:
         name: source name.
 
     Examples:
-        >>> src = ColumnsSource(np.array(["a", "b"], object), np.array([1, 2]), {"v": np.array([1.0, 2.0])})
+        >>> src = ReplaySource(np.array(["a", "b"], object), np.array([1, 2]), {"v": np.array([1.0, 2.0])})
         >>> r = src.open("0")
         >>> rec = r.read_batch(10, 5)
         >>> rec.keys.tolist(), r.position(), r.at_end
@@ -111,7 +114,9 @@ class ColumnsSource:
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"`rate` must be > 0 events/s; got {rate!r}")
-        self.keys = np.asarray(keys, object)
+        keys = np.asarray(keys)
+        # integer ids stay an integer column (the key index looks them up vectorized); anything else is text
+        self.keys = keys if keys.dtype.kind in "iu" else keys.astype(object)
         self.ts_ms = np.asarray(ts_ms, np.int64)
         self.cols = {k: np.asarray(v, np.float64) for k, v in cols.items()}
         self.extra = dict(extra or {})
@@ -124,18 +129,8 @@ class ColumnsSource:
         """One partition."""
         return ["0"]
 
-    def open(self, partition: str, resume: Any = None) -> ColumnsReader:
+    def open(self, partition: str, resume: Any = None) -> ReplayReader:
         """Open the only partition, resuming at row ``resume``."""
-        return ColumnsReader(self, resume)
+        return ReplayReader(self, resume)
 
 
-def TransactionSource(spec: Any = None, *, rate: float | None = None) -> ColumnsSource:  # noqa: N802
-    """The synthetic card-transaction stream (:mod:`vigil.io.generators.transactions`) as a source."""
-    from vigil.io.generators.transactions import TransactionSpec, generate_transactions
-
-    cols = generate_transactions(spec or TransactionSpec())
-    return ColumnsSource(
-        cols["user"], cols["ts_ms"], {"amount": cols["amount"]},
-        {k: cols[k] for k in ("txn_id", "merchant", "category", "country", "label", "pattern", "episode")},
-        rate=rate, name="transactions",
-    )  # fmt: skip
