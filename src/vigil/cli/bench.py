@@ -37,7 +37,7 @@ def _import_shared(path: Path) -> None:
         sys.path.insert(0, str(path))
 
 
-def _zscore_pipeline(source: Any, alerts_path: str) -> Any:
+def _zscore_pipeline(source: Any, alerts_path: str, max_rows: int = 16_384) -> Any:
     from vigil.detectors import SlidingZScore
     from vigil.engine.pipeline import Pipeline
     from vigil.io.sinks import JsonlSink
@@ -47,48 +47,74 @@ def _zscore_pipeline(source: Any, alerts_path: str) -> Any:
                         protect=False)  # fmt: skip
     return (
         Pipeline("bench").source(source).watermark("2s", idle_timeout=None)
-        .micro_batches(max_rows=65_536, max_delay="50ms", queue_batches=4)
+        .micro_batches(max_rows=max_rows, max_delay="50ms", queue_batches=4)
         .detect("z", det).alerts_to(JsonlSink(alerts_path))
     )  # fmt: skip
 
 
-def engine_worker(*, workload: Path, jsonl: Path, n: int, keys: int) -> dict[str, Any]:
-    """(b) columnar in memory and (c) JSON-lines file → alerts file; prints one JSON line."""
-    _import_shared(workload)
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Read from ``/proc/self/status`` (VmHWM) where it exists: ``getrusage``'s ``ru_maxrss`` survives
+    ``exec`` on Linux, so a child would report its parent's peak if the parent was larger.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def engine_worker(*, npz: Path, jsonl: Path, repeats: int = 3) -> dict[str, Any]:
+    """(b) columnar in memory and (c) JSON-lines file → alerts file; prints one JSON line.
+
+    Runs in a process of its own (``python -m vigil.cli.bench``): its peak RSS is Vigil's alone.
+    The workload comes from an ``.npz`` the parent wrote, so the generator's temporaries don't count.
+    """
     import numpy as np
-    from workload import generate  # type: ignore[import-not-found]
 
     from vigil.engine.runner import EmbeddedRunner
     from vigil.io.files import JsonlFileSource
     from vigil.io.replay import ReplaySource
     from vigil.io.schema import Schema
 
-    ev = generate(n, keys)
-    # columnar batches: the workload's integer user ids are the key column (looked up vectorized)
-    user = ev["key"].astype(np.int64)
-    ts, amount = ev["ts"], ev["amount"]
-    del ev
+    with np.load(npz) as data:
+        # columnar batches: the workload's integer user ids are the key column (looked up vectorized)
+        user, ts, amount = data["key"].astype(np.int64), data["ts"], data["amount"]
     with tempfile.TemporaryDirectory() as tmp:
         # warm the compiled kernels once (numba caches them on disk; this only loads them)
         warm = ReplaySource(user[:1000], ts[:1000], {"amount": amount[:1000]})
         EmbeddedRunner(_zscore_pipeline(warm, os.path.join(tmp, "w.jsonl")), out_dir=tmp).run()
 
-        src = ReplaySource(user, ts, {"amount": amount})
-        t0 = time.perf_counter()
-        st_b = EmbeddedRunner(_zscore_pipeline(src, os.path.join(tmp, "b.jsonl")), out_dir=tmp).run()
-        dt_b = time.perf_counter() - t0
+        def run_b() -> tuple[float, Any]:
+            src = ReplaySource(user, ts, {"amount": amount})
+            t0 = time.perf_counter()
+            st = EmbeddedRunner(_zscore_pipeline(src, os.path.join(tmp, "b.jsonl"), 65_536), out_dir=tmp).run()
+            return st.events_in / (time.perf_counter() - t0), st
 
-        schema = Schema("user", "ts", fields=("amount",))
-        t0 = time.perf_counter()
-        st_c = EmbeddedRunner(_zscore_pipeline(JsonlFileSource(str(jsonl), schema), os.path.join(tmp, "c.jsonl")),
-                              out_dir=tmp).run()  # fmt: skip
-        dt_c = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        def run_c() -> tuple[float, Any]:
+            schema = Schema("user", "ts", fields=("amount",))
+            t0 = time.perf_counter()
+            st = EmbeddedRunner(_zscore_pipeline(JsonlFileSource(str(jsonl), schema), os.path.join(tmp, "c.jsonl")),
+                                out_dir=tmp).run()  # fmt: skip
+            return st.events_in / (time.perf_counter() - t0), st
+
+        runs_b = [run_b() for _ in range(repeats)]
+        runs_c = [run_c() for _ in range(repeats)]
+    eps_b = sorted(r[0] for r in runs_b)[len(runs_b) // 2]
+    eps_c = sorted(r[0] for r in runs_c)[len(runs_c) // 2]
+    st_b, st_c = runs_b[0][1], runs_c[0][1]
+    rss_mb = peak_rss_mb()
     out = {
-        "vigil_eps": round(st_b.events_in / dt_b, 1),
+        "vigil_eps": round(eps_b, 1),
+        "vigil_eps_runs": [round(r[0], 1) for r in runs_b],
         "vigil_alerts": st_b.alerts,
         "vigil_late": st_b.late_events,
-        "vigil_jsonl_eps": round(st_c.events_in / dt_c, 1),
+        "vigil_jsonl_eps": round(eps_c, 1),
+        "vigil_jsonl_eps_runs": [round(r[0], 1) for r in runs_c],
         "vigil_jsonl_alerts": st_c.alerts,
         "vigil_jsonl_dead_letters": st_c.dead_letters,
         "peak_rss_mb": round(rss_mb, 1),
@@ -97,8 +123,11 @@ def engine_worker(*, workload: Path, jsonl: Path, n: int, keys: int) -> dict[str
     return out
 
 
-def run_engine_bench(*, n: int, keys: int, shared: Path | None, as_json: bool, out: Path) -> dict[str, Any]:
-    """Run (a) here and (b), (c) in a child process; print and save the figures."""
+def run_engine_bench(
+    *, n: int, keys: int, shared: Path | None, as_json: bool, out: Path, repeats: int = 3
+) -> dict[str, Any]:
+    """Run (a) here and (b), (c) in a child process, ``repeats`` times each (medians); print and save."""
+    import numpy as np
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
@@ -109,21 +138,25 @@ def run_engine_bench(*, n: int, keys: int, shared: Path | None, as_json: bool, o
 
     with tempfile.TemporaryDirectory() as tmp:
         jsonl = Path(tmp) / "events.jsonl"
+        npz = Path(tmp) / "events.npz"
         with console.status(f"workload: {n:,} events, {keys:,} keys…"):
             ev = generate(n, keys)
             write_jsonl(ev, str(jsonl))
+            np.savez(npz, key=ev["key"], ts=ev["ts"], amount=ev["amount"])
             rows = as_tuples(ev)
-        with console.status("(a) pure-Python exact 60 s window reference…"):
-            t0 = time.perf_counter()
-            flags = run_window(rows)
-            dt_a = time.perf_counter() - t0
+        ref_runs = []
+        with console.status(f"(a) pure-Python exact 60 s window reference ({repeats} runs)…"):
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                flags = run_window(rows)
+                ref_runs.append(n / (time.perf_counter() - t0))
         del rows, ev
-        ref_eps = n / dt_a
+        ref_eps = sorted(ref_runs)[len(ref_runs) // 2]
         console.print(f"(a) reference: {ref_eps:,.0f} events/s, {len(flags):,} alerts")
         with console.status("(b) Vigil columnar, (c) Vigil JSON-lines file → alerts file (own process)…"):
             proc = subprocess.run(
-                [sys.executable, "-m", "vigil.cli.main", "bench", "engine-worker", "--workload", str(perf),
-                 "--jsonl", str(jsonl), "--n", str(n), "--keys", str(keys)],
+                [sys.executable, "-m", "vigil.cli.bench", "--npz", str(npz), "--jsonl", str(jsonl),
+                 "--repeats", str(repeats)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
         if proc.returncode != 0:
@@ -132,7 +165,9 @@ def run_engine_bench(*, n: int, keys: int, shared: Path | None, as_json: bool, o
     result = {
         "events": n,
         "keys": keys,
+        "repeats": repeats,
         "reference_eps": round(ref_eps, 1),
+        "reference_eps_runs": [round(r, 1) for r in ref_runs],
         "vigil_eps": worker["vigil_eps"],
         "vigil_jsonl_eps": worker["vigil_jsonl_eps"],
         "ratio": round(worker["vigil_eps"] / ref_eps, 2),
@@ -154,3 +189,18 @@ def run_engine_bench(*, n: int, keys: int, shared: Path | None, as_json: bool, o
     if as_json:
         print(json.dumps(result), flush=True)
     return result
+
+
+def _worker_main() -> None:  # pragma: no cover - run as a subprocess
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Vigil's side of `vigil bench engine` (internal)")
+    ap.add_argument("--npz", type=Path, required=True)
+    ap.add_argument("--jsonl", type=Path, required=True)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    engine_worker(npz=a.npz, jsonl=a.jsonl, repeats=a.repeats)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _worker_main()

@@ -139,6 +139,7 @@ def bench_engine(
         help="Folder with workload.py and bench_pure_python.py (default ../shared/bench/perf; "
              "otherwise a checkout of this project's shared bench folder).")] = None,  # fmt: skip
     out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/engine.json"),
+    repeats: Annotated[int, typer.Option(help="Runs of each measurement; the median is reported.")] = 3,
 ) -> None:
     """Throughput of the engine against the pure-Python reference on the shared workload.
 
@@ -149,22 +150,9 @@ def bench_engine(
     from vigil.cli.bench import run_engine_bench
 
     try:
-        run_engine_bench(n=n, keys=keys, shared=shared, as_json=json_, out=out)
+        run_engine_bench(n=n, keys=keys, shared=shared, as_json=json_, out=out, repeats=repeats)
     except VigilError as exc:
         _fail(exc, 1)
-
-
-@bench_app.command("engine-worker", hidden=True)
-def bench_engine_worker(
-    workload: Annotated[Path, typer.Option()],
-    jsonl: Annotated[Path, typer.Option()],
-    n: Annotated[int, typer.Option()] = 1_000_000,
-    keys: Annotated[int, typer.Option()] = 10_000,
-) -> None:
-    """(internal) Vigil's side of `bench engine`, in its own process."""
-    from vigil.cli.bench import engine_worker
-
-    engine_worker(workload=workload, jsonl=jsonl, n=n, keys=keys)
 
 
 def main() -> None:  # pragma: no cover

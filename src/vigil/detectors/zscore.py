@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from vigil.detectors.base import BaseDetector, Verdicts, duration_param, gaussian_tail, register
+from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
 from vigil.stats.timewindow import CNT, TimeWindowState, evict, insert, load, mean_std, reserve, store
 from vigil.types import Float64Array, Int32Array, Int64Array
 
@@ -41,7 +41,7 @@ def _zscore_kernel(
     threshold: float, protect: bool, alpha: float, min_baseline: int,
     ist: Any, fst: Any, meta: Any, pool_ts: Any, pool_x: Any,
     ew: Any,
-    out_z: Any, out_basis: Any, out_n: Any, out_mean: Any, out_std: Any,
+    out_z: Any, out_score: Any, out_cal: Any, out_basis: Any, out_n: Any, out_mean: Any, out_std: Any,
 ) -> int:  # fmt: skip
     for i in range(start, slots.shape[0]):
         k = slots[i]
@@ -50,6 +50,8 @@ def _zscore_kernel(
         if v != v:  # NaN: a missing value is neither scored nor learned, and leaves the state alone
             out_n[i] = n
             out_z[i] = 0.0
+            out_score[i] = 0.0
+            out_cal[i] = 0.0
             out_basis[i] = 0
             out_mean[i] = np.nan
             out_std[i] = np.nan
@@ -71,6 +73,9 @@ def _zscore_kernel(
             z = (v - mean) / std
             basis = 2
         out_z[i] = z
+        out_score[i] = abs(z)
+        # calibrated: two-sided Gaussian tail probability, erf(|z| / sqrt 2)
+        out_cal[i] = math.erf(abs(z) * 0.7071067811865476)
         out_basis[i] = basis
         out_mean[i] = mean
         out_std[i] = std
@@ -183,6 +188,8 @@ class SlidingZScore(BaseDetector):
         self._ensure(slots)
         m = len(slots)
         z = np.empty(m, np.float64)
+        score = np.empty(m, np.float64)
+        calibrated = np.empty(m, np.float64)
         basis = np.empty(m, np.int8)
         n = np.empty(m, np.int64)
         mean = np.empty(m, np.float64)
@@ -193,16 +200,15 @@ class SlidingZScore(BaseDetector):
             done = _zscore_kernel(
                 slots, ts_ms, x, done, self.window_ms, self.min_count, self.threshold, self.protect,
                 self._alpha, self.min_baseline, w.ist, w.fst, w.meta, w.pool_ts, w.pool_x, self.ew,
-                z, basis, n, mean, std,
+                z, score, calibrated, basis, n, mean, std,
             )  # fmt: skip
             if done >= m:
                 break
             w.grow_pool()
-        score = np.abs(z)
         ready = basis > 0
         flag = ready & (score > self.threshold)
         return Verdicts(
-            score, gaussian_tail(score), flag, flag, ready,
+            score, calibrated, flag, flag, ready,
             {"value": raw, "z": z, "count": n.astype(np.float64), "mean": mean, "std": std,
              "basis": basis.astype(np.float64)},
         )  # fmt: skip

@@ -45,6 +45,7 @@ class KeyIndex:
         # integer keys (numeric ids): a sorted array of known ids and their slots, looked up vectorized
         self._int_ids: Int64Array = np.empty(0, np.int64)
         self._int_slots: Int32Array = np.empty(0, np.int32)
+        self._int_table: Int32Array = np.empty(0, np.int32)  # dense id -> slot for small ids (-1: unknown)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -88,7 +89,7 @@ class KeyIndex:
         return s
 
     def slots_for(self, keys: Sequence[Any] | np.ndarray, ts_ms: Int64Array | None = None) -> Int32Array:
-        """Slots for a column of keys (allocating new ones); records last-seen event time if given.
+        """Slots for a column of keys (allocating new ones); records last-seen event times for the TTL.
 
         Keys are strings; an integer numpy column is also accepted (numeric ids, looked up vectorized,
         named by their decimal text: the integer 42 and the string "42" are the same key).
@@ -105,11 +106,27 @@ class KeyIndex:
                     k = k if isinstance(k, str) else str(k)
                     s = self._slot_of.get(k)
                     slots[i] = s if s is not None else self._alloc(k)
-        if ts_ms is not None and n:
+        if ts_ms is not None and n and self.ttl_ms is not None:
             np.maximum.at(self.last_seen_ms, slots, ts_ms)
         return slots
 
     def _int_slots_for(self, ids: Int64Array) -> Int32Array:
+        if len(ids) == 0:
+            return np.empty(0, np.int32)
+        lo, hi = int(ids.min()), int(ids.max())
+        # small non-negative ids (the common case: row ids, user numbers): a dense table, one gather
+        if lo >= 0 and hi < max(65_536, 8 * (len(self._int_ids) + len(ids))):
+            table = self._int_table
+            if table.shape[0] <= hi:
+                grown = np.full(max(hi + 1, 2 * table.shape[0]), -1, np.int32)
+                grown[: table.shape[0]] = table
+                table = self._int_table = grown
+            slots = table[ids]
+            if slots.min() < 0:
+                for k in np.unique(ids[slots < 0]).tolist():
+                    table[k] = self.slot(str(k))
+                slots = table[ids]
+            return slots
         known = self._int_ids
         pos = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
         found = known[pos] == ids if len(known) else np.zeros(len(ids), bool)
@@ -150,6 +167,8 @@ class KeyIndex:
         if len(freed) and len(self._int_ids):
             keep = ~np.isin(self._int_slots, freed)
             self._int_ids, self._int_slots = self._int_ids[keep], self._int_slots[keep]
+        if len(freed) and len(self._int_table):
+            self._int_table[np.isin(self._int_table, freed)] = -1
         return freed
 
     def snapshot(self) -> dict[str, Any]:
