@@ -6,7 +6,7 @@ from vigil.detectors import registry
 from vigil.testing.detectors import yield_checks
 
 CASES = []
-for kind, cls in sorted(registry().items()):
+for _kind, cls in sorted(registry().items()):
     for params in cls._test_params():
         det = cls(**params)
         for check in yield_checks(det):

@@ -207,3 +207,13 @@ def test_pipeline_validation_names_the_step():
         Pipeline("p").detect("z", VelocityRule()).validate()
     with pytest.raises(ConfigError, match="`max_delay` is not a duration; got 'soon'"):
         Pipeline("p").watermark("soon")
+
+
+def test_processing_time_mode_stamps_records_on_arrival(tmp_path):
+    late = MemorySink()
+    clock = iter(range(10_000_000_000, 10_000_000_000 + 10**9, 10**6))  # 1 ms per call
+    ts = [5_000, 1_000, 9_000, 100]  # out of order in event time: would be late in event-time mode
+    p = (Pipeline("pt").source(_src(["a"] * 4, ts, [1.0] * 4)).watermark("0s").processing_time()
+         .detect("v", VelocityRule()).alerts_to(MemorySink()).late_to(late))
+    st = EmbeddedRunner(p, out_dir=str(tmp_path), wall_clock_ns=lambda: next(clock)).run()
+    assert st.events == 4 and st.late_events == 0 and not late.items

@@ -11,8 +11,8 @@ Single events (:class:`Event`) exist only at the edges: a demo print, an API cal
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import numpy.typing as npt

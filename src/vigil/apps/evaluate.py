@@ -27,6 +27,7 @@ class LabelTap:
     codes: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, batch: Any, keys: np.ndarray, verdicts: dict[str, Any]) -> None:
+        """Keep this batch's rows."""
         flag = np.zeros(len(batch), bool)
         for v in verdicts.values():
             flag |= v.flag

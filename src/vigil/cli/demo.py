@@ -25,14 +25,15 @@ class LatencySink:
         self.count = 0
 
     def write_batch(self, items: list[Alert]) -> None:
+        """Record the latencies."""
         self.count += len(items)
         self.latency_ms.extend(a.latency_ms for a in items if a.latency_ms is not None)
 
     def flush(self) -> None:
-        pass
+        """Nothing to make durable."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 def run_demo(
@@ -50,8 +51,8 @@ def run_demo(
     from vigil.apps.evaluate import LabelTap, score_run
     from vigil.apps.fraud import fraud_pipeline
     from vigil.engine.runner import EmbeddedRunner
-    from vigil.io.replay import ReplaySource
     from vigil.io.generators.transactions import TransactionSpec, generate_transactions, summary
+    from vigil.io.replay import ReplaySource
     from vigil.io.sinks import ConsoleAlertSink, JsonlSink, SqliteAlertSink
 
     console = Console(stderr=as_json, highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,12 +39,14 @@ def _fail(exc: Exception, code: int = 2) -> None:
 def demo(
     events: Annotated[int, typer.Option(help="How many transactions to generate.")] = 1_000_000,
     users: Annotated[int, typer.Option(help="How many card holders.")] = 20_000,
-    rate: Annotated[float, typer.Option(help="Replay pace in events/s of wall clock; 0 = as fast as possible.")] = 50_000,
+    rate: Annotated[float, typer.Option(help="Replay pace in events/s of wall clock; 0 = as fast as possible.")] = (
+        50_000
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the generator (same seed, same stream, same result).")] = 7,
-    json_: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on the last line.")] = False,
     live: Annotated[bool, typer.Option(help="Show the live progress display and alerts as they fire.")] = True,
     show_alerts: Annotated[int, typer.Option(help="Alerts printed per second at most (0: none).")] = 4,
-    out: Annotated[Path, typer.Option(help="Where alerts, late events and dead letters are written.")] = Path("vigil-out"),
+    out: Annotated[Path, typer.Option(help="Folder for alerts, late events and dead letters.")] = Path("vigil-out"),
 ) -> None:
     """Run the card-fraud detector on a synthetic stream and score it against the labels.
 
@@ -132,10 +134,10 @@ def run(
 
 @bench_app.command("engine")
 def bench_engine(
-    json_: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object on the last line.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
     n: Annotated[int, typer.Option(help="Events in the workload.")] = 1_000_000,
     keys: Annotated[int, typer.Option(help="Keys in the workload.")] = 10_000,
-    shared: Annotated[Optional[Path], typer.Option(
+    shared: Annotated[Path | None, typer.Option(
         help="Folder with workload.py and bench_pure_python.py (default ../shared/bench/perf; "
              "otherwise a checkout of this project's shared bench folder).")] = None,  # fmt: skip
     out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/engine.json"),
@@ -156,6 +158,7 @@ def bench_engine(
 
 
 def main() -> None:  # pragma: no cover
+    """Entry point of ``python -m vigil.cli.main``."""
     app()
 
 

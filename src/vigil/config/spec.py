@@ -43,6 +43,8 @@ Duration = str | int
 
 
 class SchemaSpec(_Model):
+    """What the source's records look like (see :class:`vigil.io.schema.Schema`)."""
+
     key: str
     time: str
     time_unit: Literal["ms", "s", "iso8601"] = "ms"
@@ -52,6 +54,8 @@ class SchemaSpec(_Model):
 
 
 class SourceSpec(_Model):
+    """Where records come from: a JSON-lines or CSV file, stdin, or the synthetic transaction stream."""
+
     kind: Literal["jsonl", "csv", "stdin", "transactions"]
     path: str | None = None
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
@@ -74,6 +78,8 @@ class SourceSpec(_Model):
 
 
 class SinkSpec(_Model):
+    """Where outputs go: the console, a JSON-lines file or a SQLite alert store."""
+
     kind: Literal["console", "jsonl", "sqlite"]
     path: str | None = None
 
@@ -85,16 +91,23 @@ class SinkSpec(_Model):
 
 
 class EventTimeSpec(_Model):
+    """Watermark settings: bounded out-of-orderness, idleness, allowed lateness; or processing time."""
+
+    mode: Literal["event", "processing"] = "event"
     max_delay: Duration = "2s"
     idle_timeout: Duration | None = "5s"
     allowed_lateness: Duration = 0
 
 
 class KeysSpec(_Model):
+    """Keyed state: idle keys expire after ``ttl`` of event time."""
+
     ttl: Duration | None = None
 
 
 class WindowSpec(_Model):
+    """A window assigner: tumbling (``size``), sliding (``size``, ``slide``) or session (``gap``)."""
+
     kind: Literal["tumbling", "sliding", "session"]
     size: Duration | None = None
     slide: Duration | None = None
@@ -102,6 +115,8 @@ class WindowSpec(_Model):
 
 
 class StepSpec(_Model):
+    """One named step: a ``detector`` with ``params``, or a ``window`` aggregation of ``field`` into ``to``."""
+
     name: str
     detector: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -122,12 +137,16 @@ class StepSpec(_Model):
 
 
 class BatchingSpec(_Model):
+    """Micro-batch bounds: rows, delay, and queued batches (backpressure)."""
+
     max_rows: int = 65_536
     max_delay: Duration = "5ms"
     queue_batches: int = 4
 
 
 class PipelineSpec(_Model):
+    """A whole pipeline file."""
+
     name: str = "pipeline"
     source: SourceSpec
     event_time: EventTimeSpec = Field(default_factory=EventTimeSpec)
@@ -211,6 +230,8 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     p.source(_source(spec.source, base_dir, overrides or {}))
     et = spec.event_time
     p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness)
+    if et.mode == "processing":
+        p.processing_time()
     b = spec.batching
     p.micro_batches(b.max_rows, b.max_delay, b.queue_batches)
     p.key_ttl(spec.keys.ttl)

@@ -31,15 +31,15 @@ def _velocity_kernel(
 ) -> int:  # fmt: skip
     for i in range(start, slots.shape[0]):
         k = slots[i]
-        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
+        off, c, h, n, newest, sh, a, b, ev = load(k, ist, fst)
         ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
         if not ok:
             return i
-        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
+        h, n, newest, sh, a, b, ev = evict(off, c, h, n, newest, sh, a, b, ev, ts[i], window_ms, pool_ts, pool_x)
         if n <= max_count:
             firing[k] = False  # the key calmed down before this event: a new burst may fire again
         n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], 1.0, window_ms, pool_ts, pool_x)
-        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
         out_count[i] = n
         if n > max_count and not firing[k]:
             firing[k] = True

@@ -46,7 +46,7 @@ def _zscore_kernel(
     for i in range(start, slots.shape[0]):
         k = slots[i]
         v = x[i]
-        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
+        off, c, h, n, newest, sh, a, b, ev = load(k, ist, fst)
         if v != v:  # NaN: a missing value is neither scored nor learned, and leaves the state alone
             out_n[i] = n
             out_z[i] = 0.0
@@ -59,7 +59,7 @@ def _zscore_kernel(
         ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
         if not ok:
             return i
-        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
+        h, n, newest, sh, a, b, ev = evict(off, c, h, n, newest, sh, a, b, ev, ts[i], window_ms, pool_ts, pool_x)
         mean, std = mean_std(n, sh, a, b)
         out_n[i] = n
         z = 0.0
@@ -90,7 +90,7 @@ def _zscore_kernel(
                 ew[k, 1] += inc
                 ew[k, 2] = (1.0 - w) * (ew[k, 2] + d * inc)
                 ew[k, 0] = cnt
-        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
     return slots.shape[0]
 
 

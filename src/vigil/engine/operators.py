@@ -144,7 +144,8 @@ class KeyedOperatorHost:
                 out.extend(self.advance(wm))
             ctx.key = key
             ctx.timestamp = ts_ms[i]
-            out.extend(self.operator.process(Event(key, ts_ms[i], {n: c[i] for n, c in zip(names, cols)}), ctx))
+            event = Event(key, ts_ms[i], {n: c[i] for n, c in zip(names, cols, strict=True)})
+            out.extend(self.operator.process(event, ctx))
         return out
 
     def advance(self, watermark_ms: int) -> list[Any]:

@@ -23,7 +23,7 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from vigil.errors import ConfigError
 from vigil.types import parse_duration_ms
@@ -50,7 +50,7 @@ class WindowStep:
     field: str
     sink: Any
     allowed_lateness_ms: int = 0
-    emit: str = "final"
+    emit: Literal["final", "current"] = "final"
 
 
 @dataclass
@@ -64,11 +64,16 @@ class ProcessStep:
 
 @dataclass
 class EventTime:
-    """Event-time settings: bounded out-of-orderness watermarks, idleness, lateness."""
+    """Time settings: bounded out-of-orderness watermarks, idleness, lateness.
+
+    ``mode="processing"`` replaces each record's time by the wall-clock time at which the engine
+    reads it (for streams without a trustworthy timestamp); event time is the default.
+    """
 
     max_delay_ms: int = 2000
     idle_timeout_ms: int | None = 5000
     allowed_lateness_ms: int = 0
+    mode: Literal["event", "processing"] = "event"
 
 
 @dataclass
@@ -115,6 +120,11 @@ class Pipeline:
         )
         return self
 
+    def processing_time(self) -> Pipeline:
+        """Stamp records with the wall-clock time they are read at, instead of their own event time."""
+        self.event_time.mode = "processing"
+        return self
+
     def micro_batches(self, max_rows: int = 65_536, max_delay: str | int = "5ms", queue_batches: int = 4) -> Pipeline:
         """Flush a micro-batch at ``max_rows`` or after ``max_delay``; at most ``queue_batches`` wait in a queue."""
         if max_rows < 1:
@@ -142,7 +152,7 @@ class Pipeline:
 
     def window(
         self, name: str, assigner: Any, *, field: str, to: Any,
-        allowed_lateness: str | int = 0, emit: str = "final",
+        allowed_lateness: str | int = 0, emit: Literal["final", "current"] = "final",
     ) -> Pipeline:  # fmt: skip
         """Add a windowed aggregation of ``field`` (count, sum, mean, std, min, max) written to ``to``."""
         self._check_name(name)

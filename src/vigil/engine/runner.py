@@ -274,6 +274,8 @@ class EmbeddedRunner:
         if n == 0:
             return
         st.events_in += n
+        if self.p.event_time.mode == "processing":
+            recs.ts_ms = np.full(n, self.now_ns() // 1_000_000, np.int64)
         ts = recs.ts_ms
         slots = self.keys.slots_for(recs.keys, ts)
         wm_before = self.watermarks.update(part, ts, self.now_ns() // 1_000_000)
@@ -357,7 +359,7 @@ class EmbeddedRunner:
              "std": sd, "min": lo, "max": hi}
             for i, (s, e, c, su, m, sd, lo, hi) in enumerate(zip(
                 res.start_ms.tolist(), res.end_ms.tolist(), res.count.tolist(), res.sum.tolist(),
-                res.mean.tolist(), res.std.tolist(), res.min.tolist(), res.max.tolist()))
+                res.mean.tolist(), res.std.tolist(), res.min.tolist(), res.max.tolist(), strict=True))
         ]  # fmt: skip
         self._emit(step.sink, rows)
 

@@ -59,8 +59,9 @@ def _free(off: int, c: int, meta: Any, pool_ts: Any) -> None:
 
 # per-slot integer state columns (one row per slot keeps a key's state in one cache line)
 OFF, CLS, HEAD, CNT, NEWEST = 0, 1, 2, 3, 4
-# per-slot float state columns
-SHIFT, S1, S2 = 0, 1, 2
+# per-slot float state columns (EVICTED: evictions since the sums were last rebased)
+SHIFT, S1, S2, EVICTED = 0, 1, 2, 3
+N_FLOAT = 4
 
 
 # The kernels below work on one slot's state held in local variables — ``off, c, h, n, newest``
@@ -72,14 +73,16 @@ SHIFT, S1, S2 = 0, 1, 2
 
 @numba.njit(cache=True, inline="always")
 def load(k: int, ist: Any, fst: Any) -> Any:
-    """Slot k's state as a tuple ``(off, c, h, n, newest, sh, a, b)``."""
-    return ist[k, OFF], ist[k, CLS], ist[k, HEAD], ist[k, CNT], ist[k, NEWEST], fst[k, SHIFT], fst[k, S1], fst[k, S2]
+    """Slot k's state as a tuple ``(off, c, h, n, newest, sh, a, b, ev)``."""
+    return (ist[k, OFF], ist[k, CLS], ist[k, HEAD], ist[k, CNT], ist[k, NEWEST],
+            fst[k, SHIFT], fst[k, S1], fst[k, S2], fst[k, EVICTED])  # fmt: skip
 
 
 @numba.njit(cache=True, inline="always")
 def store(k: int, ist: Any, fst: Any, off: int, c: int, h: int, n: int, newest: int, sh: float, a: float,
-          b: float) -> None:  # fmt: skip
+          b: float, ev: float) -> None:  # fmt: skip
     """Write slot k's state back."""
+    fst[k, EVICTED] = ev
     ist[k, OFF] = off
     ist[k, CLS] = c
     ist[k, HEAD] = h
@@ -113,26 +116,41 @@ def reserve(off: int, c: int, h: int, n: int, meta: Any, pool_ts: Any, pool_x: A
 
 
 @numba.njit(cache=True, inline="always")
-def evict(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, t: int, window_ms: int,
-          pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
+def evict(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, ev: float, t: int,
+          window_ms: int, pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
     """Advance the newest time to t (if later) and drop entries at or before newest - window.
 
-    Returns ``(h, n, newest, a, b)``.
+    Returns ``(h, n, newest, sh, a, b, ev)``. Once as many entries have left (``ev`` counts them) as
+    the window holds, the sums are recomputed exactly relative to the oldest value still inside
+    (amortized O(1) per event): a running sum that only adds and subtracts would otherwise keep the
+    rounding error of every value that ever passed through, and a huge value long gone would ruin the
+    deviation of a busy key.
     """
     if t > newest:
         newest = t
     lo = newest - window_ms
     mask = (1 << c) - 1
+    n0 = n
     while n > 0 and pool_ts[off + h] <= lo:
         d = pool_x[off + h] - sh
         a -= d
         b -= d * d
         h = (h + 1) & mask
         n -= 1
-    if n == 0:
-        a = 0.0
-        b = 0.0
-    return h, n, newest, a, b
+    if n < n0:
+        if n == 0:
+            return h, 0, newest, sh, 0.0, 0.0, 0.0
+        ev += n0 - n
+        if ev >= n:
+            sh = pool_x[off + h]
+            a = 0.0
+            b = 0.0
+            for j in range(n):
+                d = pool_x[off + ((h + j) & mask)] - sh
+                a += d
+                b += d * d
+            ev = 0.0
+    return h, n, newest, sh, a, b, ev
 
 
 @numba.njit(cache=True, inline="always")
@@ -187,16 +205,16 @@ def window_update(
     """
     for i in range(start, slots.shape[0]):
         k = slots[i]
-        off, c, h, n, newest, sh, a, b = load(k, ist, fst)
+        off, c, h, n, newest, sh, a, b, ev = load(k, ist, fst)
         ok, off, c, h = reserve(off, c, h, n, meta, pool_ts, pool_x)
         if not ok:
             return i
-        h, n, newest, a, b = evict(off, c, h, n, newest, sh, a, b, ts[i], window_ms, pool_ts, pool_x)
+        h, n, newest, sh, a, b, ev = evict(off, c, h, n, newest, sh, a, b, ev, ts[i], window_ms, pool_ts, pool_x)
         out_n[i] = n
         out_mean[i], out_std[i] = mean_std(n, sh, a, b)
         if learn[i]:
             n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], x[i], window_ms, pool_ts, pool_x)
-        store(k, ist, fst, off, c, h, n, newest, sh, a, b)
+        store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
     return slots.shape[0]
 
 
@@ -213,6 +231,7 @@ def _release(slots: Any, ist: Any, fst: Any, meta: Any, pool_ts: Any) -> None:
         fst[k, SHIFT] = 0.0
         fst[k, S1] = 0.0
         fst[k, S2] = 0.0
+        fst[k, EVICTED] = 0.0
 
 
 class TimeWindowState:
@@ -236,7 +255,7 @@ class TimeWindowState:
             raise ValueError(f"`window_ms` must be > 0; got {window_ms!r}")
         self.window_ms = int(window_ms)
         self.ist = self._new_ist(capacity)
-        self.fst = np.zeros((capacity, 3), np.float64)
+        self.fst = np.zeros((capacity, N_FLOAT), np.float64)
         self.meta = np.full(1 + N_CLASSES, -1, np.int64)
         self.meta[0] = 0
         self.pool_ts = np.zeros(pool_size, np.int64)
@@ -262,7 +281,7 @@ class TimeWindowState:
         new = max(n_slots, 2 * cap)
         ist = self._new_ist(new)
         ist[:cap] = self.ist
-        fst = np.zeros((new, 3), np.float64)
+        fst = np.zeros((new, N_FLOAT), np.float64)
         fst[:cap] = self.fst
         self.ist, self.fst = ist, fst
 

@@ -35,7 +35,7 @@ def synthetic_stream(n: int = 600, keys: int = 5, seed: int = 0) -> tuple[np.nda
 def _run(det: Any, slots: np.ndarray, ts: np.ndarray, X: dict, splits: list[int]) -> Verdicts:
     parts = []
     bounds = [0, *splits, len(slots)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         parts.append(det.process_many(slots[a:b], ts[a:b], {k: v[a:b] for k, v in X.items()}))
     return Verdicts.concat(parts)
 
