@@ -513,14 +513,28 @@ def test_velocity_matches_reference(data: st.DataObject, stream, max_count: int)
 def test_timewindow_std_accurate_after_large_value_left_the_window() -> None:
     """A huge value that passed through a busy key's window must not ruin its later deviations.
 
-    The running sums are rebased (recomputed exactly) once as many entries have left as the window
-    holds, so the rounding error of a value long gone lasts at most one turnover of the window.
+    The running sums are rebased (recomputed exactly) as soon as the squared deviations that went
+    through them dwarf the window's own, so the value's rounding error leaves with it.
     """
     w = TimeWindowState(window_ms=3)
     x = np.array([1e9, 0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1, 0.2])
     n, mean, std = w.update(np.zeros(len(x), np.int32), np.arange(len(x), dtype=np.int64), x)
-    # 1e9 leaves at row 3; by row 4 the window has turned over and the sums were rebased
-    for i in range(4, len(x)):
+    # 1e9 leaves at row 3: from then on the window holds the two previous values only
+    for i in range(3, len(x)):
         assert n[i] == 2
         assert_close(mean[i : i + 1], [float(np.mean(x[i - 2 : i]))], "mean")
         assert_close(std[i : i + 1], [float(np.std(x[i - 2 : i], ddof=1))], "std")
+
+
+def test_timewindow_accurate_after_huge_value_leaves_a_busy_minute_window() -> None:
+    """One event a second, a 60 s window: a 1e9 first amount must not hide a 10-sigma value later."""
+    rng = np.random.default_rng(0)
+    x = 100 + rng.standard_normal(6000)
+    x[0] = 1e9
+    w = TimeWindowState(window_ms=60_000)
+    ts = np.arange(len(x), dtype=np.int64) * 1000
+    n, mean, std = w.update(np.zeros(len(x), np.int32), ts, x)
+    for i in (61, 62, 100, 5000):
+        ref = x[i - 59 : i]
+        assert n[i] == len(ref)
+        assert_close(std[i : i + 1], [float(np.std(ref, ddof=1))], "std")

@@ -38,7 +38,7 @@ def _velocity_kernel(
         h, n, newest, sh, a, b, ev = evict(off, c, h, n, newest, sh, a, b, ev, ts[i], window_ms, pool_ts, pool_x)
         if n <= max_count:
             firing[k] = False  # the key calmed down before this event: a new burst may fire again
-        n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], 1.0, window_ms, pool_ts, pool_x)
+        n, sh, a, b, ev = insert(off, c, h, n, newest, sh, a, b, ev, ts[i], 1.0, window_ms, pool_ts, pool_x)
         store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
         out_count[i] = n
         if n > max_count and not firing[k]:

@@ -47,7 +47,7 @@ def _zscore_kernel(
         k = slots[i]
         v = x[i]
         off, c, h, n, newest, sh, a, b, ev = load(k, ist, fst)
-        if v != v:  # NaN: a missing value is neither scored nor learned, and leaves the state alone
+        if not math.isfinite(v):  # NaN (missing) or inf: neither scored nor learned, the state is left alone
             out_n[i] = n
             out_z[i] = 0.0
             out_score[i] = 0.0
@@ -80,7 +80,7 @@ def _zscore_kernel(
         out_mean[i] = mean
         out_std[i] = std
         if not (protect and basis > 0 and abs(z) > threshold):
-            n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], v, window_ms, pool_ts, pool_x)
+            n, sh, a, b, ev = insert(off, c, h, n, newest, sh, a, b, ev, ts[i], v, window_ms, pool_ts, pool_x)
             if alpha > 0.0:
                 # exponentially weighted mean/variance; the first events use 1/n so the start is unbiased
                 cnt = ew[k, 0] + 1.0

@@ -59,8 +59,8 @@ def _free(off: int, c: int, meta: Any, pool_ts: Any) -> None:
 
 # per-slot integer state columns (one row per slot keeps a key's state in one cache line)
 OFF, CLS, HEAD, CNT, NEWEST = 0, 1, 2, 3, 4
-# per-slot float state columns (EVICTED: evictions since the sums were last rebased)
-SHIFT, S1, S2, EVICTED = 0, 1, 2, 3
+# per-slot float state columns (MASS: squared deviations added or removed since the sums were rebased)
+SHIFT, S1, S2, MASS = 0, 1, 2, 3
 N_FLOAT = 4
 
 
@@ -75,14 +75,14 @@ N_FLOAT = 4
 def load(k: int, ist: Any, fst: Any) -> Any:
     """Slot k's state as a tuple ``(off, c, h, n, newest, sh, a, b, ev)``."""
     return (ist[k, OFF], ist[k, CLS], ist[k, HEAD], ist[k, CNT], ist[k, NEWEST],
-            fst[k, SHIFT], fst[k, S1], fst[k, S2], fst[k, EVICTED])  # fmt: skip
+            fst[k, SHIFT], fst[k, S1], fst[k, S2], fst[k, MASS])  # fmt: skip
 
 
 @numba.njit(cache=True, inline="always")
 def store(k: int, ist: Any, fst: Any, off: int, c: int, h: int, n: int, newest: int, sh: float, a: float,
           b: float, ev: float) -> None:  # fmt: skip
     """Write slot k's state back."""
-    fst[k, EVICTED] = ev
+    fst[k, MASS] = ev
     ist[k, OFF] = off
     ist[k, CLS] = c
     ist[k, HEAD] = h
@@ -115,16 +115,23 @@ def reserve(off: int, c: int, h: int, n: int, meta: Any, pool_ts: Any, pool_x: A
     return True, off, c, h
 
 
+# Rebase when the squared deviations that went through the running sums exceed this many times the
+# window's own: the sums' relative error is about 1e-16 times that ratio.
+_REBASE_RATIO = 1e6
+
+
 @numba.njit(cache=True, inline="always")
 def evict(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, ev: float, t: int,
           window_ms: int, pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
     """Advance the newest time to t (if later) and drop entries at or before newest - window.
 
-    Returns ``(h, n, newest, sh, a, b, ev)``. Once as many entries have left (``ev`` counts them) as
-    the window holds, the sums are recomputed exactly relative to the oldest value still inside
-    (amortized O(1) per event): a running sum that only adds and subtracts would otherwise keep the
-    rounding error of every value that ever passed through, and a huge value long gone would ruin the
-    deviation of a busy key.
+    Returns ``(h, n, newest, sh, a, b, ev)``. ``ev`` is the mass (sum of squared deviations) that
+    went through the running sums since they were last computed exactly. Sums that only add and
+    subtract keep the rounding error of everything that passed through: a huge value long gone, or a
+    level that drifted far from the shift, would ruin a busy key's deviation. When that mass exceeds
+    ``_REBASE_RATIO`` times the window's own squared deviations, the sums are recomputed exactly
+    relative to the oldest value still inside; a given value can trigger this at most once, so the
+    cost stays amortized O(1) for ordinary data.
     """
     if t > newest:
         newest = t
@@ -135,13 +142,13 @@ def evict(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b:
         d = pool_x[off + h] - sh
         a -= d
         b -= d * d
+        ev += d * d
         h = (h + 1) & mask
         n -= 1
     if n < n0:
         if n == 0:
             return h, 0, newest, sh, 0.0, 0.0, 0.0
-        ev += n0 - n
-        if ev >= n:
+        if ev > _REBASE_RATIO * max(b - a * a / n, 0.0):
             sh = pool_x[off + h]
             a = 0.0
             b = 0.0
@@ -166,15 +173,16 @@ def mean_std(n: int, sh: float, a: float, b: float) -> Any:
 
 
 @numba.njit(cache=True, inline="always")
-def insert(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, t: int, v: float,
-           window_ms: int, pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
-    """Insert (t, v) at its time-sorted place (after :func:`reserve`); returns ``(n, sh, a, b)``."""
+def insert(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b: float, ev: float, t: int,
+           v: float, window_ms: int, pool_ts: Any, pool_x: Any) -> Any:  # fmt: skip
+    """Insert (t, v) at its time-sorted place (after :func:`reserve`); returns ``(n, sh, a, b, ev)``."""
     if t <= newest - window_ms:
-        return n, sh, a, b  # older than the window: nothing to keep
+        return n, sh, a, b, ev  # older than the window: nothing to keep
     if n == 0:
         sh = v
         a = 0.0
         b = 0.0
+        ev = 0.0
     mask = (1 << c) - 1
     j = n
     while j > 0:
@@ -189,7 +197,7 @@ def insert(off: int, c: int, h: int, n: int, newest: int, sh: float, a: float, b
     pool_ts[r] = t
     pool_x[r] = v
     d = v - sh
-    return n + 1, sh, a + d, b + d * d
+    return n + 1, sh, a + d, b + d * d, ev + d * d
 
 
 @numba.njit(cache=True)
@@ -213,7 +221,7 @@ def window_update(
         out_n[i] = n
         out_mean[i], out_std[i] = mean_std(n, sh, a, b)
         if learn[i]:
-            n, sh, a, b = insert(off, c, h, n, newest, sh, a, b, ts[i], x[i], window_ms, pool_ts, pool_x)
+            n, sh, a, b, ev = insert(off, c, h, n, newest, sh, a, b, ev, ts[i], x[i], window_ms, pool_ts, pool_x)
         store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
     return slots.shape[0]
 
@@ -231,7 +239,7 @@ def _release(slots: Any, ist: Any, fst: Any, meta: Any, pool_ts: Any) -> None:
         fst[k, SHIFT] = 0.0
         fst[k, S1] = 0.0
         fst[k, S2] = 0.0
-        fst[k, EVICTED] = 0.0
+        fst[k, MASS] = 0.0
 
 
 class TimeWindowState:
