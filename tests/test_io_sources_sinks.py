@@ -391,3 +391,14 @@ def test_console_sink_prints_readable_lines_and_rate_limits() -> None:
     assert lines[3] == "(7 more alerts not shown)"
     assert lines[4].startswith("2023-11-14 22:13:20.020 WARN  u20  amount_z  score 27.50")
     assert len(lines) == 5 and sink.printed == 4
+
+
+def test_jsonl_sink_cuts_a_torn_last_line_before_appending(tmp_path):
+    from vigil.io.sinks import JsonlSink
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":2}\n{"c":')  # a process was killed mid-write
+    s = JsonlSink(path)
+    s.write_batch([{"d": 4}])
+    s.close()
+    assert path.read_text().splitlines() == ['{"a":1}', '{"b":2}', '{"d":4}']

@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 generate_app = typer.Typer(help="Write synthetic streams with labelled anomalies.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed (results are figures, never pass/fail).", no_args_is_help=True)
+checkpoint_app = typer.Typer(help="Look into checkpoints.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
+app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True, highlight=False)
@@ -154,6 +156,26 @@ def bench_engine(
     try:
         run_engine_bench(n=n, keys=keys, shared=shared, as_json=json_, out=out, repeats=repeats)
     except VigilError as exc:
+        _fail(exc, 1)
+
+
+@checkpoint_app.command("inspect")
+def checkpoint_inspect(
+    path: Annotated[Path, typer.Argument(help="A checkpoint file (.vck), or a pipeline's checkpoint directory.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show what a checkpoint holds: source positions, watermark, keys, each step's state and size.
+
+    Given a directory, shows the newest readable checkpoint and reports any corrupt or truncated one
+    it passed over (the engine would pass over it too).
+
+    Example: `vigil checkpoint inspect vigil-state/fraud`
+    """
+    from vigil.cli.checkpoint import inspect
+
+    try:
+        inspect(path, as_json=json_, console=Console(highlight=False))
+    except (VigilError, FileNotFoundError) as exc:
         _fail(exc, 1)
 
 

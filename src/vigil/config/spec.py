@@ -136,6 +136,14 @@ class StepSpec(_Model):
         return self
 
 
+class CheckpointSpec(_Model):
+    """Where and how often state and source positions are checkpointed."""
+
+    dir: str
+    interval: Duration = "1s"
+    keep: int = 3
+
+
 class BatchingSpec(_Model):
     """Micro-batch bounds: rows, delay, and queued batches (backpressure)."""
 
@@ -153,6 +161,8 @@ class PipelineSpec(_Model):
     keys: KeysSpec = Field(default_factory=KeysSpec)
     event_ids: str | None = None
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    checkpoints: CheckpointSpec | None = None
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     steps: list[StepSpec]
     alerts: list[SinkSpec] = Field(default_factory=lambda: [SinkSpec(kind="console")])
     late: SinkSpec | None = None
@@ -204,6 +214,7 @@ def _hint(err: dict[str, Any], raw: Any) -> str | None:
         known = {
             "steps": StepSpec, "source": SourceSpec, "event_time": EventTimeSpec, "alerts": SinkSpec,
             "late": SinkSpec, "dead_letters": SinkSpec, "keys": KeysSpec, "batching": BatchingSpec,
+            "checkpoints": CheckpointSpec,
         }.get(str(err["loc"][0]), PipelineSpec)  # fmt: skip
         names = [f.alias or n for n, f in known.model_fields.items()]
         close = difflib.get_close_matches(name, names, n=1)
@@ -237,6 +248,10 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     p.key_ttl(spec.keys.ttl)
     if spec.event_ids:
         p.event_ids(spec.event_ids)
+    if spec.checkpoints is not None:
+        c = spec.checkpoints
+        p.checkpoints(_path(c.dir, base_dir), interval=c.interval, keep=c.keep)
+    p.guarantee(spec.delivery)
     kinds = registry()
     for st in spec.steps:
         if st.detector is not None:

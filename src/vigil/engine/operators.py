@@ -165,3 +165,12 @@ class KeyedOperatorHost:
             "state": [[name, key, value] for (name, key), value in sorted(self.state.items())],
             "timers": self.timers.snapshot(),
         }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Reload :meth:`snapshot` output."""
+        self.state.clear()
+        for name, key, value in snap["state"]:
+            self.state[(name, key)] = value
+        self.timers = TimerService()
+        self.timers.restore(snap["timers"])
+        self._ctx = Context(self.state, self.timers)

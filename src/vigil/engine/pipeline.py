@@ -99,6 +99,10 @@ class Pipeline:
     dead_letter_sink: Any = None
     key_ttl_ms: int | None = None
     id_field: str | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_interval_ms: int = 1000
+    checkpoint_keep: int = 3
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
 
     def source(self, src: Any) -> Pipeline:
         """Read from ``src`` (a :class:`~vigil.io.base.Source`)."""
@@ -132,6 +136,34 @@ class Pipeline:
         if queue_batches < 1:
             raise ConfigError("must be >= 1", step="batching", field="queue_batches", value=queue_batches)
         self.batching = Batching(max_rows, _ms(max_delay, "batching", "max_delay"), queue_batches)
+        return self
+
+    def checkpoints(self, directory: str, *, interval: str | int = "1s", keep: int = 3) -> Pipeline:
+        """Checkpoint state and source positions into ``directory`` every ``interval``; resume from there.
+
+        See :mod:`vigil.engine.checkpointing`.
+        """
+        self.checkpoint_dir = directory
+        self.checkpoint_interval_ms = _ms(interval, "checkpoints", "interval")
+        if self.checkpoint_interval_ms <= 0:
+            raise ConfigError("must be > 0", step="checkpoints", field="interval", value=interval)
+        if keep < 2:
+            raise ConfigError("must be >= 2 (exactly-once falls back to the previous checkpoint)",
+                              step="checkpoints", field="keep", value=keep)  # fmt: skip
+        self.checkpoint_keep = keep
+        return self
+
+    def guarantee(self, delivery: Literal["at-least-once", "exactly-once"]) -> Pipeline:
+        """Choose the delivery guarantee of Kafka outputs.
+
+        ``exactly-once``: Kafka outputs and source offsets commit together in one transaction per
+        checkpoint (outputs become visible at each checkpoint). ``at-least-once`` (default): outputs
+        are sent at once; after a crash some are sent again, with the same deterministic ids.
+        """
+        if delivery not in ("at-least-once", "exactly-once"):
+            raise ConfigError("must be 'at-least-once' or 'exactly-once'", step=self.name, field="delivery",
+                              value=delivery)  # fmt: skip
+        self.delivery = delivery
         return self
 
     def key_ttl(self, ttl: str | int | None) -> Pipeline:
@@ -195,6 +227,9 @@ class Pipeline:
             raise ConfigError("has no source", step=self.name, hint="call .source(...) or add `source:` to the YAML")
         if not self.steps:
             raise ConfigError("has no steps", step=self.name, hint="add a detector with .detect(name, detector)")
+        if self.delivery == "exactly-once" and self.checkpoint_dir is None:
+            raise ConfigError("needs checkpoints", step=self.name, field="delivery", value=self.delivery,
+                              hint="exactly-once commits at each checkpoint: add .checkpoints(dir)")  # fmt: skip
 
     def run(self, **kwargs: Any) -> RunStats:
         """Run on the embedded runtime until the source ends; see :class:`~vigil.engine.runner.EmbeddedRunner`."""

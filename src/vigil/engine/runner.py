@@ -19,6 +19,7 @@ time, so every open window is emitted and every timer fires.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -30,15 +31,19 @@ from typing import Any
 import numpy as np
 
 from vigil.alerting.alert import Alert, alert_id
+from vigil.engine.checkpointing import Barrier, choose, restore, take_snapshot
 from vigil.engine.operators import KeyedOperatorHost
 from vigil.engine.pipeline import DetectStep, Pipeline, ProcessStep, WindowStep
+from vigil.errors import CheckpointError
 from vigil.eventtime.late import split_late
 from vigil.eventtime.watermarks import MAX_WATERMARK, NO_WATERMARK, BoundedOutOfOrderness, MultiPartitionWatermark
 from vigil.eventtime.windows import WindowAggregator
+from vigil.state.checkpoint import CheckpointStore
 from vigil.state.keyindex import KeyIndex
 from vigil.types import Batch
 
 _END = object()
+log = logging.getLogger("vigil.engine")
 
 
 @dataclass
@@ -62,6 +67,8 @@ class RunStats:
     elapsed_s: float = 0.0
     finished: bool = False
     positions: dict[str, Any] = field(default_factory=dict)
+    checkpoints: int = 0
+    last_checkpoint_s: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -117,6 +124,14 @@ class EmbeddedRunner:
         self._in: queue.Queue[Any] = queue.Queue(maxsize=q)
         self._out: queue.Queue[Any] = queue.Queue(maxsize=q)
         self._last_expire_ms = NO_WATERMARK
+        self.store = (
+            CheckpointStore(os.path.join(pipeline.checkpoint_dir, pipeline.name), keep=pipeline.checkpoint_keep)
+            if pipeline.checkpoint_dir
+            else None
+        )
+        self._seq = 0
+        self._readers: dict[str, Any] = {}
+        self.restored_from: str | None = None
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (e.g. on Ctrl-C); outputs are flushed."""
@@ -127,8 +142,7 @@ class EmbeddedRunner:
     def _read(self) -> None:
         """Source thread: read every partition round-robin into the input queue."""
         try:
-            src = self.p.source_
-            readers = {part: src.open(part) for part in src.partitions()}
+            readers = dict(self._readers)
             b = self.p.batching
             while readers and not self._stop.is_set():
                 for part, reader in list(readers.items()):
@@ -136,16 +150,42 @@ class EmbeddedRunner:
                     if recs is not None and (len(recs) or recs.dead):
                         self._put(self._in, (part, recs, reader.position()))
                     elif reader.at_end:
-                        reader.close()
                         del readers[part]
                     else:
                         self._put(self._in, (part, None, None))  # idle tick: lets the engine check idleness
-            for reader in readers.values():
-                reader.close()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the engine thread
             self._error = exc
         finally:
             self._put(self._in, _END, force=True)
+
+    def _open_sources(self) -> None:
+        """Open every partition, resuming from the checkpoint chosen as described in checkpointing."""
+        src = self.p.source_
+        parts = src.partitions()
+        if self.store is None:
+            self._readers = {part: src.open(part) for part in parts}
+            return
+        if self.p.delivery == "exactly-once":
+            # the group's committed offsets say which checkpoint's transaction committed
+            self._readers = {part: src.open(part) for part in parts}
+            committed = {part: _committed(r) for part, r in self._readers.items()}
+            loaded = choose(self.store, committed)
+            if loaded is None and any(_has_offsets(c) for c in committed.values()):
+                raise CheckpointError(
+                    f"pipeline `{self.p.name}`: the consumer group has committed offsets {committed} but no "
+                    f"checkpoint in {self.store.dir} matches them, so the state that goes with them is lost. "
+                    "Operator action: restore the checkpoint directory, or reprocess from scratch with a new "
+                    "consumer group (or reset this group's offsets)."
+                )
+        else:
+            loaded = choose(self.store, None)
+            resume = loaded.state["positions"] if loaded else {}
+            self._readers = {part: src.open(part, resume=resume.get(part)) for part in parts}
+        if loaded is not None:
+            restore(self, loaded.state)
+            self._seq = loaded.seq
+            self.restored_from = str(loaded.path)
+            log.info("pipeline `%s` resumes from checkpoint %s", self.p.name, loaded.path)
 
     def _put(self, q: queue.Queue[Any], item: Any, force: bool = False) -> None:
         while True:
@@ -159,29 +199,61 @@ class EmbeddedRunner:
                     return
 
     def _write(self) -> None:
-        """Sink thread: write outputs in order; flush everything at the end."""
-        sinks: set[int] = set()
-        all_sinks: list[Any] = []
+        """Sink thread: write outputs in order; commit checkpoints at their barriers; flush at the end."""
+        seen: dict[int, Any] = {}
         try:
             while True:
                 item = self._out.get()
                 if item is _END:
                     break
+                if isinstance(item, Barrier):
+                    self._commit(item, list(seen.values()))
+                    continue
                 sink, items = item
-                if id(sink) not in sinks:
-                    sinks.add(id(sink))
-                    all_sinks.append(sink)
+                seen.setdefault(id(sink), sink)
                 sink.write_batch(items)
         except BaseException as exc:  # noqa: BLE001
             self._error = exc
             while self._out.get() is not _END:  # drain so the engine never blocks on a dead sink thread
                 pass
         finally:
-            for sink in all_sinks:
+            for sink in seen.values():
                 try:
                     sink.flush()
                 except BaseException as exc:  # noqa: BLE001
                     self._error = self._error or exc
+
+    def _all_sinks(self) -> list[Any]:
+        sinks = [*self.p.alert_sinks, self.late_sink, self.dead_sink]
+        sinks += [s.sink for s in self.p.steps if isinstance(s, (WindowStep, ProcessStep)) and s.sink is not None]
+        return list({id(s): s for s in sinks}.values())
+
+    def _commit(self, barrier: Barrier, seen: list[Any]) -> None:
+        """At a barrier (sink thread): flush outputs, store the checkpoint, commit the offsets."""
+        t0 = time.perf_counter()
+        for sink in {id(s): s for s in [*seen, *self._all_sinks()]}.values():
+            sink.flush()  # the durability point; a failing flush aborts the checkpoint
+        assert self.store is not None
+        self.store.write(barrier.seq, barrier.state)
+        positions = barrier.state["positions"]
+        if self.p.delivery == "exactly-once":
+            tx = [s for s in self._all_sinks() if getattr(s, "transactional", False)]
+            for part, reader in self._readers.items():
+                for sink in tx:
+                    sink.commit_offsets(reader, positions.get(part))
+        else:
+            for part, reader in self._readers.items():
+                if hasattr(reader, "commit") and positions.get(part) is not None:
+                    reader.commit(positions[part])
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_s = time.perf_counter() - t0
+
+    def _checkpoint(self) -> None:
+        """Engine thread: snapshot between batches and send the barrier behind the outputs so far."""
+        if self.store is None:
+            return
+        self._seq += 1
+        self._put(self._out, Barrier(self._seq, take_snapshot(self, self._seq)), force=True)
 
     def _emit(self, sink: Any, items: list[Any]) -> None:
         if items and sink is not None:
@@ -195,10 +267,13 @@ class EmbeddedRunner:
         writer = threading.Thread(target=self._write, name=f"vigil-{self.p.name}-sinks", daemon=True)
         st = self.stats
         self._warm_up()
+        self._open_sources()
         st.started_s = time.perf_counter()
         reader.start()
         writer.start()
         next_progress = 0.0
+        interval_s = self.p.checkpoint_interval_ms / 1000
+        next_checkpoint = time.perf_counter() + interval_s
         try:
             while True:
                 item = self._in.get()
@@ -217,8 +292,13 @@ class EmbeddedRunner:
                     self.progress(st)
                 if self._error is not None:
                     break
+                if self.store is not None and time.perf_counter() >= next_checkpoint:
+                    self._checkpoint()
+                    next_checkpoint = time.perf_counter() + interval_s
             if self._error is None and not self._stop.is_set():
                 self._advance(MAX_WATERMARK)  # end of input: close every window, fire every timer
+            if self._error is None:
+                self._checkpoint()  # the final checkpoint commits everything up to here
         except BaseException:
             self._stop.set()
             raise
@@ -227,11 +307,10 @@ class EmbeddedRunner:
             self._put(self._out, _END, force=True)
             writer.join()
             reader.join(timeout=5)
-            for sink in {id(s): s for s in [*self.p.alert_sinks, self.late_sink, self.dead_sink]}.values():
+            for sink in self._all_sinks():
                 sink.close()
-            for step in self.p.steps:
-                if isinstance(step, (WindowStep, ProcessStep)) and step.sink is not None:
-                    step.sink.close()
+            for r in self._readers.values():
+                r.close()
         st.elapsed_s = time.perf_counter() - st.started_s
         st.finished = True
         self._refresh_gauges()
@@ -448,6 +527,18 @@ class _FileOnFirstWrite:
     def close(self) -> None:
         if self._sink is not None:
             self._sink.close()
+
+
+def _committed(reader: Any) -> Any:
+    """A reader's committed position (Kafka consumer group offsets), or None if it has no such notion."""
+    fn = getattr(reader, "committed_positions", None)
+    return fn() if fn is not None else None
+
+
+def _has_offsets(pos: Any) -> bool:
+    if isinstance(pos, dict):
+        return any(v is not None and v >= 0 for v in pos.values())
+    return pos is not None
 
 
 def _plain(x: Any) -> Any:

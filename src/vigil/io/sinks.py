@@ -64,7 +64,9 @@ class JsonlSink(_Closable):
     r"""Items as JSON lines appended to a file (orjson), buffered; ``flush()`` writes and fsyncs.
 
     Args:
-        path: the file (created with its directory; appended to if it exists).
+        path: the file (created with its directory; appended to if it exists). A last line without
+            its newline — the torn write of a process killed mid-write, never flushed, so never part
+            of a checkpoint — is cut off before appending, so the file stays valid JSON lines.
         buffer_bytes: buffered bytes beyond which a write goes to the OS (not yet durable).
 
     Examples:
@@ -85,6 +87,8 @@ class JsonlSink(_Closable):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             existed = self.path.exists()
+            if existed:
+                _drop_torn_tail(self.path)
             # Unbuffered: our own buffer is the only one, so a write-out really reaches the OS.
             self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
             if not existed:  # make the new directory entry durable too
@@ -138,6 +142,28 @@ class JsonlSink(_Closable):
         finally:
             self._closed = True
             self._f.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Truncate a file after its last newline (a crash can leave half a line at the end)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(pos - step + nl + 1)
+                return
+            pos -= step
+        f.truncate(0)
 
 
 def _fsync_dir(path: Path) -> None:
