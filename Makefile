@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean kafka-up kafka-down
 
 setup: $(STAMP)
 
@@ -20,9 +20,19 @@ demo: setup
 	$(BIN)/vigil demo
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
+# The local Kafka broker (deploy/kafka) is started first and always stopped afterwards: pass, fail or Ctrl-C.
 test: setup
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+	@trap './deploy/kafka/kafka.sh down || true' EXIT; trap 'exit 130' INT TERM; \
+	  ./deploy/kafka/kafka.sh up || exit 1; \
+	  $(BIN)/python -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# A real single-node Apache Kafka (KRaft) on 127.0.0.1:9092; `down` keeps its data (deploy/kafka/data).
+kafka-up:
+	@./deploy/kafka/kafka.sh up
+
+kafka-down:
+	@./deploy/kafka/kafka.sh down
 
 bench: setup
 	@mkdir -p bench/results

@@ -32,6 +32,12 @@ app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, highlight=False)
 
 
+@app.callback()
+def _root() -> None:
+    """Vigil finds anomalies in event streams in real time."""
+    _dump_stacks_on_sigusr1()
+
+
 def _fail(exc: Exception, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code)
@@ -68,6 +74,9 @@ def demo(
 @generate_app.command("transactions")
 def generate_transactions_cmd(
     out: Annotated[str, typer.Option("--out", "-o", help="File to write, or - for stdout.")] = "-",
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Produce to Kafka instead: kafka://HOST:PORT/TOPIC (keyed by user).")] = None,  # fmt: skip
+    rate: Annotated[float, typer.Option(help="With --to: events/s to pace at; 0 = as fast as possible.")] = 0,
     events: Annotated[int, typer.Option(help="How many transactions.")] = 1_000_000,
     users: Annotated[int, typer.Option(help="How many card holders.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same bytes.")] = 7,
@@ -81,13 +90,38 @@ def generate_transactions_cmd(
     arrive out of event-time order by up to 2 s, as they would from many terminals.
 
     Examples: `vigil generate transactions -o tx.jsonl --events 100000` ·
-    `vigil generate transactions | vigil run pipelines/fraud-stdin.yaml`
+    `vigil generate transactions | vigil run pipelines/fraud-stdin.yaml` ·
+    `vigil generate transactions --to kafka://127.0.0.1:9092/transactions --rate 20000`
     """
-    from vigil.io.generators.transactions import TransactionSpec, generate_transactions, summary, write_csv, write_jsonl
+    from vigil.io.generators.transactions import (
+        TransactionSpec,
+        generate_transactions,
+        iter_records,
+        summary,
+        write_csv,
+        write_jsonl,
+    )
 
     if fmt not in ("jsonl", "csv"):
         _fail(ConfigError("must be 'jsonl' or 'csv'", field="--format", value=fmt))
     cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+    s = summary(cols)
+    if to is not None:
+        from rich.progress import Progress
+
+        from vigil.io.kafka import parse_kafka_url
+        from vigil.io.kafka_sink import produce_records
+
+        try:
+            bootstrap, topic = parse_kafka_url(to)
+        except ConfigError as exc:
+            _fail(exc)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"producing to {topic}", total=s["events"])
+            n = produce_records(bootstrap, topic, iter_records(cols), key_field="user", rate=rate or None,
+                                progress=lambda k: bar.update(task, completed=k))  # fmt: skip
+        err.print(f"produced {n:,} transactions ({s.get('fraud_share', 0):.1%} fraud) to {to}")
+        return
     if fmt == "jsonl":
         write_jsonl(cols, sys.stdout.buffer if out == "-" else out)
     else:
@@ -95,7 +129,6 @@ def generate_transactions_cmd(
             _fail(ConfigError("needs a file for csv", field="--out", value=out))
         write_csv(cols, out)
     if out != "-":
-        s = summary(cols)
         err.print(f"wrote {s['events']:,} transactions ({s.get('fraud_share', 0):.1%} fraud) to {out}")
 
 
@@ -116,22 +149,36 @@ def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (see pipelines/).")],
     out: Annotated[Path, typer.Option(help="Default folder for late events and dead letters.")] = Path("vigil-out"),
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+    until_end: Annotated[bool, typer.Option(
+        help="Stop when a Kafka source has reached the end of every partition (default: run until Ctrl-C).")] = False,
+    restarts: Annotated[int, typer.Option(
+        help="Restart from the last checkpoint this many times after an aborted Kafka transaction.")] = 5,
 ) -> None:
     """Run a pipeline on the embedded runtime until its source ends (Ctrl-C stops cleanly).
+
+    With `checkpoints:` in the file, a restarted run resumes from the last checkpoint; with
+    `delivery: exactly-once`, Kafka outputs and source offsets commit together at each checkpoint.
 
     Example: `vigil generate transactions -o tx.jsonl && vigil run pipelines/fraud.yaml`
     """
     from vigil.cli.runview import run_with_view
     from vigil.config import load_pipeline
 
-    try:
-        p = load_pipeline(str(pipeline))
-    except ConfigError as exc:
-        _fail(exc)
-    try:
-        run_with_view(p, out_dir=str(out), quiet=quiet, console=err)
-    except VigilError as exc:
-        _fail(exc, 1)
+    attempt = 0
+    while True:
+        try:
+            p = load_pipeline(str(pipeline), overrides={"stop_at_end": True} if until_end else None)
+        except ConfigError as exc:
+            _fail(exc)
+        try:
+            run_with_view(p, out_dir=str(out), quiet=quiet, console=err)
+            return
+        except VigilError as exc:
+            if type(exc).__name__ == "TransactionAborted" and attempt < restarts:
+                attempt += 1
+                err.print(f"[yellow]{exc}[/]; restarting from the last checkpoint ({attempt}/{restarts})")
+                continue
+            _fail(exc, 1)
 
 
 @bench_app.command("engine")
@@ -177,6 +224,15 @@ def checkpoint_inspect(
         inspect(path, as_json=json_, console=Console(highlight=False))
     except (VigilError, FileNotFoundError) as exc:
         _fail(exc, 1)
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck pipeline is doing."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def main() -> None:  # pragma: no cover

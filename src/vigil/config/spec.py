@@ -54,10 +54,15 @@ class SchemaSpec(_Model):
 
 
 class SourceSpec(_Model):
-    """Where records come from: a JSON-lines or CSV file, stdin, or the synthetic transaction stream."""
+    """Where records come from: Kafka, a JSON-lines or CSV file, stdin, or the synthetic transaction stream."""
 
-    kind: Literal["jsonl", "csv", "stdin", "transactions"]
+    kind: Literal["kafka", "jsonl", "csv", "stdin", "transactions"]
     path: str | None = None
+    # kafka
+    url: str | None = None
+    group_id: str | None = None
+    dead_letter_topic: str | None = None
+    stop_at_end: bool = False
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
@@ -72,21 +77,26 @@ class SourceSpec(_Model):
     def _check(self) -> SourceSpec:
         if self.kind in ("jsonl", "csv") and not self.path:
             raise ValueError(f"source of kind {self.kind!r} needs `path`")
-        if self.kind in ("jsonl", "csv", "stdin") and self.schema_ is None:
+        if self.kind == "kafka" and not self.url:
+            raise ValueError("a kafka source needs `url` (kafka://HOST:PORT/TOPIC)")
+        if self.kind in ("kafka", "jsonl", "csv", "stdin") and self.schema_ is None:
             raise ValueError(f"source of kind {self.kind!r} needs `schema` (key, time, fields)")
         return self
 
 
 class SinkSpec(_Model):
-    """Where outputs go: the console, a JSON-lines file or a SQLite alert store."""
+    """Where outputs go: the console, a JSON-lines file, a SQLite alert store or a Kafka topic."""
 
-    kind: Literal["console", "jsonl", "sqlite"]
+    kind: Literal["console", "jsonl", "sqlite", "kafka"]
     path: str | None = None
+    url: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SinkSpec:
         if self.kind in ("jsonl", "sqlite") and not self.path:
             raise ValueError(f"sink of kind {self.kind!r} needs `path`")
+        if self.kind == "kafka" and not self.url:
+            raise ValueError("a kafka sink needs `url` (kafka://HOST:PORT/TOPIC)")
         return self
 
 
@@ -238,7 +248,8 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     from vigil.engine.pipeline import Pipeline
 
     p = Pipeline(spec.name)
-    p.source(_source(spec.source, base_dir, overrides or {}))
+    p.source(_source(spec.source, base_dir, overrides or {}, spec.name))
+    ctx = _SinkContext(spec.name, spec.delivery)
     et = spec.event_time
     p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness)
     if et.mode == "processing":
@@ -263,13 +274,13 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
             p.detect(st.name, _construct(cls, st.params, st.name), severity=st.severity)
         else:
             assert st.window is not None and st.field is not None and st.to is not None
-            p.window(st.name, _assigner(st.window, st.name), field=st.field, to=_sink(st.to, base_dir),
+            p.window(st.name, _assigner(st.window, st.name), field=st.field, to=_sink(st.to, base_dir, ctx),
                      allowed_lateness=st.allowed_lateness, emit=st.emit)  # fmt: skip
-    p.alerts_to(*[_sink(s, base_dir) for s in spec.alerts])
+    p.alerts_to(*[_sink(s, base_dir, ctx) for s in spec.alerts])
     if spec.late:
-        p.late_to(_sink(spec.late, base_dir))
+        p.late_to(_sink(spec.late, base_dir, ctx))
     if spec.dead_letters:
-        p.dead_letters_to(_sink(spec.dead_letters, base_dir))
+        p.dead_letters_to(_sink(spec.dead_letters, base_dir, ctx))
     p.validate()
     return p
 
@@ -336,9 +347,17 @@ def _path(path: str, base_dir: str) -> str:
     return path if os.path.isabs(path) or path == "-" else os.path.join(base_dir, path)
 
 
-def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any]) -> Any:
+def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any], pipeline: str) -> Any:
     from vigil.io import files
 
+    if s.kind == "kafka":
+        from vigil.io.kafka_source import KafkaSource
+
+        assert s.url and s.schema_
+        return KafkaSource.from_url(
+            s.url, _schema(s.schema_), group_id=s.group_id or f"vigil-{pipeline}",
+            dead_letter_topic=s.dead_letter_topic, stop_at_end=overrides.get("stop_at_end", s.stop_at_end),
+        )  # fmt: skip
     if s.kind == "jsonl":
         assert s.path and s.schema_
         return files.JsonlFileSource(_path(s.path, base_dir), _schema(s.schema_), pace=s.pace, speed=s.speed)
@@ -354,9 +373,32 @@ def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any]) -> Any:
     return transaction_source(spec, rate=overrides.get("rate", s.rate))
 
 
-def _sink(s: SinkSpec, base_dir: str) -> Any:
+class _SinkContext:
+    """Kafka sinks of one pipeline share one producer, so exactly-once commits them in one transaction."""
+
+    def __init__(self, pipeline: str, delivery: str) -> None:
+        self.pipeline, self.delivery = pipeline, delivery
+        self.producers: dict[str, Any] = {}
+
+    def kafka(self, url: str) -> Any:
+        from vigil.io.kafka import parse_kafka_url
+        from vigil.io.kafka_sink import KafkaAlertSink, KafkaTopicView
+
+        bootstrap, topic = parse_kafka_url(url)
+        parent = self.producers.get(bootstrap)
+        if parent is None:
+            tx = f"vigil-{self.pipeline}-{topic}" if self.delivery == "exactly-once" else None
+            parent = self.producers[bootstrap] = KafkaAlertSink(bootstrap, topic, transactional_id=tx)
+            return parent
+        return parent if parent.topic == topic else KafkaTopicView(parent, topic)
+
+
+def _sink(s: SinkSpec, base_dir: str, ctx: _SinkContext | None = None) -> Any:
     from vigil.io import sinks
 
+    if s.kind == "kafka":
+        assert s.url
+        return (ctx or _SinkContext("pipeline", "at-least-once")).kafka(s.url)
     if s.kind == "console":
         return sinks.ConsoleAlertSink()
     assert s.path

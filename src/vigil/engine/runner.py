@@ -158,12 +158,28 @@ class EmbeddedRunner:
         finally:
             self._put(self._in, _END, force=True)
 
+    def _declare_partitions(self) -> None:
+        """Name every partition up front, so one that has sent nothing yet holds the watermark back.
+
+        A reader over several Kafka partitions reports them in its position (``{partition: offset}``);
+        otherwise the first partition read would set the watermark alone and the others' events,
+        however on time, would all be late.
+        """
+        for part, reader in self._readers.items():
+            pos = reader.position()
+            if isinstance(pos, dict):
+                for p in pos:
+                    self.watermarks.tracker(f"{part}:{p}")
+            else:
+                self.watermarks.tracker(part)
+
     def _open_sources(self) -> None:
         """Open every partition, resuming from the checkpoint chosen as described in checkpointing."""
         src = self.p.source_
         parts = src.partitions()
         if self.store is None:
             self._readers = {part: src.open(part) for part in parts}
+            self._declare_partitions()
             return
         if self.p.delivery == "exactly-once":
             # the group's committed offsets say which checkpoint's transaction committed
@@ -181,6 +197,7 @@ class EmbeddedRunner:
             loaded = choose(self.store, None)
             resume = loaded.state["positions"] if loaded else {}
             self._readers = {part: src.open(part, resume=resume.get(part)) for part in parts}
+        self._declare_partitions()
         if loaded is not None:
             restore(self, loaded.state)
             self._seq = loaded.seq
@@ -237,12 +254,21 @@ class EmbeddedRunner:
         self.store.write(barrier.seq, barrier.state)
         positions = barrier.state["positions"]
         if self.p.delivery == "exactly-once":
-            tx = [s for s in self._all_sinks() if getattr(s, "transactional", False)]
-            for part, reader in self._readers.items():
-                for sink in tx:
-                    sink.commit_offsets(reader, positions.get(part))
+            tx = {id(s): s for s in map(_producer_of, self._all_sinks()) if getattr(s, "transactional", False)}
+            if len(tx) > 1:
+                raise CheckpointError("exactly-once needs all Kafka outputs on one transactional producer")
+            for sink in tx.values():
+                # the source offsets commit inside the same transaction as the outputs
+                kafka = [(r, positions.get(part)) for part, r in self._readers.items() if hasattr(r, "topic")]
+                if kafka:
+                    for reader, pos in kafka:
+                        sink.commit(pos, reader.topic, reader.consumer_group_metadata())
+                else:
+                    sink.commit()
         else:
             for part, reader in self._readers.items():
+                if hasattr(reader, "flush_dead_letters"):
+                    reader.flush_dead_letters()  # dead letters are durable before their offsets commit
                 if hasattr(reader, "commit") and positions.get(part) is not None:
                     reader.commit(positions[part])
         self.stats.checkpoints += 1
@@ -357,7 +383,7 @@ class EmbeddedRunner:
             recs.ts_ms = np.full(n, self.now_ns() // 1_000_000, np.int64)
         ts = recs.ts_ms
         slots = self.keys.slots_for(recs.keys, ts)
-        wm_before = self.watermarks.update(part, ts, self.now_ns() // 1_000_000)
+        wm_before = self._watermarks(part, recs, ts)
         late = split_late(ts, wm_before, self.p.event_time.allowed_lateness_ms)
         if late.any():
             idx = np.flatnonzero(late)
@@ -395,6 +421,26 @@ class EmbeddedRunner:
         for tap in self.taps:
             tap(batch, keys, verdicts)
         self._advance(self.watermarks.watermark)
+
+    def _watermarks(self, part: str, recs: Any, ts: np.ndarray) -> np.ndarray:
+        """The watermark before each row.
+
+        A source that interleaves several partitions (Kafka) marks each row's partition in
+        ``_partition``: every partition then has its own watermark, and the stream's is the minimum
+        over the active ones (an idle partition stops holding it back).
+        """
+        now_ms = self.now_ns() // 1_000_000
+        kp = recs.extra.get("_partition")
+        if kp is None:
+            return self.watermarks.update(part, ts, now_ms)
+        kp = np.asarray(kp)
+        wm = np.empty(len(ts), np.int64)
+        for p in np.unique(kp).tolist():
+            idx = np.flatnonzero(kp == p)
+            wm[idx] = self.watermarks.update(f"{part}:{p}", ts[idx], now_ms)
+        if self.p.event_time.idle_timeout_ms is not None:
+            self.watermarks.on_idle(now_ms)
+        return wm
 
     def _advance(self, watermark_ms: int) -> None:
         """Close windows, fire timers and expire idle keys up to the watermark."""
@@ -531,8 +577,13 @@ class _FileOnFirstWrite:
 
 def _committed(reader: Any) -> Any:
     """A reader's committed position (Kafka consumer group offsets), or None if it has no such notion."""
-    fn = getattr(reader, "committed_positions", None)
+    fn = getattr(reader, "committed_offsets", None)
     return fn() if fn is not None else None
+
+
+def _producer_of(sink: Any) -> Any:
+    """The transactional producer behind a sink (a topic view shares its parent's)."""
+    return getattr(sink, "parent", sink)
 
 
 def _has_offsets(pos: Any) -> bool:

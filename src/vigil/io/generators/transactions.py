@@ -41,6 +41,7 @@ The same spec (and seed) gives identical arrays and byte-identical JSONL.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from typing import IO, Any
@@ -459,6 +460,14 @@ def generate_transactions(spec: TransactionSpec = TransactionSpec()) -> dict[str
 _JSONL_KEYS = ("user", "ts", "amount", "merchant", "category", "country", "txn_id", "label", "pattern")
 
 
+def iter_records(cols: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """One dict per event, in arrival order, with the keys of :func:`write_jsonl` (for producers)."""
+    columns = [cols[c].tolist() for c in ("user", "ts_ms", "amount", "merchant", "category", "country", "txn_id",
+                                           "label", "pattern")]  # fmt: skip
+    for row in zip(*columns, strict=True):
+        yield dict(zip(_JSONL_KEYS, row, strict=True))
+
+
 def write_jsonl(cols: dict[str, np.ndarray], path_or_file: str | PathLike[str] | IO[bytes]) -> int:
     """Write one compact JSON object per event, in arrival order; returns the number of lines.
 
@@ -474,25 +483,14 @@ def write_jsonl(cols: dict[str, np.ndarray], path_or_file: str | PathLike[str] |
         ['amount', 'category', 'country']
     """
     enc = msgspec.json.Encoder()
-    rows = zip(
-        cols["user"].tolist(),
-        cols["ts_ms"].tolist(),
-        cols["amount"].tolist(),
-        cols["merchant"].tolist(),
-        cols["category"].tolist(),
-        cols["country"].tolist(),
-        cols["txn_id"].tolist(),
-        cols["label"].tolist(),
-        cols["pattern"].tolist(),
-        strict=True,
-    )
+    rows = iter_records(cols)
     n = 0
     close = not hasattr(path_or_file, "write")
     f: Any = open(path_or_file, "wb") if close else path_or_file  # noqa: SIM115
     try:
         chunk: list[dict[str, Any]] = []
         for row in rows:
-            chunk.append(dict(zip(_JSONL_KEYS, row, strict=True)))
+            chunk.append(row)
             if len(chunk) == 65_536:
                 f.write(enc.encode_lines(chunk))
                 n += len(chunk)

@@ -1,0 +1,191 @@
+"""Exactly-once over a real Kafka broker: SIGKILLed workers and a restarted broker change nothing.
+
+The Flink way: a generator writes a numbered sequence per key; the pipeline runs from Kafka to Kafka
+with `delivery: exactly-once`; the worker is killed with SIGKILL at random moments and restarted; a
+checker reads the output topics `read_committed` and compares with an uninterrupted run on the same
+input: the same alerts (none lost, none duplicated) and the same per-key window counts.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+
+pytestmark = pytest.mark.kafka
+
+KEYS = 60
+PER_KEY = 10_000
+
+
+def _produce_input(bootstrap, topic):
+    """A numbered sequence per key, with deterministic spikes; keyed by key so each key stays in order."""
+    rng = np.random.default_rng(11)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    base = 1_767_225_600_000
+    n = 0
+    for seq in range(PER_KEY):
+        for k in range(KEYS):
+            value = 50.0 + 5.0 * float(rng.standard_normal())
+            if seq > 30 and (seq * 7 + k) % 211 == 0:
+                value += 80.0
+            rec = {"key": f"k{k:03d}", "seq": seq, "ts": base + seq * 1000 + k, "value": round(value, 4)}
+            while True:
+                try:
+                    p.produce(topic, json.dumps(rec).encode(), key=rec["key"].encode())
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+        p.poll(0)
+    assert p.flush(60) == 0
+    return n
+
+
+def _pipeline(tmp_path, name, bootstrap, topic_in, out_alerts, out_counts, group, state):
+    f = tmp_path / f"{name}-{group}.yaml"
+    f.write_text(f"""
+name: eos
+source:
+  kind: kafka
+  url: kafka://{bootstrap}/{topic_in}
+  group_id: {group}
+  schema: {{key: key, time: ts, fields: [value], extra: [seq]}}
+event_time: {{max_delay: 10s, idle_timeout: 60s}}
+event_ids: seq
+delivery: exactly-once
+checkpoints: {{dir: {state}, interval: 200ms}}
+batching: {{max_rows: 2000}}
+steps:
+  - {{name: z, detector: sliding_zscore, params: {{field: value, window: 60s, threshold: 5, min_count: 20,
+                                                  baseline_halflife: null}}}}
+  - {{name: per_key_10s, window: {{kind: tumbling, size: 10s}}, field: value,
+      to: {{kind: kafka, url: kafka://{bootstrap}/{out_counts}}}}}
+alerts: [{{kind: kafka, url: kafka://{bootstrap}/{out_alerts}}}]
+""")
+    return f
+
+
+def _start(pipe, tmp_path):
+    return subprocess.Popen([sys.executable, "-m", "vigil.cli.main", "run", str(pipe), "--quiet", "--until-end",
+                             "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _read_all(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}", "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed", "enable.partition.eof": True, "enable.auto.commit": False})
+    c.subscribe([topic])
+    out, eof, parts = [], set(), None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        msg = c.poll(0.5)
+        if parts is None:
+            md = c.list_topics(topic, timeout=10)
+            parts = len(md.topics[topic].partitions)
+        if msg is None:
+            if len(eof) >= parts:
+                break
+            continue
+        if msg.error():
+            if msg.error().code() == -191:  # partition EOF
+                eof.add(msg.partition())
+            continue
+        eof.discard(msg.partition())
+        out.append(json.loads(msg.value()))
+    c.close()
+    return out
+
+
+def _summary(bootstrap, alerts_topic, counts_topic):
+    alerts = _read_all(bootstrap, alerts_topic)
+    counts = _read_all(bootstrap, counts_topic)
+    ids = Counter(a["id"] for a in alerts)
+    windows = Counter((w["key"], w["start_ms"], w["count"], round(w["sum"], 6)) for w in counts)
+    per_key = Counter()
+    for w in counts:
+        per_key[w["key"]] += w["count"]
+    return ids, windows, per_key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(kafka_bootstrap, tmp_path_factory):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    tmp = tmp_path_factory.mktemp("eos")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    run_id = str(int(time.time() * 1000))
+    topic_in = f"eos-in-{run_id}"
+    outs = (f"eos-alerts-clean-{run_id}", f"eos-counts-clean-{run_id}")
+    for t in (topic_in, *outs):
+        admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)])[t].result(30)
+    n = _produce_input(kafka_bootstrap, topic_in)
+    pipe = _pipeline(tmp, "clean", kafka_bootstrap, topic_in, *outs, group=f"clean-{run_id}", state=tmp / "clean")
+    t0 = time.time()
+    proc = _start(pipe, tmp)
+    out, err = proc.communicate(timeout=600)
+    seconds = time.time() - t0
+    assert proc.returncode == 0, err.decode()[-3000:]
+    ids, windows, per_key = _summary(kafka_bootstrap, *outs)
+    assert len(ids) > 100 and max(ids.values()) == 1
+    assert sum(per_key.values()) == n == KEYS * PER_KEY
+    return {"topic_in": topic_in, "run_id": run_id, "ids": ids, "windows": windows, "per_key": per_key, "tmp": tmp,
+            "seconds": seconds}
+
+
+def _fresh_outputs(kafka_bootstrap, label, run_id):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    outs = (f"eos-alerts-{label}-{run_id}", f"eos-counts-{label}-{run_id}")
+    for t in outs:
+        admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)])[t].result(30)
+    return outs
+
+
+def test_sigkill_three_times_gives_exactly_the_uninterrupted_output(kafka_bootstrap, uninterrupted, tmp_path):
+    u = uninterrupted
+    outs = _fresh_outputs(kafka_bootstrap, "killed", u["run_id"])
+    pipe = _pipeline(tmp_path, "killed", kafka_bootstrap, u["topic_in"], *outs, group=f"killed-{u['run_id']}",
+                     state=tmp_path / "state")
+    rng = np.random.default_rng(int(u["run_id"]) % 1000)
+    kills = 0
+    for _ in range(3):
+        proc = _start(pipe, tmp_path)
+        # random moments within the first part of a run (start-up included), so each restart has work left
+        time.sleep(float(rng.uniform(0.25, 0.45)) * u["seconds"])
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    proc = _start(pipe, tmp_path)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert kills >= 2, "the worker finished before it could be killed: make the input larger"
+    ids, windows, per_key = _summary(kafka_bootstrap, *outs)
+    assert max(ids.values()) == 1, "an alert was delivered twice"
+    assert ids == u["ids"], "alerts lost or invented"
+    assert per_key == u["per_key"] and windows == u["windows"]
+
+
+def test_broker_restart_mid_run_gives_exactly_the_uninterrupted_output(kafka_bootstrap, kafka_broker, uninterrupted,
+                                                                     tmp_path):
+    u = uninterrupted
+    outs = _fresh_outputs(kafka_bootstrap, "broker", u["run_id"])
+    pipe = _pipeline(tmp_path, "broker", kafka_bootstrap, u["topic_in"], *outs, group=f"broker-{u['run_id']}",
+                     state=tmp_path / "state")
+    proc = _start(pipe, tmp_path)
+    time.sleep(0.4 * u["seconds"])
+    assert proc.poll() is None, "the worker finished before the broker could be stopped"
+    kafka_broker.stop()
+    time.sleep(4.0)
+    kafka_broker.start()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    ids, windows, per_key = _summary(kafka_bootstrap, *outs)
+    assert max(ids.values()) == 1 and ids == u["ids"]
+    assert per_key == u["per_key"] and windows == u["windows"]
