@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint clean kafka-up kafka-down
+.PHONY: setup demo demo-kafka test bench lint clean kafka-up kafka-down
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/vigil demo
 
+# The same demo through the local Kafka broker (left running; `make kafka-down` stops it).
+demo-kafka: setup kafka-up
+	$(BIN)/vigil demo --kafka
+
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 # The local Kafka broker (deploy/kafka) is started first and always stopped afterwards: pass, fail or Ctrl-C.
 test: setup
@@ -28,7 +32,7 @@ test: setup
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # A real single-node Apache Kafka (KRaft) on 127.0.0.1:9092; `down` keeps its data (deploy/kafka/data).
-kafka-up:
+kafka-up: setup
 	@./deploy/kafka/kafka.sh up
 
 kafka-down:

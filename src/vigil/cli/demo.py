@@ -48,9 +48,7 @@ def run_demo(
     show_alerts: int,
 ) -> dict[str, Any]:
     """Generate, run, evaluate; print the summary (and JSON as the last line when asked)."""
-    from vigil.apps.evaluate import LabelTap, score_run
     from vigil.apps.fraud import fraud_pipeline
-    from vigil.engine.runner import EmbeddedRunner
     from vigil.io.generators.transactions import TransactionSpec, generate_transactions, summary
     from vigil.io.replay import ReplaySource
     from vigil.io.sinks import ConsoleAlertSink, JsonlSink, SqliteAlertSink
@@ -83,13 +81,28 @@ def run_demo(
     if live and show_alerts > 0:
         sinks.insert(0, ConsoleAlertSink(console=console, limit_per_s=show_alerts))
     pipeline = fraud_pipeline(src).alerts_to(*sinks)
-    tap = LabelTap()
+    st, tap = _run_live(pipeline, len(cols["ts_ms"]), console, live, latency, out_dir)
+    out = _result(st, tap, latency, rate, seed)
+    out["alerts_file"] = os.path.join(out_dir, "fraud", "alerts.jsonl")
+    _print_summary(console, out, st)
+    console.print(f"alerts written to {out['alerts_file']} (and alerts.sqlite beside it)")
+    if as_json:
+        print(json.dumps(out), flush=True)
+    return out
 
+
+def _run_live(pipeline: Any, total: int, console: Console, live: bool, latency: LatencySink, out_dir: str,
+              stop_at: int | None = None) -> tuple[Any, Any]:  # fmt: skip
+    """Run with a progress bar and a stats line (alerts print above them); stop after ``stop_at`` events."""
+    from vigil.apps.evaluate import LabelTap
+    from vigil.engine.runner import EmbeddedRunner
+
+    tap = LabelTap()
     progress = Progress(
         TextColumn("[bold blue]events"), BarColumn(), TaskProgressColumn(),
         TextColumn("{task.completed:>12,.0f} / {task.total:,.0f}"), TimeRemainingColumn(), console=console,
     )  # fmt: skip
-    task = progress.add_task("events", total=len(cols["ts_ms"]))
+    task = progress.add_task("events", total=total)
 
     def stats_table(st: Any) -> Table:
         t = Table.grid(padding=(0, 3))
@@ -101,16 +114,18 @@ def run_demo(
         )  # fmt: skip
         return t
 
-    runner_holder: dict[str, Any] = {}
     live_view = Live(Group(progress), console=console, refresh_per_second=8, transient=False) if live else None
+    holder: dict[str, Any] = {}
 
     def on_progress(st: Any) -> None:
         progress.update(task, completed=st.events_in)
         if live_view is not None:
             live_view.update(Group(progress, stats_table(st)))
+        if stop_at is not None and st.events_in >= stop_at:
+            holder["runner"].stop()
 
-    runner = EmbeddedRunner(pipeline, progress=on_progress, taps=(tap,), out_dir=out_dir)
-    runner_holder["r"] = runner
+    runner = EmbeddedRunner(pipeline, progress=on_progress, progress_interval_s=0.1, taps=(tap,), out_dir=out_dir)
+    holder["runner"] = runner
     try:
         if live_view is not None:
             with live_view:
@@ -120,9 +135,15 @@ def run_demo(
     except KeyboardInterrupt:
         runner.stop()
         raise
+    return st, tap
+
+
+def _result(st: Any, tap: Any, latency: LatencySink, rate: float | None, seed: int) -> dict[str, Any]:
+    from vigil.apps.evaluate import score_run
+
     result = score_run(tap.columns())
     lat = np.asarray(latency.latency_ms) if latency.latency_ms else np.array([np.nan])
-    out = {
+    return {
         "events": st.events_in,
         "alerts": st.alerts,
         "precision": result["precision"],
@@ -136,9 +157,66 @@ def run_demo(
         "fraud_events": result["fraud_events"],
         "rate": rate,
         "seed": seed,
-        "alerts_file": os.path.join(out_dir, "fraud", "alerts.jsonl"),
     }
+
+
+def run_kafka_demo(
+    *, bootstrap: str, events: int, users: int, rate: float | None, seed: int, as_json: bool, live: bool,
+    out_dir: str, show_alerts: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The same demo through a Kafka broker: producer process → topic → pipeline → alerts topic."""
+    import subprocess
+    import sys
+    import time
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from vigil.apps.fraud import fraud_pipeline
+    from vigil.errors import SourceError
+    from vigil.io.kafka_sink import KafkaAlertSink
+    from vigil.io.kafka_source import KafkaSource
+    from vigil.io.schema import Schema
+    from vigil.io.sinks import ConsoleAlertSink
+
+    console = Console(stderr=as_json, highlight=False)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - any failure means: no broker there
+        raise SourceError(f"no Kafka broker answers at {bootstrap}; start the local one with `make kafka-up`") from None
+    run = time.strftime("%Y%m%d-%H%M%S")
+    tx_topic, alert_topic = f"vigil-demo.transactions.{run}", f"vigil-demo.alerts.{run}"
+    for fut in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
+                                    for t in (tx_topic, alert_topic)]).values():  # fmt: skip
+        fut.result(30)
+    pace = f"at {rate:,.0f} events/s" if rate else "as fast as it can"
+    console.print(f"[bold]Vigil demo through Kafka[/] · {bootstrap} · a producer process writes {events:,} "
+                  f"transactions to [cyan]{tx_topic}[/] {pace}; alerts go to [cyan]{alert_topic}[/]\n")  # fmt: skip
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli.main", "generate", "transactions", "--to",
+         f"kafka://{bootstrap}/{tx_topic}", "--rate", str(rate or 0), "--events", str(events), "--users",
+         str(users), "--seed", str(seed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    schema = Schema("user", "ts", fields=("amount",), extra=("txn_id", "label", "pattern"))
+    src = KafkaSource(bootstrap, tx_topic, schema, group_id=f"vigil-demo-{run}")
+    latency = LatencySink()
+    kafka_alerts = KafkaAlertSink(bootstrap, alert_topic)
+    sinks: list[Any] = [latency, kafka_alerts]
+    if live and show_alerts > 0:
+        sinks.insert(0, ConsoleAlertSink(console=console, limit_per_s=show_alerts))
+    pipeline = fraud_pipeline(src, name="fraud-kafka").alerts_to(*sinks)
+    try:
+        st, tap = _run_live(pipeline, events, console, live, latency, out_dir, stop_at=events)
+    finally:
+        if producer.poll() is None:
+            producer.terminate()
+        producer.wait()
+    out = _result(st, tap, latency, rate, seed)
+    out.update({"kafka": bootstrap, "transactions_topic": tx_topic, "alerts_topic": alert_topic})
     _print_summary(console, out, st)
+    console.print(f"alerts are in the topic {alert_topic} (keyed by user); latency is from the producer's record "
+                  "timestamp to the alert")  # fmt: skip
     if as_json:
         print(json.dumps(out), flush=True)
     return out
@@ -162,4 +240,3 @@ def _print_summary(console: Console, out: dict[str, Any], st: Any) -> None:
         pt.add_row(name, "fraud" if e["fraud"] else "legitimate", f"{e['events']:,}", f"{e['flagged']:,}",
                    f"{share:.3f}" if share is not None else "-")  # fmt: skip
     console.print(pt)
-    console.print(f"alerts written to {out['alerts_file']} (and alerts.sqlite beside it)")

@@ -69,6 +69,7 @@ class RunStats:
     positions: dict[str, Any] = field(default_factory=dict)
     checkpoints: int = 0
     last_checkpoint_s: float = 0.0
+    source_pauses: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -148,7 +149,7 @@ class EmbeddedRunner:
                 for part, reader in list(readers.items()):
                     recs = reader.read_batch(b.max_rows, b.max_delay_ms)
                     if recs is not None and (len(recs) or recs.dead):
-                        self._put(self._in, (part, recs, reader.position()))
+                        self._put_behind(reader, (part, recs, reader.position()))
                     elif reader.at_end:
                         del readers[part]
                     else:
@@ -203,6 +204,28 @@ class EmbeddedRunner:
             self._seq = loaded.seq
             self.restored_from = str(loaded.path)
             log.info("pipeline `%s` resumes from checkpoint %s", self.p.name, loaded.path)
+
+    def _put_behind(self, reader: Any, item: Any) -> None:
+        """Queue a batch; while the engine is behind (queue full), pause the reader's partitions.
+
+        The engine pulls, so at most ``queue_batches`` batches wait in memory whatever the producer's
+        rate. A Kafka reader is also paused while blocked here, so its client stops prefetching too,
+        and resumed (from the position after the last returned record) once the batch is taken.
+        """
+        try:
+            self._in.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            pass
+        pause = getattr(reader, "pause", None)
+        if pause is not None:
+            pause()
+            self.stats.source_pauses += 1
+        try:
+            self._put(self._in, item)
+        finally:
+            if pause is not None:
+                reader.resume()
 
     def _put(self, q: queue.Queue[Any], item: Any, force: bool = False) -> None:
         while True:
