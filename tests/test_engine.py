@@ -217,3 +217,16 @@ def test_processing_time_mode_stamps_records_on_arrival(tmp_path):
          .detect("v", VelocityRule()).alerts_to(MemorySink()).late_to(late))
     st = EmbeddedRunner(p, out_dir=str(tmp_path), wall_clock_ns=lambda: next(clock)).run()
     assert st.events == 4 and st.late_events == 0 and not late.items
+
+
+def test_scores_output_has_every_event_of_every_step(tmp_path):
+    scores = MemorySink()
+    n = 50
+    p = (Pipeline("s").source(_src(["a", "b"] * 25, np.arange(n) * 100, np.ones(n)))
+         .detect("z", SlidingZScore(field="amount", baseline_halflife=None)).detect("v", VelocityRule())
+         .alerts_to(MemorySink()).scores_to(scores))
+    EmbeddedRunner(p, out_dir=str(tmp_path)).run()
+    assert len(scores.items) == 2 * n
+    row = scores.items[-1]
+    assert set(row) == {"step", "key", "ts_ms", "event_id", "score", "calibrated", "flag", "ready"}
+    assert {r["step"] for r in scores.items} == {"z", "v"} and row["event_id"] == "e49"

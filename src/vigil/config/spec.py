@@ -175,6 +175,7 @@ class PipelineSpec(_Model):
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     steps: list[StepSpec]
     alerts: list[SinkSpec] = Field(default_factory=lambda: [SinkSpec(kind="console")])
+    scores: SinkSpec | None = None
     late: SinkSpec | None = None
     dead_letters: SinkSpec | None = None
 
@@ -277,6 +278,8 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
             p.window(st.name, _assigner(st.window, st.name), field=st.field, to=_sink(st.to, base_dir, ctx),
                      allowed_lateness=st.allowed_lateness, emit=st.emit)  # fmt: skip
     p.alerts_to(*[_sink(s, base_dir, ctx) for s in spec.alerts])
+    if spec.scores:
+        p.scores_to(_sink(spec.scores, base_dir, ctx))
     if spec.late:
         p.late_to(_sink(spec.late, base_dir, ctx))
     if spec.dead_letters:

@@ -97,6 +97,7 @@ class Pipeline:
     alert_sinks: list[Any] = field(default_factory=list)
     late_sink: Any = None
     dead_letter_sink: Any = None
+    score_sink: Any = None
     key_ttl_ms: int | None = None
     id_field: str | None = None
     checkpoint_dir: str | None = None
@@ -202,6 +203,15 @@ class Pipeline:
     def alerts_to(self, *sinks: Any) -> Pipeline:
         """Send alerts to these sinks."""
         self.alert_sinks.extend(sinks)
+        return self
+
+    def scores_to(self, sink: Any) -> Pipeline:
+        """Also send every event's verdict of every detector step (key, time, id, score, calibrated, flag).
+
+        One record per event and step: for backtests, dashboards and model feedback; it costs far more
+        than alerts at high rates, so it is off unless asked for.
+        """
+        self.score_sink = sink
         return self
 
     def late_to(self, sink: Any) -> Pipeline:

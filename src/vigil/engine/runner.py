@@ -265,6 +265,8 @@ class EmbeddedRunner:
 
     def _all_sinks(self) -> list[Any]:
         sinks = [*self.p.alert_sinks, self.late_sink, self.dead_sink]
+        if self.p.score_sink is not None:
+            sinks.append(self.p.score_sink)
         sinks += [s.sink for s in self.p.steps if isinstance(s, (WindowStep, ProcessStep)) and s.sink is not None]
         return list({id(s): s for s in sinks}.values())
 
@@ -428,6 +430,8 @@ class EmbeddedRunner:
                 v = step.detector.process_many(batch.slots, batch.ts_ms, batch.cols)
                 verdicts[step.name] = v
                 self._alerts(step, batch, keys, v)
+                if self.p.score_sink is not None:
+                    self._emit(self.p.score_sink, self._score_rows(step, batch, keys, v))
             elif isinstance(step, WindowStep):
                 agg = self._windows[step.name]
                 split = agg.add(batch.slots, batch.ts_ms, batch.cols[step.field], wm_rows)
@@ -541,6 +545,15 @@ class EmbeddedRunner:
         self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(out)
         for sink in self.p.alert_sinks:
             self._emit(sink, out)
+
+    def _score_rows(self, step: DetectStep, batch: Batch, keys: np.ndarray, v: Any) -> list[dict[str, Any]]:
+        ids = self._event_ids(batch, np.arange(len(batch)))
+        return [
+            {"step": step.name, "key": str(k), "ts_ms": t, "event_id": i, "score": sc, "calibrated": c, "flag": f,
+             "ready": r}
+            for k, t, i, sc, c, f, r in zip(keys.tolist(), batch.ts_ms.tolist(), ids, v.score.tolist(),
+                                            v.calibrated.tolist(), v.flag.tolist(), v.ready.tolist(), strict=True)
+        ]  # fmt: skip
 
     def _event_ids(self, batch: Batch, rows: np.ndarray) -> list[str]:
         col = batch.extra.get(self.p.id_field) if self.p.id_field else None
