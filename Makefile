@@ -41,6 +41,7 @@ kafka-down:
 bench: setup
 	@mkdir -p bench/results
 	$(BIN)/vigil bench engine --json --out bench/results/engine.json
+	$(BIN)/vigil bench detectors --json --out bench/results/detectors.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -220,6 +220,25 @@ def bench_engine(
         _fail(exc, 1)
 
 
+@bench_app.command("detectors")
+def bench_detectors(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    n: Annotated[int, typer.Option(help="Events in the workload.")] = 1_000_000,
+    keys: Annotated[int, typer.Option(help="Keys in the workload.")] = 10_000,
+    river_n: Annotated[int, typer.Option(help="Events given to River's HalfSpaceTrees (it is slow).")] = 100_000,
+    shared: Annotated[Path | None, typer.Option(
+        help="Folder with workload.py (default ../shared/bench/perf).")] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/detectors.json"),
+) -> None:
+    """Events/s and ROC AUC of every detector on the shared workload, next to River's HalfSpaceTrees."""
+    from vigil.cli.bench_detectors import run_detectors_bench
+
+    try:
+        run_detectors_bench(n, keys, shared, json_, out, river_n=river_n)
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
 @checkpoint_app.command("inspect")
 def checkpoint_inspect(
     path: Annotated[Path, typer.Argument(help="A checkpoint file (.vck), or a pipeline's checkpoint directory.")],

@@ -1,15 +1,33 @@
 """Detectors: score micro-batches of many keys, prequentially (see :mod:`vigil.detectors.base`).
 
-* :class:`SlidingZScore` — z-score over an exact per-key event-time window, with a long baseline
-  as fallback when the window holds too few events.
-* :class:`VelocityRule` — too many events of one key in a window.
+Statistics: :class:`SlidingZScore` (exact event-time window, long baseline as fallback),
+:class:`EWZScore` (exponentially weighted), :class:`RobustZScore` (median/MAD). Change detection:
+:class:`CUSUM`, :class:`PageHinkley`. Forecasting: :class:`HoltWinters`, :class:`ForecastResidual`
+(any forecaster). Online ML: :class:`HalfSpaceTrees` (vectorized across keys),
+:class:`RiverDetector` (any River detector). Rules: :class:`VelocityRule`. Calibration:
+:class:`Calibrated` (anomaly likelihood over any detector's raw score).
 
 Every detector is registered by its ``kind`` (the name YAML configs use) and checked by the
 conformance suite in :mod:`vigil.testing.detectors`.
 """
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
+from vigil.detectors.cusum import CUSUM
+from vigil.detectors.ewzscore import EWZScore
+from vigil.detectors.forecast import EWForecaster, ForecastResidual
+from vigil.detectors.holtwinters import HoltWinters, HoltWintersForecaster
+from vigil.detectors.hst import HalfSpaceTrees
+from vigil.detectors.likelihood import AnomalyLikelihood, Calibrated
+from vigil.detectors.mad import RobustZScore
+from vigil.detectors.pagehinkley import PageHinkley
+from vigil.detectors.river_adapter import RiverDetector
 from vigil.detectors.velocity import VelocityRule
 from vigil.detectors.zscore import SlidingZScore
 
-__all__ = ["BaseDetector", "Detector", "SlidingZScore", "VelocityRule", "Verdicts", "register", "registry"]
+__all__ = [
+    "CUSUM", "AnomalyLikelihood", "BaseDetector", "Calibrated", "Detector", "EWForecaster", "EWZScore",
+    "ForecastResidual", "HalfSpaceTrees", "HoltWinters", "HoltWintersForecaster", "PageHinkley", "RiverDetector",
+    "RobustZScore", "SlidingZScore", "VelocityRule", "Verdicts", "register", "registry",
+]  # fmt: skip
+
+# detectors added later: import them here too
