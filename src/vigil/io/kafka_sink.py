@@ -22,7 +22,6 @@ keyed by user, batched and lz4-compressed, optionally paced at a rate.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,31 +33,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from vigil.errors import ConfigError, SinkError
 from vigil.io.kafka import ErrorLog, client_config, log, parse_kafka_url
-
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+from vigil.io.sinks import _JSON_OPTS, _as_dict, _json_default
 
 
 class TransactionAborted(SinkError):
     """The transaction was aborted (fenced, expired or a delivery failed): restart from the last checkpoint."""
-
-
-def _as_dict(item: Any) -> dict[str, Any]:
-    to_dict = getattr(item, "to_dict", None)
-    if to_dict is not None:
-        return to_dict()  # type: ignore[no-any-return]
-    if isinstance(item, dict):
-        return item
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return dataclasses.asdict(item)
-    raise SinkError(f"can't write {type(item).__name__}: expected a dict or an object with to_dict()")
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return str(obj)
 
 
 def _bytes(value: Any) -> bytes | None:
