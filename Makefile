@@ -42,6 +42,7 @@ bench: setup
 	@mkdir -p bench/results
 	$(BIN)/vigil bench engine --json --out bench/results/engine.json
 	$(BIN)/vigil bench detectors --json --out bench/results/detectors.json
+	$(BIN)/vigil bench nab --json --results bench/results/nab
 
 lint: setup
 	$(BIN)/ruff check src tests bench

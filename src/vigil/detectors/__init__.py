@@ -31,3 +31,7 @@ __all__ = [
 ]  # fmt: skip
 
 # detectors added later: import them here too
+from vigil.detectors.ensemble import Ensemble as Ensemble  # noqa: E402
+from vigil.detectors.iforest import IsolationForestDetector as IsolationForestDetector  # noqa: E402
+from vigil.detectors.rules import ExpressionRule as ExpressionRule  # noqa: E402
+from vigil.detectors.rules import ThresholdRule as ThresholdRule  # noqa: E402
