@@ -252,3 +252,40 @@ def test_missing_column_is_a_config_error(tmp_path: Path, config: Path) -> None:
     inp.write_text("ts,hots,value\n1,a,2\n")
     with pytest.raises(ConfigError, match=r"`column` is not a column of in.csv; got 'host'.*'hots'"):
         score_file(config, inp, tmp_path / "o.csv", progress=False)
+
+
+def test_score_trains_an_offline_detector_first(tmp_path):
+    """`vigil score --train`: an Isolation Forest is fitted on normal data, then scores the input."""
+    import csv as _csv
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    import numpy as _np
+
+    rng = _np.random.default_rng(0)
+
+    def write(path, n, spikes):
+        with open(path, "w", newline="") as f:
+            w = _csv.writer(f)
+            w.writerow(["timestamp", "cpu", "mem"])
+            for i in range(n):
+                cpu, mem = rng.normal(50, 5), rng.normal(30, 3)
+                if spikes and i % 200 == 100:
+                    cpu, mem = cpu + 60, mem + 40
+                w.writerow([1_700_000_000_000 + i * 1000, round(cpu, 3), round(mem, 3)])
+
+    write(tmp_path / "train.csv", 3000, False)
+    write(tmp_path / "test.csv", 2000, True)
+    (tmp_path / "if.yaml").write_text("detector: {kind: isolation_forest, params: {threshold: 0.99}}\n"
+                                      "time_column: timestamp\nvalue_columns: [cpu, mem]\n")
+    cmd = [_sys.executable, "-m", "vigil.cli.main", "score", str(tmp_path / "if.yaml"), str(tmp_path / "test.csv"),
+           str(tmp_path / "out.csv"), "--json"]
+    r = _sp.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 1 and "--train" in r.stderr  # an untrained model is refused clearly
+    r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
+    rows = list(_csv.DictReader(open(tmp_path / "out.csv")))
+    flagged = {int(row["row"]) for row in rows if row["flag"].lower() == "true"}
+    assert {i for i in range(2000) if i % 200 == 100} <= flagged

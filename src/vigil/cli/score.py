@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from vigil.cli.score_io import Frame, read_frame, write_table
-from vigil.config.detector import ColumnsConfig, DetectorFactory, load_detector_config, resolve_config
+from vigil.config.detector import ColumnsConfig, DetectorFactory, _needs_training, load_detector_config, resolve_config
 from vigil.detectors.base import Verdicts
+from vigil.errors import ConfigError
 
 CONTRIBUTION_PREFIXES = ("z_", "member_", "contrib_")
 
@@ -149,15 +150,15 @@ def score_file(
         tframe = read_frame(train_path, cols)
         t_order, t_slots, t_ts, t_X, t_keys = _ordered(tframe)
         if factory.trainable:
-            columns: dict[str, Any] = {**t_X, cols.time_column: t_ts}
-            if cols.key_column is not None and t_keys is not None:
-                columns[cols.key_column] = np.asarray([str(k) for k in t_keys.tolist()], object)
-            factory.fit(columns)
+            factory.fit(dict(t_X))  # the value columns (features), rows in event-time order
             train_mode = "fit"
         else:
             warm = (t_keys, t_ts, t_X)
             train_mode = "warmup"
     frame = read_frame(input_path, cols)
+    if factory.trainable and not factory.fitted and _needs_training(factory.cls, factory.params):
+        raise ConfigError("is trained offline: pass --train FILE (normal data to fit on), or give its `model`",
+                          field="detector", value=factory.kind)  # fmt: skip
     det = factory()
     n = frame.n
     t_det = 0.0

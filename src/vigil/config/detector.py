@@ -119,8 +119,7 @@ class DetectorFactory:
         """Fit offline: ``cls.fit_from_frame(columns)`` returns constructor params, kept for later calls.
 
         Args:
-            columns: the training rows in event-time order, by column name (float64 value columns,
-                the time column as int64 epoch ms, the key column as strings when there is one).
+            columns: the training rows' value columns (the features), float64, in event-time order.
         """
         if not self.trainable:
             raise ConfigError("can't be fitted offline (no `fit_from_frame` classmethod)", field="kind",
@@ -131,6 +130,14 @@ class DetectorFactory:
                               value=self.kind)  # fmt: skip
         self.fitted = dict(fitted)
         return self.fitted
+
+
+def _needs_training(cls: type[Any], params: dict[str, Any]) -> bool:
+    """The class has required constructor params that the config leaves to training (e.g. ``model``)."""
+    sig = inspect.signature(cls.__init__)
+    required = [n for n, p in sig.parameters.items()
+                if n != "self" and p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD]
+    return any(n not in params for n in required)
 
 
 def parse_detector_config(raw: Any, origin: str = "detector config") -> tuple[DetectorFactory, ColumnsConfig]:
@@ -172,11 +179,18 @@ def parse_detector_config(raw: Any, origin: str = "detector config") -> tuple[De
         raise ConfigError(f"{msg} (in {origin})", field=name, value=value, hint=hint) from None
     cls = _check_detector(spec.detector.kind, spec.detector.params, prefix, origin)
     factory = DetectorFactory(spec.detector.kind, cls, dict(spec.detector.params))
-    try:
-        det = factory()
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{str(exc).rstrip('.')} (in {origin})", field=f"{prefix}params") from None
-    fields = tuple(det.fields)
+    if factory.trainable and _needs_training(cls, factory.params):
+        # an offline-trained detector is built after `--train`; its features are the value columns
+        if not spec.value_columns:
+            raise ConfigError(f"must name the features of a detector trained with --train (in {origin})",
+                              field="value_columns", value=None, hint="e.g. value_columns: [cpu, mem]")  # fmt: skip
+        fields: tuple[str, ...] = tuple(spec.value_columns)
+    else:
+        try:
+            det = factory()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{str(exc).rstrip('.')} (in {origin})", field=f"{prefix}params") from None
+        fields = tuple(det.fields)
     values = tuple(spec.value_columns) if spec.value_columns is not None else fields
     missing = [f for f in fields if f not in values]
     if missing:

@@ -241,6 +241,18 @@ class IsolationForestDetector(BaseDetector):
     kind: ClassVar[str] = "isolation_forest"
     state_version: ClassVar[int] = 1
 
+    @classmethod
+    def fit_from_frame(cls, columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Fit on training columns (``vigil score --train``): every given column is a feature.
+
+        Returns the constructor params (``{"model": artifact}``) that the config's own params extend.
+        """
+        fields = sorted(columns)
+        if not fields:
+            raise ValueError("`fields` can't be empty: no value columns to train on")
+        X = np.column_stack([np.asarray(columns[f], np.float64) for f in fields])
+        return {"model": fit_isolation_forest(X, fields)}
+
     def __init__(
         self,
         model: str | dict[str, Any],
