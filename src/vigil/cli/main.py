@@ -25,6 +25,8 @@ app = typer.Typer(
 generate_app = typer.Typer(help="Write synthetic streams with labelled anomalies.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed (results are figures, never pass/fail).", no_args_is_help=True)
 checkpoint_app = typer.Typer(help="Look into checkpoints.", no_args_is_help=True)
+collect_app = typer.Typer(help="Collect metrics from this machine.", no_args_is_help=True)
+app.add_typer(collect_app, name="collect")
 app.add_typer(generate_app, name="generate")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(bench_app, name="bench")
@@ -296,6 +298,30 @@ def bench_detectors(
         run_detectors_bench(n, keys, shared, json_, out, river_n=river_n)
     except VigilError as exc:
         _fail(exc, 1)
+
+
+@collect_app.command("host")
+def collect_host_cmd(
+    interval: Annotated[float, typer.Option("--interval", "-i", help="Seconds between samples.")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="influx (line protocol) or json (Telegraf's JSON).")] = "influx",
+    out: Annotated[str, typer.Option("--out", "-o", help="-, a file (appended), or kafka://HOST:PORT/TOPIC.")] = "-",
+    count: Annotated[int | None, typer.Option(help="Stop after this many samples (default: until Ctrl-C).")] = None,
+    host: Annotated[str | None, typer.Option(help="Host tag (default: this machine's name).")] = None,
+) -> None:
+    """Sample this machine (CPU per mode, memory, disk and network I/O rates, load) at an interval.
+
+    Writes what Telegraf would: Influx line protocol or Telegraf-style JSON, to stdout, a file or a
+    Kafka topic. Examples: `vigil collect host --count 5` ·
+    `vigil collect host -i 10 -o kafka://127.0.0.1:9092/metrics`
+    """
+    from vigil.cli.collect import collect_host
+
+    try:
+        n = collect_host(interval_s=interval, format=fmt, out=out, count=count, host=host)  # type: ignore[arg-type]
+    except VigilError as exc:
+        _fail(exc)
+    if out != "-":
+        err.print(f"{n} samples written to {out}")
 
 
 @checkpoint_app.command("inspect")
