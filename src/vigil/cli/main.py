@@ -26,6 +26,8 @@ generate_app = typer.Typer(help="Write synthetic streams with labelled anomalies
 bench_app = typer.Typer(help="Measure speed (results are figures, never pass/fail).", no_args_is_help=True)
 checkpoint_app = typer.Typer(help="Look into checkpoints.", no_args_is_help=True)
 collect_app = typer.Typer(help="Collect metrics from this machine.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: versions, promotion, rollback.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 app.add_typer(collect_app, name="collect")
 app.add_typer(generate_app, name="generate")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -322,6 +324,93 @@ def collect_host_cmd(
         _fail(exc)
     if out != "-":
         err.print(f"{n} samples written to {out}")
+
+
+RegistryOpt = Annotated[Path | None, typer.Option(
+    "--registry", help="Registry folder (default: the config's, $VIGIL_MODEL_REGISTRY, or ./models).")]  # fmt: skip
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", help="Training YAML (name, features, ...).")],
+    input: Annotated[Path, typer.Option("--input", help="Normal data: CSV, JSON lines or Parquet.")],
+    registry: RegistryOpt = None,
+    promote: Annotated[bool, typer.Option(help="Promote the new version too.")] = False,
+    reason: Annotated[str, typer.Option(help="History reason when --promote.")] = "trained",
+    json_: JsonOpt = False,
+) -> None:
+    """Fit an Isolation Forest on normal data and register it as a new model version.
+
+    The new version is validated on a held-back slice; serving pipelines pick up a version when it is
+    promoted (`vigil models promote`).
+    """
+    from vigil.cli.models import train_cmd
+
+    try:
+        train_cmd(config, input, registry=registry, promote=promote, reason=reason, as_json=json_, console=err)
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOpt = None, json_: JsonOpt = False) -> None:
+    """Every model, its versions and which one is promoted."""
+    from vigil.cli.models import list_cmd
+
+    try:
+        list_cmd(registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Version (default: the promoted one).")] = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """A version's metadata, validation report and the promotion history."""
+    from vigil.cli.models import show_cmd
+
+    try:
+        show_cmd(name, version, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to serve, e.g. v3.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve this version; running pipelines pick it up between micro-batches, without a restart."""
+    from vigil.cli.models import promote_cmd
+
+    try:
+        promote_cmd(name, version, reason, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve the version promoted before the current one."""
+    from vigil.cli.models import rollback_cmd
+
+    try:
+        rollback_cmd(name, reason, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        _fail(exc, 1)
 
 
 @checkpoint_app.command("inspect")

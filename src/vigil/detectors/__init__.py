@@ -31,7 +31,9 @@ __all__ = [
 ]  # fmt: skip
 
 # detectors added later: import them here too
+import vigil.models.serving  # noqa: E402,F401  (registers `registry_model`; a plain import avoids a cycle)
 from vigil.detectors.ensemble import Ensemble as Ensemble  # noqa: E402
 from vigil.detectors.iforest import IsolationForestDetector as IsolationForestDetector  # noqa: E402
+from vigil.detectors.rarity import LevelRarity as LevelRarity  # noqa: E402
 from vigil.detectors.rules import ExpressionRule as ExpressionRule  # noqa: E402
 from vigil.detectors.rules import ThresholdRule as ThresholdRule  # noqa: E402
