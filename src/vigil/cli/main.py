@@ -47,7 +47,16 @@ def _fail(exc: Exception, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-demo_app = typer.Typer(help="Run the demos: the card-fraud detector (default) and `servers`.")
+demo_app = typer.Typer(help=(
+    "The card-fraud detector on a synthetic stream, scored against its labels (`vigil demo`); "
+    "`vigil demo servers` runs the multi-metric server detector on a simulated fleet.\n\n"
+    "Generates a labelled stream (amount spikes, card testing, velocity bursts, and legitimate "
+    "behaviour that looks odd), replays it at `--rate` events/s through the embedded engine, prints "
+    "alerts as they fire, then a summary: precision and recall (overall and per pattern), latency from "
+    "event emission to alert (p50/p95/p99) and throughput.\n\n"
+    "Examples: `vigil demo` · `vigil demo --rate 0 --json` · `vigil demo --events 200000 --no-live` · "
+    "`make kafka-up && vigil demo --kafka` · `vigil demo servers --json`"
+), rich_markup_mode="markdown")
 app.add_typer(demo_app, name="demo")
 
 
