@@ -4,7 +4,9 @@ Statistics: :class:`SlidingZScore` (exact event-time window, long baseline as fa
 :class:`EWZScore` (exponentially weighted), :class:`RobustZScore` (median/MAD). Change detection:
 :class:`CUSUM`, :class:`PageHinkley`. Forecasting: :class:`HoltWinters`, :class:`ForecastResidual`
 (any forecaster). Online ML: :class:`HalfSpaceTrees` (vectorized across keys),
-:class:`RiverDetector` (any River detector). Rules: :class:`VelocityRule`. Calibration:
+:class:`RiverDetector` (any River detector). Offline-trained: :class:`IsolationForestDetector` (ONNX
+Runtime). Rules: :class:`VelocityRule`, :class:`ThresholdRule`, :class:`ExpressionRule`. Combining:
+:class:`Ensemble`; :class:`LevelRarity` (the NAB configuration). Calibration:
 :class:`Calibrated` (anomaly likelihood over any detector's raw score).
 
 Every detector is registered by its ``kind`` (the name YAML configs use) and checked by the
@@ -13,27 +15,27 @@ conformance suite in :mod:`vigil.testing.detectors`.
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
 from vigil.detectors.cusum import CUSUM
+from vigil.detectors.ensemble import Ensemble
 from vigil.detectors.ewzscore import EWZScore
 from vigil.detectors.forecast import EWForecaster, ForecastResidual
 from vigil.detectors.holtwinters import HoltWinters, HoltWintersForecaster
 from vigil.detectors.hst import HalfSpaceTrees
+from vigil.detectors.iforest import IsolationForestDetector
 from vigil.detectors.likelihood import AnomalyLikelihood, Calibrated
 from vigil.detectors.mad import RobustZScore
 from vigil.detectors.pagehinkley import PageHinkley
+from vigil.detectors.rarity import LevelRarity
 from vigil.detectors.river_adapter import RiverDetector
+from vigil.detectors.rules import ExpressionRule, ThresholdRule
 from vigil.detectors.velocity import VelocityRule
 from vigil.detectors.zscore import SlidingZScore
 
 __all__ = [
-    "CUSUM", "AnomalyLikelihood", "BaseDetector", "Calibrated", "Detector", "EWForecaster", "EWZScore",
-    "ForecastResidual", "HalfSpaceTrees", "HoltWinters", "HoltWintersForecaster", "PageHinkley", "RiverDetector",
-    "RobustZScore", "SlidingZScore", "VelocityRule", "Verdicts", "register", "registry",
+    "CUSUM", "AnomalyLikelihood", "BaseDetector", "Calibrated", "Detector", "EWForecaster", "EWZScore", "Ensemble",
+    "ExpressionRule", "ForecastResidual", "HalfSpaceTrees", "HoltWinters", "HoltWintersForecaster",
+    "IsolationForestDetector", "LevelRarity", "PageHinkley", "RiverDetector", "RobustZScore", "SlidingZScore",
+    "ThresholdRule", "VelocityRule", "Verdicts", "register", "registry",
 ]  # fmt: skip
 
-# detectors added later: import them here too
-import vigil.models.serving  # noqa: E402,F401  (registers `registry_model`; a plain import avoids a cycle)
-from vigil.detectors.ensemble import Ensemble as Ensemble  # noqa: E402
-from vigil.detectors.iforest import IsolationForestDetector as IsolationForestDetector  # noqa: E402
-from vigil.detectors.rarity import LevelRarity as LevelRarity  # noqa: E402
-from vigil.detectors.rules import ExpressionRule as ExpressionRule  # noqa: E402
-from vigil.detectors.rules import ThresholdRule as ThresholdRule  # noqa: E402
+# the model-registry detector lives with the registry; a plain import (after the names above) avoids a cycle
+import vigil.models.serving  # noqa: E402,F401  (registers `registry_model`)
