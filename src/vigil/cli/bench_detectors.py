@@ -74,14 +74,16 @@ def _amount_params(params: Any) -> Any:
 
 def _run_vigil(cls: type[Any], params: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
     key, ts, amount = ev["key"], ev["ts"], ev["amount"]
-    cls(**params).process_many(key[:64], ts[:64], {"amount": amount[:64]})  # compile the kernels first
     det = cls(**params)
+    # every field the detector reads gets the workload's amount (test params may name it `value`)
+    names = {"amount", *getattr(det, "fields", ())}
+    cls(**params).process_many(key[:64], ts[:64], {f: amount[:64] for f in names})  # compile the kernels first
     n = len(key)
     scores = []
     t0 = time.perf_counter()
     for a in range(0, n, BATCH_ROWS):
         b = a + BATCH_ROWS
-        scores.append(det.process_many(key[a:b], ts[a:b], {"amount": amount[a:b]}).score)
+        scores.append(det.process_many(key[a:b], ts[a:b], {f: amount[a:b] for f in names}).score)
     dt = time.perf_counter() - t0
     score = np.concatenate(scores)
     return {"eps": round(n / dt, 1), "auc": round(roc_auc(score, ev["label"]), 4), "seconds": round(dt, 3),
@@ -167,11 +169,18 @@ def run_detectors_bench(
         log(f"HalfSpaceTrees per key vs River's: {speedup}× events/s, AUC {hst['auc']} vs {river['auc']}")  # type: ignore[index]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        out.write_text(json.dumps(result, indent=1, default=_plain) + "\n")
     if as_json:
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result, default=_plain), flush=True)
     return result
 
 
 if __name__ == "__main__":  # pragma: no cover
     run_detectors_bench(1_000_000, 10_000, None, True, None)
+
+
+def _plain(obj: object) -> object:
+    """JSON for what detector params may hold besides plain data (e.g. a model's ONNX bytes)."""
+    if isinstance(obj, (bytes, bytearray)):
+        return f"<{len(obj):,} bytes>"
+    return str(obj)
