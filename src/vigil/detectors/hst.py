@@ -186,6 +186,130 @@ def _hst_kernel(
             warm[k] = True
 
 
+@numba.njit(cache=True, inline="always")
+def _rank(x: float, cuts: Any, first: Any, base: float, scale: float) -> int:
+    """``#{c in cuts : c <= x}`` for sorted ``cuts``: a grid guess, corrected by a short scan (always exact)."""
+    b = (x - base) * scale
+    nb = first.shape[0]
+    p = first[0] if b < 0.0 else (first[nb - 1] if b >= nb - 1 else first[int(b)])
+    m = cuts.shape[0]
+    while p < m and cuts[p] <= x:
+        p += 1
+    while p > 0 and cuts[p - 1] > x:
+        p -= 1
+    return p
+
+
+@numba.njit(cache=True)
+def _hst_kernel_1d(
+    slots: Any, X: Any, leaf: Any, cuts: Any, first: Any, base: float, scale: float, mass: Any, count: Any,
+    warm: Any, lo: Any, hi: Any, learn_limits: bool, margin: float, window: int, height: int, min_mass: int,
+    max_score: float, log_span: float, out_score: Any, out_cal: Any, out_ready: Any, out_depth: Any, out_mass: Any,
+) -> None:  # fmt: skip
+    """``_hst_kernel`` for one feature: no walk, the path comes from the leaf (see ``_index_1d``)."""
+    n_trees = leaf.shape[1]
+    n_nodes = mass.shape[2]
+    top = 1 << height
+    squeeze = 1.0 / (1.0 + 2.0 * margin)
+    shift = margin * squeeze
+    for i in range(slots.shape[0]):
+        k = slots[i]
+        x = X[i, 0]
+        out_score[i] = 0.0
+        out_cal[i] = 0.0
+        out_ready[i] = False
+        out_depth[i] = np.nan
+        out_mass[i] = np.nan
+        if not math.isfinite(x):  # missing: neither scored nor learned
+            continue
+        # River's pipeline scores with the limits learned so far, then learns the scaler, then the trees
+        if learn_limits:
+            a = lo[k, 0]
+            b = hi[k, 0]
+            span = b - a
+            u = ((x - a) / span if span != 0.0 else 0.0) * squeeze + shift
+            if x < a:
+                a = x
+                lo[k, 0] = x
+            if x > b:
+                b = x
+                hi[k, 0] = x
+            span = b - a
+            v = ((x - a) / span if span != 0.0 else 0.0) * squeeze + shift
+        else:
+            u = x
+            v = x
+        pv = _rank(v, cuts, first, base, scale)
+        mk = mass[k]
+        if warm[k]:
+            pu = pv if u == v else _rank(u, cuts, first, base, scale)
+            total = 0.0
+            depth_sum = 0.0
+            mass_sum = 0.0
+            for t in range(n_trees):
+                mt = mk[t]
+                h1 = top + leaf[pu, t]  # 1-based heap index of the leaf; its ancestor at depth d is h1 >> (height - d)
+                depth = 0
+                s = 0
+                rm = 0
+                while True:
+                    rm = int(mt[(h1 >> (height - depth)) - 1, 0])
+                    s += rm << depth
+                    if depth == height or rm < min_mass:
+                        break
+                    depth += 1
+                total += s
+                depth_sum += depth
+                mass_sum += rm
+            out_score[i] = 1.0 - total / max_score
+            ratio = total / (n_trees * window)
+            cal = 1.0 - math.log2(ratio) / log_span if ratio > 0.0 else 1.0
+            out_cal[i] = min(1.0, max(0.0, cal))
+            out_ready[i] = True
+            out_depth[i] = depth_sum / n_trees
+            out_mass[i] = mass_sum / (n_trees * window)
+        for t in range(n_trees):
+            mt = mk[t]
+            h1 = top + leaf[pv, t]
+            for depth in range(height + 1):
+                mt[(h1 >> (height - depth)) - 1, 1] += 1
+        count[k] += 1
+        if count[k] == window:
+            for t in range(n_trees):  # the latest window becomes the reference
+                mt = mk[t]
+                for node in range(n_nodes):
+                    mt[node, 0] = mt[node, 1]
+                    mt[node, 1] = 0
+            count[k] = 0
+            warm[k] = True
+
+
+def _index_1d(thr: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float] | None:
+    """Leaf lookup for trees over one feature, or ``None`` if their splits are not nested (never with River's trees).
+
+    Over one feature, a tree's in-order thresholds increase (each split falls inside its parent's half), so the
+    leaf an event reaches is the number of the tree's thresholds ``<= x``, and the walk's nodes are the leaf's
+    ancestors. ``cuts`` merges every tree's thresholds; ``leaf[p, t]`` is tree ``t``'s leaf for an ``x`` with
+    ``p`` cuts ``<= x``; ``first`` maps a grid over the cuts' range to a rank to start scanning from.
+    """
+
+    def inorder(node: int) -> list[int]:
+        return [] if node >= 2**height - 1 else [*inorder(2 * node + 1), node, *inorder(2 * node + 2)]
+
+    order = inorder(0)
+    sorted_thr = thr[:, order]
+    if not (np.diff(sorted_thr, axis=1) > 0).all():
+        return None
+    cuts = np.sort(sorted_thr.ravel())
+    reps = np.concatenate([[-np.inf], cuts])  # a value of each gap between cuts (ties grouped: side="right")
+    leaf = np.stack([np.searchsorted(row, reps, side="right") for row in sorted_thr], axis=1).astype(np.int32)
+    n_grid = 4 * len(cuts)
+    base, span = float(cuts[0]), float(cuts[-1] - cuts[0])
+    scale = n_grid / span if span > 0.0 else 0.0
+    first = np.searchsorted(cuts, base + np.arange(n_grid) * (span / n_grid), side="right").astype(np.int64)
+    return np.ascontiguousarray(leaf), cuts, first, base, scale
+
+
 @register
 class HalfSpaceTrees(BaseDetector):
     """Half-Space Trees over one or more fields, per key or global (see the module docstring).
@@ -272,16 +396,22 @@ class HalfSpaceTrees(BaseDetector):
         self.margin = float(margin)
         unit = {f: (0.0, 1.0) for f in self.features}
         self.feat, self.thr = build_trees(self.features, self.limits or unit, n_trees, height, seed)
-        self._mass_dtype = np.uint16 if window_size < 2**16 else np.uint32
+        # counters as narrow as the window allows (a walk touches fewer cache lines); snapshots keep uint16/uint32
+        self._snap_dtype = np.uint16 if window_size < 2**16 else np.uint32
+        self._mass_dtype = np.uint8 if window_size < 2**8 else self._snap_dtype
         self._n_nodes = 2 ** (height + 1) - 1
         self._max_score = float(n_trees * window_size * self._n_nodes)
         self._log_span = math.log2(self._n_nodes)
+        # River stops a walk at r < 0.1 * window_size; for integer masses that is r < ceil(0.1 * window_size)
+        self._min_mass = math.ceil(0.1 * window_size)
+        self._index = _index_1d(self.thr, height) if len(self.features) == 1 else None
         self._alloc(1)
 
     def _alloc(self, capacity: int) -> None:
         d = len(self.features)
-        # reference (r) and latest (l) mass side by side: a walk touches both in one cache line
-        self.mass = np.zeros((capacity, self.n_trees, self._n_nodes, 2), self._mass_dtype)
+        # reference (r) and latest (l) mass side by side: a walk touches both in one cache line; one unused
+        # node pads each tree to 2**(height+1) nodes, so the trees (and their top levels) are cache-line aligned
+        self.mass = np.zeros((capacity, self.n_trees, self._n_nodes + 1, 2), self._mass_dtype)
         self.count = np.zeros(capacity, np.int64)
         self.warm = np.zeros(capacity, np.bool_)
         self.lo = np.full((capacity, d), np.inf)
@@ -333,11 +463,19 @@ class HalfSpaceTrees(BaseDetector):
         ready = np.empty(m, np.bool_)
         depth = np.empty(m, np.float64)
         mass = np.empty(m, np.float64)
-        _hst_kernel(
-            idx, cols, self.feat, self.thr, self.mass, self.count, self.warm, self.lo, self.hi,
-            self.limits is None, self.margin, self.window_size, self.height, 0.1 * self.window_size, self._max_score,
-            self._log_span, score, calibrated, ready, depth, mass,
-        )  # fmt: skip
+        if self._index is not None:
+            leaf, cuts, first, base, scale = self._index
+            _hst_kernel_1d(
+                idx, cols, leaf, cuts, first, base, scale, self.mass, self.count, self.warm, self.lo, self.hi,
+                self.limits is None, self.margin, self.window_size, self.height, self._min_mass, self._max_score,
+                self._log_span, score, calibrated, ready, depth, mass,
+            )  # fmt: skip
+        else:
+            _hst_kernel(
+                idx, cols, self.feat, self.thr, self.mass, self.count, self.warm, self.lo, self.hi,
+                self.limits is None, self.margin, self.window_size, self.height, 0.1 * self.window_size,
+                self._max_score, self._log_span, score, calibrated, ready, depth, mass,
+            )  # fmt: skip
         flag = ready & (calibrated > self.threshold)
         stats = {f: np.asarray(X[f], np.float64) for f in self.fields}
         stats.update({"depth": depth, "mass": mass})
@@ -362,7 +500,8 @@ class HalfSpaceTrees(BaseDetector):
     def snapshot(self) -> dict[str, Any]:
         return {
             "feat": self.feat.copy(), "thr": self.thr.copy(),
-            "r": self.mass[..., 0].copy(), "l": self.mass[..., 1].copy(),
+            "r": self.mass[:, :, : self._n_nodes, 0].astype(self._snap_dtype),
+            "l": self.mass[:, :, : self._n_nodes, 1].astype(self._snap_dtype),
             "count": self.count.copy(), "warm": self.warm.copy(), "lo": self.lo.copy(), "hi": self.hi.copy(),
         }  # fmt: skip
 
@@ -372,7 +511,10 @@ class HalfSpaceTrees(BaseDetector):
         if feat.shape != self.feat.shape:
             raise ValueError(f"snapshot's trees have shape {feat.shape}; these params build {self.feat.shape}")
         self.feat, self.thr = feat, np.ascontiguousarray(state["thr"], np.float64)
-        self.mass = np.ascontiguousarray(np.stack([state["r"], state["l"]], axis=-1), self._mass_dtype)
+        self._index = _index_1d(self.thr, self.height) if len(self.features) == 1 else None
+        rl = np.stack([state["r"], state["l"]], axis=-1)
+        self.mass = np.zeros((*rl.shape[:2], self._n_nodes + 1, 2), self._mass_dtype)
+        self.mass[:, :, : self._n_nodes] = rl
         self.count = np.ascontiguousarray(state["count"], np.int64)
         self.warm = np.ascontiguousarray(state["warm"], np.bool_)
         self.lo = np.ascontiguousarray(state["lo"], np.float64)
