@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/vigil bench engine --json --out bench/results/engine.json
 	$(BIN)/vigil bench detectors --json --out bench/results/detectors.json
 	$(BIN)/vigil bench nab --json --results bench/results/nab
+	$(BIN)/vigil bench servers --json --out bench/results/servers.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

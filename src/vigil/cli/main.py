@@ -324,6 +324,26 @@ def bench_nab(
         _fail(exc, 1)
 
 
+@bench_app.command("servers")
+def bench_servers(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    hosts: Annotated[int, typer.Option(help="Hosts, each with 6 metrics.")] = 10_000,
+    minutes: Annotated[float, typer.Option(help="Minutes of event time at 1 sample/s per metric.")] = 10.0,
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/servers.json"),
+) -> None:
+    """Samples/s of the server pipeline: per-host windowed join, Isolation Forest, k-of-n alerting.
+
+    10,000 hosts x 6 metrics x 1 sample/s for 10 minutes (36M samples) by default, generated in
+    event-time chunks, in a process of its own (its peak RSS is reported).
+    """
+    from vigil.cli.bench_servers import run_servers_bench
+
+    try:
+        run_servers_bench(hosts=hosts, minutes=minutes, as_json=json_, out=out)
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
 @bench_app.command("detectors")
 def bench_detectors(
     json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
