@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.detectors.ewzscore import grow_rows
+from vigil.detectors.ewzscore import ew_learn, ew_std, grow_rows
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _NCOL = 9  # per-key state: events learned, W, W2, EW mean, EW variance, S+, S-, rows S+ > 0, rows S- > 0
@@ -60,11 +60,8 @@ def _cusum_kernel(
         if not math.isfinite(v):  # missing or inf: neither scored nor learned
             continue
         cnt = st[k, 0]
-        w_sum = st[k, 1]
         mean = st[k, 3]
-        var = st[k, 4]
-        den = w_sum * w_sum - st[k, 2]
-        std = math.sqrt(var * w_sum * w_sum / den) if den > 0.0 else 0.0
+        std = ew_std(st, k)
         if cnt > 0:
             out_mean[i] = target if has_target else mean
             out_std[i] = std
@@ -89,14 +86,7 @@ def _cusum_kernel(
             st[k, 6] = sn
             st[k, 7] = rp
             st[k, 8] = rn
-        w_sum = decay * w_sum + 1.0
-        w = 1.0 / w_sum
-        d = v - mean
-        st[k, 0] = cnt + 1.0
-        st[k, 1] = w_sum
-        st[k, 2] = decay * decay * st[k, 2] + 1.0
-        st[k, 3] = mean + w * d
-        st[k, 4] = (1.0 - w) * (var + w * d * d)
+        ew_learn(st, k, v, decay)
 
 
 @register

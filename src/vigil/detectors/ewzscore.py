@@ -41,6 +41,35 @@ def grow_rows(arr: np.ndarray, top: int, fill: float | int | bool = 0) -> np.nda
     return grown
 
 
+# Per-key exponentially weighted state, one row of ``st``: count, sum of weights, sum of squared
+# weights, mean, variance (West's incremental update). Shared with CUSUM's baseline.
+
+
+@numba.njit(cache=True, inline="always")
+def ew_std(st: Any, k: int) -> float:
+    """Standard deviation of key k, 0 while undefined.
+
+    With the reliability-weights bias correction: the ordinary sample standard deviation while the
+    weights are equal.
+    """
+    w_sum = st[k, 1]
+    den = w_sum * w_sum - st[k, 2]
+    return math.sqrt(st[k, 4] * w_sum * w_sum / den) if den > 0.0 else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def ew_learn(st: Any, k: int, v: float, f: float) -> None:
+    """Learn value v for key k, earlier weights multiplied by f (the decay)."""
+    w_sum = f * st[k, 1] + 1.0
+    w = 1.0 / w_sum
+    d = v - st[k, 3]
+    st[k, 0] += 1.0
+    st[k, 1] = w_sum
+    st[k, 2] = f * f * st[k, 2] + 1.0
+    st[k, 3] += w * d
+    st[k, 4] = (1.0 - w) * (st[k, 4] + w * d * d)
+
+
 @numba.njit(cache=True)
 def _ewz_kernel(
     slots: Any, ts: Any, x: Any, decay: float, halflife_ms: float, min_count: int, threshold: float,
@@ -60,13 +89,8 @@ def _ewz_kernel(
         out_std[i] = np.nan
         if not math.isfinite(v):  # missing or inf: neither scored nor learned
             continue
-        w_sum = st[k, 1]
-        w2_sum = st[k, 2]
         mean = st[k, 3]
-        var = st[k, 4]
-        # reliability-weights bias correction (the ordinary sample variance while weights are equal)
-        den = w_sum * w_sum - w2_sum
-        std = math.sqrt(var * w_sum * w_sum / den) if den > 0.0 else 0.0
+        std = ew_std(st, k)
         z = 0.0
         ready = cnt >= min_count and std > 0.0
         if ready:
@@ -89,17 +113,7 @@ def _ewz_kernel(
                 last_ts[k] = ts[i]
         else:
             f = decay
-        w_sum = f * w_sum + 1.0
-        w2_sum = f * f * w2_sum + 1.0
-        w = 1.0 / w_sum
-        d = v - mean
-        mean += w * d
-        var = (1.0 - w) * (var + w * d * d)
-        st[k, 0] = cnt + 1.0
-        st[k, 1] = w_sum
-        st[k, 2] = w2_sum
-        st[k, 3] = mean
-        st[k, 4] = var
+        ew_learn(st, k, v, f)
 
 
 @register

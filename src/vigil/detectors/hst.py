@@ -101,6 +101,19 @@ def build_trees(
     return feat, thr
 
 
+@numba.njit(cache=True, inline="always")
+def _verdict(i: int, total: float, depth_sum: float, mass_sum: float, n_trees: int, window: int, max_score: float,
+             log_span: float, out_score: Any, out_cal: Any, out_ready: Any, out_depth: Any, out_mass: Any) -> None:
+    """Row i's outputs from the summed masses of its tree walks (shared by both kernels)."""
+    out_score[i] = 1.0 - total / max_score
+    ratio = total / (n_trees * window)
+    cal = 1.0 - math.log2(ratio) / log_span if ratio > 0.0 else 1.0
+    out_cal[i] = min(1.0, max(0.0, cal))
+    out_ready[i] = True
+    out_depth[i] = depth_sum / n_trees
+    out_mass[i] = mass_sum / (n_trees * window)
+
+
 @numba.njit(cache=True)
 def _hst_kernel(
     slots: Any, X: Any, feat: Any, thr: Any, mass: Any, count: Any, warm: Any, lo: Any, hi: Any,
@@ -151,13 +164,8 @@ def _hst_kernel(
                 total += s
                 depth_sum += depth
                 mass_sum += rm
-            out_score[i] = 1.0 - total / max_score
-            ratio = total / (n_trees * window)
-            cal = 1.0 - math.log2(ratio) / log_span if ratio > 0.0 else 1.0
-            out_cal[i] = min(1.0, max(0.0, cal))
-            out_ready[i] = True
-            out_depth[i] = depth_sum / n_trees
-            out_mass[i] = mass_sum / (n_trees * window)
+            _verdict(i, total, depth_sum, mass_sum, n_trees, window, max_score, log_span,
+                     out_score, out_cal, out_ready, out_depth, out_mass)
         # learn: River's pipeline learns the scaler first, then walks the scaled value into `l`
         for j in range(d):
             if learn_limits:
@@ -261,13 +269,8 @@ def _hst_kernel_1d(
                 total += s
                 depth_sum += depth
                 mass_sum += rm
-            out_score[i] = 1.0 - total / max_score
-            ratio = total / (n_trees * window)
-            cal = 1.0 - math.log2(ratio) / log_span if ratio > 0.0 else 1.0
-            out_cal[i] = min(1.0, max(0.0, cal))
-            out_ready[i] = True
-            out_depth[i] = depth_sum / n_trees
-            out_mass[i] = mass_sum / (n_trees * window)
+            _verdict(i, total, depth_sum, mass_sum, n_trees, window, max_score, log_span,
+                     out_score, out_cal, out_ready, out_depth, out_mass)
         for t in range(n_trees):
             mt = mk[t]
             h1 = top + leaf[pv, t]

@@ -108,6 +108,8 @@ class _FileReader(_LineReader):
 
 
 class _FileSource:
+    _reader = _FileReader  # the reader class (a metric file source reads lines into several rows)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -138,7 +140,7 @@ class _FileSource:
         """Open the file, resuming after byte offset ``resume`` if given."""
         if partition != "0":
             raise SourceError(f"source `{self.name}` has one partition, '0'; got {partition!r}")
-        return _FileReader(
+        return self._reader(
             self.path, self._decoder(), self.name, resume, self._chunk_bytes,
             pace=self.pace, speed=self.speed, clock=self._clock, sleep=self._sleep,
         )

@@ -512,20 +512,27 @@ class _MetricFileReader(_FileReader):
 
 
 class _MetricFileSource(_FileSource):
-    def __init__(self, path: str | os.PathLike[str], pace: Pace, speed: float, name: str | None,
-                 chunk_bytes: int, clock: Callable[[], float], sleep: Callable[[float], None], options: Any) -> None:
+    _reader = _MetricFileReader
+    _decoder_cls: Any = None  # InfluxDecoder or TelegrafJsonDecoder; ``**options`` are its options
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pace: Pace = "max",
+        speed: float = 1.0,
+        name: str | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        **options: Any,
+    ) -> None:
         super().__init__(path, METRIC_SCHEMA, pace, speed, name, chunk_bytes, clock, sleep)
         self._options = options
         self._decoder()  # validate the options now, not at open
 
-    def open(self, partition: str = "0", resume: Any = None) -> _MetricFileReader:
-        """Open the file, resuming at ``resume`` (a position of this source) if given."""
-        if partition != "0":
-            raise SourceError(f"source `{self.name}` has one partition, '0'; got {partition!r}")
-        return _MetricFileReader(
-            self.path, self._decoder(), self.name, resume, self._chunk_bytes,
-            pace=self.pace, speed=self.speed, clock=self._clock, sleep=self._sleep,
-        )
+    def _decoder(self) -> Any:
+        return self._decoder_cls(**self._options)
 
 
 class InfluxLineFileSource(_MetricFileSource):
@@ -552,40 +559,10 @@ class InfluxLineFileSource(_MetricFileSource):
         (0, [(2, 'no field set (expected `measurement[,tag=v] field=1.2 [timestamp]`)')], 48, True)
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        pace: Pace = "max",
-        speed: float = 1.0,
-        name: str | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        **options: Any,
-    ) -> None:
-        super().__init__(path, pace, speed, name, chunk_bytes, clock, sleep, options)
-
-    def _decoder(self) -> InfluxDecoder:  # type: ignore[override]
-        return InfluxDecoder(**self._options)
+    _decoder_cls = InfluxDecoder
 
 
 class TelegrafJsonFileSource(_MetricFileSource):
     """A file of Telegraf JSON metrics; like :class:`InfluxLineFileSource`, options for :class:`TelegrafJsonDecoder`."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        pace: Pace = "max",
-        speed: float = 1.0,
-        name: str | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        **options: Any,
-    ) -> None:
-        super().__init__(path, pace, speed, name, chunk_bytes, clock, sleep, options)
-
-    def _decoder(self) -> TelegrafJsonDecoder:  # type: ignore[override]
-        return TelegrafJsonDecoder(**self._options)
+    _decoder_cls = TelegrafJsonDecoder
