@@ -68,6 +68,17 @@ def test_idle_partition_does_not_hold_the_watermark_back() -> None:
     assert mw.on_idle(now_ms=20 * S) == 200 * S and mw.idle  # all idle: max of them
 
 
+def test_a_partition_with_unread_records_is_behind_not_idle() -> None:
+    mw = MultiPartitionWatermark(BoundedOutOfOrderness(0, idle_timeout_ms=5 * S), partitions=["a", "b"])
+    mw.update("a", i64(100 * S), now_ms=0)
+    mw.update("b", i64(10 * S), now_ms=0)
+    mw.update("a", i64(200 * S), now_ms=6 * S)
+    # "b" has sent nothing for 6 s, but its source says records are waiting: it holds the watermark
+    assert mw.on_idle(now_ms=6 * S, backlog={"b"}) == 10 * S and not mw.tracker("b").idle
+    assert mw.on_idle(now_ms=10 * S) == 10 * S  # its idle clock restarted at 6 s
+    assert mw.on_idle(now_ms=11 * S) == 200 * S  # caught up and silent for 5 s: idle now
+
+
 def test_unknown_partitions_join_on_first_update() -> None:
     mw = MultiPartitionWatermark(BoundedOutOfOrderness(0))
     assert mw.update(0, i64(50), now_ms=0).tolist() == [NO_WATERMARK]

@@ -125,16 +125,13 @@ def uninterrupted(kafka_bootstrap, tmp_path_factory):
         admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)])[t].result(30)
     n = _produce_input(kafka_bootstrap, topic_in)
     pipe = _pipeline(tmp, "clean", kafka_bootstrap, topic_in, *outs, group=f"clean-{run_id}", state=tmp / "clean")
-    t0 = time.time()
     proc = _start(pipe, tmp)
     out, err = proc.communicate(timeout=600)
-    seconds = time.time() - t0
     assert proc.returncode == 0, err.decode()[-3000:]
     ids, windows, per_key = _summary(kafka_bootstrap, *outs)
     assert len(ids) > 100 and max(ids.values()) == 1
     assert sum(per_key.values()) == n == KEYS * PER_KEY
-    return {"topic_in": topic_in, "run_id": run_id, "ids": ids, "windows": windows, "per_key": per_key, "tmp": tmp,
-            "seconds": seconds}
+    return {"topic_in": topic_in, "run_id": run_id, "ids": ids, "windows": windows, "per_key": per_key, "tmp": tmp}
 
 
 def _fresh_outputs(kafka_bootstrap, label, run_id):
@@ -147,6 +144,18 @@ def _fresh_outputs(kafka_bootstrap, label, run_id):
     return outs
 
 
+def _checkpoint_seq(state_dir):
+    return max((int(p.stem.split("-")[1]) for p in state_dir.rglob("chk-*.vck")), default=0)
+
+
+def _wait_for_checkpoints(state_dir, n, proc, timeout_s=120.0):
+    """Block until ``n`` checkpoints newer than the current one exist (or the worker exits)."""
+    target = _checkpoint_seq(state_dir) + n
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None and _checkpoint_seq(state_dir) < target:
+        time.sleep(0.01)
+
+
 def test_sigkill_three_times_gives_exactly_the_uninterrupted_output(kafka_bootstrap, uninterrupted, tmp_path):
     u = uninterrupted
     outs = _fresh_outputs(kafka_bootstrap, "killed", u["run_id"])
@@ -156,8 +165,10 @@ def test_sigkill_three_times_gives_exactly_the_uninterrupted_output(kafka_bootst
     kills = 0
     for _ in range(3):
         proc = _start(pipe, tmp_path)
-        # random moments within the first part of a run (start-up included), so each restart has work left
-        time.sleep(float(rng.uniform(0.25, 0.45)) * u["seconds"])
+        # a random moment after this worker has made some progress (a few new checkpoints), measured by
+        # its own checkpoints rather than by the clock, so a faster or slower machine still kills mid-run
+        _wait_for_checkpoints(tmp_path / "state", int(rng.integers(2, 6)), proc)
+        time.sleep(float(rng.uniform(0.0, 0.2)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -179,7 +190,7 @@ def test_broker_restart_mid_run_gives_exactly_the_uninterrupted_output(kafka_boo
     pipe = _pipeline(tmp_path, "broker", kafka_bootstrap, u["topic_in"], *outs, group=f"broker-{u['run_id']}",
                      state=tmp_path / "state")
     proc = _start(pipe, tmp_path)
-    time.sleep(0.4 * u["seconds"])
+    _wait_for_checkpoints(tmp_path / "state", 4, proc)  # mid-run, by the worker's own progress
     assert proc.poll() is None, "the worker finished before the broker could be stopped"
     kafka_broker.stop()
     time.sleep(4.0)

@@ -54,13 +54,18 @@ def test_slow_sink_pauses_the_kafka_partitions(kafka_bootstrap, kafka_topic, tmp
     assert st.source_pauses > 0  # the source was paused while the engine was behind, then resumed
 
 
-def test_every_partition_has_its_own_watermark(kafka_bootstrap, kafka_topic, tmp_path):
-    """Partitions read at different speeds: nothing is late, because the stream's watermark is their minimum."""
+@pytest.mark.parametrize("idle_timeout", ["5s", "1ms"])
+def test_every_partition_has_its_own_watermark(kafka_bootstrap, kafka_topic, tmp_path, idle_timeout):
+    """Partitions read at different speeds: nothing is late, because the stream's watermark is their minimum.
+
+    With a 1 ms idle timeout too: a partition that still has unread records (no end-of-partition
+    since its last record) is behind, never idle, however long its next fetch takes.
+    """
     topic = kafka_topic(3)
     _produce(kafka_bootstrap, topic, 60_000)
     late = MemorySink()
     src = KafkaSource(kafka_bootstrap, topic, SCHEMA, group_id=f"wm-{topic}", stop_at_end=True)
-    p = (Pipeline("wm").source(src).watermark("1s").micro_batches(max_rows=700)
+    p = (Pipeline("wm").source(src).watermark("1s", idle_timeout=idle_timeout).micro_batches(max_rows=700)
          .detect("v", VelocityRule(window="10s", max_count=10_000)).alerts_to(MemorySink()).late_to(late))
     runner = EmbeddedRunner(p, out_dir=str(tmp_path))
     st = runner.run()

@@ -109,6 +109,7 @@ class EmbeddedRunner:
         self.keys = KeyIndex(ttl_ms=pipeline.key_ttl_ms)
         et = pipeline.event_time
         self.watermarks = MultiPartitionWatermark(BoundedOutOfOrderness(et.max_delay_ms, et.idle_timeout_ms))
+        self._backlog: frozenset[str] = frozenset()  # partitions with records not read yet: never idle
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._windows: dict[str, WindowAggregator] = {}
@@ -149,11 +150,11 @@ class EmbeddedRunner:
                 for part, reader in list(readers.items()):
                     recs = reader.read_batch(b.max_rows, b.max_delay_ms)
                     if recs is not None and (len(recs) or recs.dead):
-                        self._put_behind(reader, (part, recs, reader.position()))
+                        self._put_behind(reader, (part, recs, reader.position(), _backlog(part, reader)))
                     elif reader.at_end:
                         del readers[part]
-                    else:
-                        self._put(self._in, (part, None, None))  # idle tick: lets the engine check idleness
+                    else:  # idle tick: lets the engine check idleness
+                        self._put(self._in, (part, None, None, _backlog(part, reader)))
         except BaseException as exc:  # noqa: BLE001 - re-raised by the engine thread
             self._error = exc
         finally:
@@ -330,7 +331,7 @@ class EmbeddedRunner:
                 item = self._in.get()
                 if item is _END:
                     break
-                part, recs, pos = item
+                part, recs, pos, self._backlog = item
                 if recs is None:
                     self._on_idle()
                 else:
@@ -390,7 +391,7 @@ class EmbeddedRunner:
 
     def _on_idle(self) -> None:
         before = self.watermarks.watermark
-        wm = self.watermarks.on_idle(self.now_ns() // 1_000_000)
+        wm = self.watermarks.on_idle(self.now_ns() // 1_000_000, self._backlog)
         if wm > before:
             self._advance(wm)
 
@@ -466,7 +467,7 @@ class EmbeddedRunner:
             idx = np.flatnonzero(kp == p)
             wm[idx] = self.watermarks.update(f"{part}:{p}", ts[idx], now_ms)
         if self.p.event_time.idle_timeout_ms is not None:
-            self.watermarks.on_idle(now_ms)
+            self.watermarks.on_idle(now_ms, self._backlog)
         return wm
 
     def _advance(self, watermark_ms: int) -> None:
@@ -609,6 +610,12 @@ class _FileOnFirstWrite:
     def close(self) -> None:
         if self._sink is not None:
             self._sink.close()
+
+
+def _backlog(part: str, reader: Any) -> frozenset[str]:
+    """The watermark partitions of ``reader`` that have records waiting (a reader says so with ``behind()``)."""
+    behind = getattr(reader, "behind", None)
+    return frozenset(f"{part}:{p}" for p in behind()) if behind is not None else frozenset()
 
 
 def _committed(reader: Any) -> Any:

@@ -17,7 +17,7 @@ Arithmetic on watermarks saturates at that value instead of wrapping around.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Container, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,13 +161,16 @@ class WatermarkTracker:
         self._idle = False
         return sub_ms_array(seen, self.strategy.max_delay_ms)
 
-    def on_idle(self, now_ms: int) -> int:
+    def on_idle(self, now_ms: int, backlog: bool = False) -> int:
         """Check processing-time idleness at ``now_ms``; return the current watermark.
 
-        A tracker that never saw an event starts its idle clock at the first call.
+        A tracker that never saw an event starts its idle clock at the first call. With ``backlog``
+        (the source knows records are waiting that it has not read yet) the clock restarts: a
+        partition that is behind is slow, not idle, and must keep holding the watermark back.
         """
-        if self._last_activity_ms is None:
+        if self._last_activity_ms is None or backlog:
             self._last_activity_ms = int(now_ms)
+            self._idle = False
         timeout = self.strategy.idle_timeout_ms
         if timeout is not None and int(now_ms) - self._last_activity_ms >= timeout:
             self._idle = True
@@ -264,10 +267,13 @@ class MultiPartitionWatermark:
         self._refresh()
         return before
 
-    def on_idle(self, now_ms: int) -> int:
-        """Check idleness of every partition at processing time ``now_ms``; return the combined watermark."""
-        for t in self._trackers.values():
-            t.on_idle(now_ms)
+    def on_idle(self, now_ms: int, backlog: Container[Hashable] = ()) -> int:
+        """Check idleness of every partition at processing time ``now_ms``; return the combined watermark.
+
+        Partitions in ``backlog`` have records waiting to be read, so they never count as idle.
+        """
+        for p, t in self._trackers.items():
+            t.on_idle(now_ms, p in backlog)
         return self._refresh()
 
     def snapshot(self) -> dict[str, Any]:

@@ -383,6 +383,14 @@ class KafkaSourceReader:
         """False for a live topic; with ``stop_at_end``, True once every partition hit its end after the last read."""
         return self.src.stop_at_end and len(self._eof) == len(self._parts)
 
+    def behind(self) -> list[str]:
+        """Partitions that have not reported their end since their last record: they may hold unread records.
+
+        The engine never lets these go idle (a partition still catching up holds the watermark back
+        however long its fetch takes); a partition at its end that stays quiet does go idle.
+        """
+        return [str(p) for p in self._parts if p not in self._eof]
+
     def lag(self) -> dict[str, int]:
         """Messages behind the end of each partition, from the client's cached high watermarks (no request)."""
         out = {}
