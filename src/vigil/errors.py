@@ -82,6 +82,10 @@ class SinkError(VigilError):
     """A sink whose write or flush failed; the checkpoint in progress is aborted."""
 
 
+class NotifyError(VigilError):
+    """A notification could not be delivered (after the notifier's retries)."""
+
+
 class SinkBackpressure(SinkError):
     """The sink is full: the caller should retry after ``retry_after_ms``."""
 
