@@ -89,12 +89,16 @@ class Notification:
 
 
 class Notifier(Protocol):
-    """Delivers notifications. ``send`` retries transient failures itself and raises
-    :class:`~vigil.errors.NotifyError` when delivery finally fails; it must be idempotent by
-    ``Notification.idempotency_key``."""
+    """Delivers notifications.
+
+    ``send`` retries transient failures itself and raises :class:`~vigil.errors.NotifyError` when delivery
+    finally fails; it must be idempotent by ``Notification.idempotency_key``.
+    """
 
     name: str
 
-    def send(self, notification: Notification) -> None: ...
+    def send(self, notification: Notification) -> None:
+        """Deliver one notification (retrying transient failures); raise NotifyError when it finally fails."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and flush anything buffered."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from vigil.cli.alerts import alerts_app, silence_app
 from vigil.errors import ConfigError, VigilError
 
 app = typer.Typer(
@@ -32,6 +33,8 @@ app.add_typer(collect_app, name="collect")
 app.add_typer(generate_app, name="generate")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(bench_app, name="bench")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silence_app, name="silence")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -191,6 +194,34 @@ def generate_transactions_cmd(
         err.print(f"wrote {s['events']:,} transactions ({s.get('fraud_share', 0):.1%} fraud) to {out}")
 
 
+@generate_app.command("fleet")
+def generate_fleet_cmd(
+    out: Annotated[str, typer.Option("--out", "-o", help="File to write, or - for stdout.")] = "-",
+    to: Annotated[str | None, typer.Option("--to", help="Produce to Kafka instead: kafka://HOST:PORT/TOPIC.")] = None,
+    hosts: Annotated[int, typer.Option(help="Hosts in the fleet.")] = 20,
+    days: Annotated[float, typer.Option(help="Days of samples (fractions allowed).")] = 1.0,
+    step: Annotated[int, typer.Option(help="Seconds between two samples of a metric.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same bytes.")] = 7,
+    labels: Annotated[str | None, typer.Option(help="Also write the incident table (CSV) here.")] = None,
+) -> None:
+    """Write the server simulator's samples as Influx line protocol, with labelled incidents.
+
+    Per host: cpu, mem, net_in, net_out, disk_io, disk_used, one line per sample
+    (`cpu,host=host-0003 value=41.2 1704067200000000000`), in arrival order (a little disorder, a few very
+    late samples, dropped samples and metric outages); the incidents (CPU saturation, memory leak, network
+    storm, disk filling, noisy neighbour) are listed by `--labels`.
+
+    Examples: `vigil generate fleet -o fleet.influx --labels incidents.csv && vigil run pipelines/servers.yaml` ·
+    `vigil generate fleet --to kafka://127.0.0.1:9092/metrics --hosts 50`
+    """
+    from vigil.cli.fleet import generate_fleet
+
+    try:
+        generate_fleet(hosts=hosts, days=days, step_s=step, seed=seed, out=out, to=to, labels=labels, err=err)
+    except (VigilError, ValueError) as exc:
+        _fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
+
+
 @app.command()
 def validate(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")]) -> None:
     """Check a pipeline file without running it (every error names the step, field and value)."""
@@ -212,32 +243,93 @@ def run(
         help="Stop when a Kafka source has reached the end of every partition (default: run until Ctrl-C).")] = False,
     restarts: Annotated[int, typer.Option(
         help="Restart from the last checkpoint this many times after an aborted Kafka transaction.")] = 5,
+    metrics: Annotated[bool, typer.Option(help="Serve Prometheus metrics at /metrics during the run.")] = True,
+    metrics_port: Annotated[int | None, typer.Option(show_default=False, help=(
+        "Port of the metrics endpoint; 0: any free port. Default 9464 (the exporter convention); if it is taken, "
+        "the run goes on without metrics, while a port given here must be free."))] = None,  # fmt: skip
+    metrics_host: Annotated[str, typer.Option(
+        help="Address of the metrics endpoint (0.0.0.0 to be scraped from outside a container).")] = "127.0.0.1",
 ) -> None:
     """Run a pipeline on the embedded runtime until its source ends (Ctrl-C stops cleanly).
 
     With `checkpoints:` in the file, a restarted run resumes from the last checkpoint; with
     `delivery: exactly-once`, Kafka outputs and source offsets commit together at each checkpoint.
+    Prometheus metrics are served at http://127.0.0.1:9464/metrics (`--metrics-port`, `--no-metrics`);
+    deploy/grafana/vigil-dashboard.json is a Grafana dashboard over them.
 
     Example: `vigil generate transactions -o tx.jsonl && vigil run pipelines/fraud.yaml`
     """
     from vigil.cli.runview import run_with_view
     from vigil.config import load_pipeline
 
-    attempt = 0
-    while True:
+    server = registry = None
+    if metrics:
+        from prometheus_client import CollectorRegistry
+
+        from vigil.ops.metrics import serve
+
+        registry = CollectorRegistry()
         try:
-            p = load_pipeline(str(pipeline), overrides={"stop_at_end": True} if until_end else None)
+            server, port = serve(registry, metrics_host, 9464 if metrics_port is None else metrics_port)
+            err.print(f"metrics: http://{metrics_host}:{port}/metrics")
         except ConfigError as exc:
-            _fail(exc)
-        try:
-            run_with_view(p, out_dir=str(out), quiet=quiet, console=err)
-            return
-        except VigilError as exc:
-            if type(exc).__name__ == "TransactionAborted" and attempt < restarts:
-                attempt += 1
-                err.print(f"[yellow]{exc}[/]; restarting from the last checkpoint ({attempt}/{restarts})")
-                continue
-            _fail(exc, 1)
+            if metrics_port is not None:
+                _fail(exc)
+            err.print(f"[yellow]no metrics endpoint[/]: {exc}")  # e.g. a second run on this machine
+            registry = None
+    attempt = 0
+    try:
+        while True:
+            try:
+                p = load_pipeline(str(pipeline), overrides={"stop_at_end": True} if until_end else None)
+            except ConfigError as exc:
+                _fail(exc)
+            try:
+                if registry is None:
+                    run_with_view(p, out_dir=str(out), quiet=quiet, console=err)
+                else:
+                    _run_with_metrics(p, out_dir=str(out), quiet=quiet, registry=registry)
+                return
+            except VigilError as exc:
+                if type(exc).__name__ == "TransactionAborted" and attempt < restarts:
+                    attempt += 1
+                    err.print(f"[yellow]{exc}[/]; restarting from the last checkpoint ({attempt}/{restarts})")
+                    continue
+                _fail(exc, 1)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def _run_with_metrics(p: Any, *, out_dir: str, quiet: bool, registry: Any) -> None:
+    """`run_with_view` with the run's metrics in `registry` (served by `vigil run`) for as long as it runs.
+
+    Mirrors `vigil.cli.runview.run_with_view`, which builds its runner out of reach of this command.
+    """
+    from rich.live import Live
+
+    from vigil.cli.runview import _line
+    from vigil.engine.runner import EmbeddedRunner
+    from vigil.ops.metrics import PipelineMetrics
+
+    live = None if quiet else Live(console=err, refresh_per_second=8)
+    runner = EmbeddedRunner(p, progress=(lambda st: live.update(_line(st))) if live else None, out_dir=out_dir)
+    m = PipelineMetrics(runner, registry)
+    try:
+        if live is not None:
+            with live:
+                st = runner.run()
+        else:
+            st = runner.run()
+    except KeyboardInterrupt:
+        runner.stop()
+        err.print("[yellow]stopped[/]")
+        raise
+    finally:
+        m.close()
+    err.print(f"done: {st.events_in:,} events in {st.elapsed_s:.1f}s ({st.events_per_s:,.0f}/s), {st.alerts:,} "
+              f"alerts, {st.late_events:,} late, {st.dead_letters:,} dead letters")  # fmt: skip
 
 
 @bench_app.command("engine")
@@ -394,8 +486,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", help="Training YAML (name, features, ...).")],
-    input: Annotated[Path, typer.Option("--input", help="Normal data: CSV, JSON lines or Parquet.")],
+    input: Annotated[Path, typer.Option("--input", help="Normal data: CSV, JSON lines or Parquet (--config); "
+                                        "Influx or Telegraf metrics (--pipeline).")],
+    config: Annotated[Path | None, typer.Option("--config", help="Training YAML (name, features, ...).")] = None,
+    pipeline: Annotated[Path | None, typer.Option(
+        "--pipeline", help="Or: train the global model of this pipeline's `servers` step.")] = None,  # fmt: skip
+    until: Annotated[str, typer.Option(help="With --pipeline: train on the first DURATION of the input.")] = "4h",
     registry: RegistryOpt = None,
     promote: Annotated[bool, typer.Option(help="Promote the new version too.")] = False,
     reason: Annotated[str, typer.Option(help="History reason when --promote.")] = "trained",
@@ -405,10 +501,22 @@ def train(
 
     The new version is validated on a held-back slice; serving pipelines pick up a version when it is
     promoted (`vigil models promote`).
-    """
-    from vigil.cli.models import train_cmd
 
+    Examples: `vigil train --config train.yaml --input normal.csv` ·
+    `vigil train --pipeline pipelines/servers-kafka.yaml --input fleet.influx --until 6h --promote`
+    """
+    if (config is None) == (pipeline is None):
+        _fail(ConfigError("give exactly one of --config (a feature table) or --pipeline (a servers step)",
+                          field="train", value=None))  # fmt: skip
     try:
+        if pipeline is not None:
+            from vigil.cli.fleet import train_servers_cmd
+
+            train_servers_cmd(str(pipeline), str(input), until=until, promote=promote, reason=reason, console=err)
+            return
+        from vigil.cli.models import train_cmd
+
+        assert config is not None
         train_cmd(config, input, registry=registry, promote=promote, reason=reason, as_json=json_, console=err)
     except VigilError as exc:
         _fail(exc, 1)

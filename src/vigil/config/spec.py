@@ -56,13 +56,14 @@ class SchemaSpec(_Model):
 class SourceSpec(_Model):
     """Where records come from: Kafka, a JSON-lines or CSV file, stdin, or the synthetic transaction stream."""
 
-    kind: Literal["kafka", "jsonl", "csv", "stdin", "transactions"]
+    kind: Literal["kafka", "jsonl", "csv", "stdin", "transactions", "influx", "telegraf"]
     path: str | None = None
     # kafka
     url: str | None = None
     group_id: str | None = None
     dead_letter_topic: str | None = None
     stop_at_end: bool = False
+    metrics: Literal["influx", "telegraf"] | None = None  # kafka: values are host metrics in this format
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
@@ -75,12 +76,17 @@ class SourceSpec(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:
+        if self.kind in ("influx", "telegraf") and not self.path:
+            raise ValueError(f"source of kind {self.kind!r} needs `path` (a file of host metrics)")
         if self.kind in ("jsonl", "csv") and not self.path:
             raise ValueError(f"source of kind {self.kind!r} needs `path`")
         if self.kind == "kafka" and not self.url:
             raise ValueError("a kafka source needs `url` (kafka://HOST:PORT/TOPIC)")
-        if self.kind in ("kafka", "jsonl", "csv", "stdin") and self.schema_ is None:
-            raise ValueError(f"source of kind {self.kind!r} needs `schema` (key, time, fields)")
+        if self.kind in ("kafka", "jsonl", "csv", "stdin") and self.schema_ is None and self.metrics is None:
+            raise ValueError(f"source of kind {self.kind!r} needs `schema` (key, time, fields)"
+                             + (", or `metrics: influx|telegraf` for host metrics" if self.kind == "kafka" else ""))
+        if self.metrics is not None and self.kind != "kafka":
+            raise ValueError("`metrics` is for kafka sources; files of host metrics are kind `influx` or `telegraf`")
         return self
 
 
@@ -124,8 +130,20 @@ class WindowSpec(_Model):
     gap: Duration | None = None
 
 
+class ModelSpec(_Model):
+    """A model served from the registry: its promoted version, followed live."""
+
+    registry: str
+    name: str
+    check_interval: Duration = "5s"
+
+
 class StepSpec(_Model):
-    """One named step: a ``detector`` with ``params``, or a ``window`` aggregation of ``field`` into ``to``."""
+    """One named step: a ``detector``, a ``window`` aggregation or the ``servers`` pipeline.
+
+    ``detector`` with ``params`` scores every event; ``window`` aggregates ``field`` into ``to``; ``servers``
+    is the multi-metric server pipeline (join per host and window, per-metric detectors, ``model``, k-of-n).
+    """
 
     name: str
     detector: str | None = None
@@ -136,11 +154,16 @@ class StepSpec(_Model):
     to: SinkSpec | None = None
     allowed_lateness: Duration = 0
     emit: Literal["final", "current"] = "final"
+    servers: dict[str, Any] | None = None
+    model: ModelSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StepSpec:
-        if (self.detector is None) == (self.window is None):
-            raise ValueError("a step has either `detector` (scoring) or `window` (aggregation), not both or neither")
+        if sum(x is not None for x in (self.detector, self.window, self.servers)) != 1:
+            raise ValueError("a step has exactly one of `detector` (scoring), `window` (aggregation) or `servers` "
+                             "(the multi-metric server pipeline)")
+        if self.model is not None and self.servers is None:
+            raise ValueError("`model` belongs to a `servers` step")
         if self.window is not None and (self.field is None or self.to is None):
             raise ValueError("a window step needs `field` (what to aggregate) and `to` (a sink)")
         return self
@@ -225,7 +248,7 @@ def _hint(err: dict[str, Any], raw: Any) -> str | None:
         known = {
             "steps": StepSpec, "source": SourceSpec, "event_time": EventTimeSpec, "alerts": SinkSpec,
             "late": SinkSpec, "dead_letters": SinkSpec, "keys": KeysSpec, "batching": BatchingSpec,
-            "checkpoints": CheckpointSpec,
+            "checkpoints": CheckpointSpec, "model": ModelSpec,
         }.get(str(err["loc"][0]), PipelineSpec)  # fmt: skip
         names = [f.alias or n for n, f in known.model_fields.items()]
         close = difflib.get_close_matches(name, names, n=1)
@@ -266,7 +289,9 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     p.guarantee(spec.delivery)
     kinds = registry()
     for st in spec.steps:
-        if st.detector is not None:
+        if st.servers is not None:
+            p.apply(st.name, _servers_step(st, base_dir), to=_sink(st.to, base_dir, ctx) if st.to else None)
+        elif st.detector is not None:
             cls = kinds.get(st.detector)
             if cls is None:
                 close = difflib.get_close_matches(st.detector, list(kinds), n=1)
@@ -330,6 +355,38 @@ def _dur(value: Duration | None, step: str, field: str) -> int:
     return ms
 
 
+def _servers_step(st: StepSpec, base_dir: str) -> Any:
+    """The ``servers`` step: :class:`~vigil.apps.servers.ServerConfig` fields under ``servers``, plus ``model``."""
+    from dataclasses import fields as dc_fields
+
+    from vigil.apps.servers import ServerConfig, ServerStep
+
+    params = dict(st.servers or {})
+    aliases = params.pop("metric_aliases", None)
+    known = [f.name for f in dc_fields(ServerConfig)] + ["metric_aliases"]
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError("is not a setting of the servers pipeline", step=st.name, field=f"servers.{name}",
+                              value=params[name],
+                              hint=f"did you mean `{close[0]}`?" if close else f"settings: {', '.join(known)}")
+    if "metrics" in params:
+        params["metrics"] = tuple(params["metrics"])
+    try:
+        cfg = ServerConfig(**params)
+        m = st.model
+        if m is None:
+            return ServerStep(cfg, metric_aliases=aliases)
+        return ServerStep(cfg, registry=_path(m.registry, base_dir), model_name=m.name, metric_aliases=aliases,
+                          check_interval_s=_dur(m.check_interval, st.name, "model.check_interval") / 1000)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        found = _FIELD_IN_MSG.search(text)
+        field = found.group(1) if found else None
+        raise ConfigError(text.split("; got")[0], step=st.name, field=f"servers.{field}" if field else "servers",
+                          value=params.get(field) if field else None) from None
+
+
 def _assigner(w: WindowSpec, step: str) -> Any:
     from vigil.eventtime import SessionWindows, SlidingWindows, TumblingWindows
 
@@ -356,11 +413,23 @@ def _source(s: SourceSpec, base_dir: str, overrides: dict[str, Any], pipeline: s
     if s.kind == "kafka":
         from vigil.io.kafka_source import KafkaSource
 
-        assert s.url and s.schema_
+        assert s.url
+        decoder = None
+        if s.metrics is not None:
+            from vigil.io.metrics import metric_decoder
+
+            decoder = metric_decoder("influx" if s.metrics == "influx" else "json")
         return KafkaSource.from_url(
-            s.url, _schema(s.schema_), group_id=s.group_id or f"vigil-{pipeline}",
+            s.url, _schema(s.schema_) if s.schema_ else None, group_id=s.group_id or f"vigil-{pipeline}",
             dead_letter_topic=s.dead_letter_topic, stop_at_end=overrides.get("stop_at_end", s.stop_at_end),
+            decoder=decoder,
         )  # fmt: skip
+    if s.kind in ("influx", "telegraf"):
+        from vigil.io.metrics import InfluxLineFileSource, TelegrafJsonFileSource
+
+        assert s.path
+        cls = InfluxLineFileSource if s.kind == "influx" else TelegrafJsonFileSource
+        return cls(_path(s.path, base_dir), pace=s.pace, speed=s.speed)
     if s.kind == "jsonl":
         assert s.path and s.schema_
         return files.JsonlFileSource(_path(s.path, base_dir), _schema(s.schema_), pace=s.pace, speed=s.speed)

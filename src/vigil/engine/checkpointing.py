@@ -49,7 +49,7 @@ class Barrier:
 
 def take_snapshot(r: EmbeddedRunner, seq: int) -> dict[str, Any]:
     """The engine's whole state, consistent with the positions of the batches processed so far."""
-    from vigil.engine.pipeline import DetectStep
+    from vigil.engine.pipeline import ApplyStep, DetectStep
 
     steps = {}
     for step in r.p.steps:
@@ -69,6 +69,8 @@ def take_snapshot(r: EmbeddedRunner, seq: int) -> dict[str, Any]:
         "steps": steps,
         "windows": {name: agg.snapshot() for name, agg in r._windows.items()},
         "operators": {name: host.snapshot() for name, host in r._hosts.items()},
+        "applied": {s.name: {"params": s.op.params() if hasattr(s.op, "params") else None, "state": s.op.snapshot()}
+                    for s in r.p.steps if isinstance(s, ApplyStep)},  # fmt: skip
         "counters": {
             "events_in": st.events_in, "events": st.events, "dead_letters": st.dead_letters,
             "late_events": st.late_events, "alerts": st.alerts, "windows_emitted": st.windows_emitted,
@@ -78,7 +80,7 @@ def take_snapshot(r: EmbeddedRunner, seq: int) -> dict[str, Any]:
 
 def restore(r: EmbeddedRunner, state: dict[str, Any]) -> None:
     """Load a checkpoint's state into a freshly built runner."""
-    from vigil.engine.pipeline import DetectStep
+    from vigil.engine.pipeline import ApplyStep, DetectStep
 
     if state.get("pipeline") != r.p.name:
         raise CheckpointError(
@@ -109,6 +111,15 @@ def restore(r: EmbeddedRunner, state: dict[str, Any]) -> None:
     for name, snap in state.get("operators", {}).items():
         if name in r._hosts:
             r._hosts[name].restore(snap)
+    applied = state.get("applied", {})
+    for step in r.p.steps:
+        if isinstance(step, ApplyStep) and step.name in applied:
+            params = step.op.params() if hasattr(step.op, "params") else None
+            if applied[step.name]["params"] != params:
+                log.warning("step `%s` changed since the checkpoint (%s -> %s): it starts fresh", step.name,
+                            applied[step.name]["params"], params)  # fmt: skip
+            else:
+                step.op.restore(applied[step.name]["state"])
     c = state["counters"]
     st = r.stats
     st.events_in, st.events, st.dead_letters = c["events_in"], c["events"], c["dead_letters"]

@@ -54,6 +54,21 @@ class WindowStep:
 
 
 @dataclass
+class ApplyStep:
+    """Run a vectorized operator over whole micro-batches (e.g. the server pipeline's windowed join).
+
+    The operator has ``process_batch(slots, ts_ms, cols, extra, watermarks) -> late row indices`` and
+    ``advance(watermark_ms) -> outputs``; optionally ``bind(keys_of)``, ``reset_slots(slots)``,
+    ``health()``, and ``params()``/``snapshot()``/``restore(state)`` for checkpoints. Outputs that are
+    alerts join the alert stream; the others go to ``sink``.
+    """
+
+    name: str
+    op: Any
+    sink: Any = None
+
+
+@dataclass
 class ProcessStep:
     """Run a per-event :class:`~vigil.engine.operators.KeyedOperator`; its outputs go to ``sink``."""
 
@@ -198,6 +213,15 @@ class Pipeline:
         """Add a per-event keyed operator (outputs that are alerts join the alert stream)."""
         self._check_name(name)
         self.steps.append(ProcessStep(name, operator, to))
+        return self
+
+    def apply(self, name: str, op: Any, *, to: Any = None) -> Pipeline:
+        """Add a vectorized batch operator (see :class:`ApplyStep`); its alerts join the alert stream."""
+        self._check_name(name)
+        for method in ("process_batch", "advance"):
+            if not callable(getattr(op, method, None)):
+                raise ConfigError(f"must have a `{method}` method", step=name, field="op", value=type(op).__name__)
+        self.steps.append(ApplyStep(name, op, to))
         return self
 
     def alerts_to(self, *sinks: Any) -> Pipeline:

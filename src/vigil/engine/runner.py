@@ -33,8 +33,8 @@ import numpy as np
 from vigil.alerting.alert import Alert, alert_id
 from vigil.engine.checkpointing import Barrier, choose, restore, take_snapshot
 from vigil.engine.operators import KeyedOperatorHost
-from vigil.engine.pipeline import DetectStep, Pipeline, ProcessStep, WindowStep
-from vigil.errors import CheckpointError
+from vigil.engine.pipeline import ApplyStep, DetectStep, Pipeline, ProcessStep, WindowStep
+from vigil.errors import CheckpointError, ConfigError
 from vigil.eventtime.late import split_late
 from vigil.eventtime.watermarks import MAX_WATERMARK, NO_WATERMARK, BoundedOutOfOrderness, MultiPartitionWatermark
 from vigil.eventtime.windows import WindowAggregator
@@ -70,6 +70,7 @@ class RunStats:
     checkpoints: int = 0
     last_checkpoint_s: float = 0.0
     source_pauses: int = 0
+    model_fallbacks: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -119,6 +120,13 @@ class EmbeddedRunner:
                 self._windows[step.name] = WindowAggregator(step.assigner, step.allowed_lateness_ms, step.emit)
             elif isinstance(step, ProcessStep):
                 self._hosts[step.name] = KeyedOperatorHost(step.operator)
+            elif isinstance(step, ApplyStep):
+                if callable(getattr(step.op, "bind", None)):
+                    step.op.bind(lambda slots: self.keys.keys_of(slots))
+                if pipeline.checkpoint_dir and not callable(getattr(step.op, "snapshot", None)):
+                    raise ConfigError("can't be checkpointed: its operator has no snapshot()/restore()",
+                                      step=step.name, field="op", value=type(step.op).__name__)  # fmt: skip
+        self._healthy: dict[str, bool] = {}  # step -> was its model healthy at the last look
         base = os.path.join(out_dir, pipeline.name)
         self.late_sink = pipeline.late_sink or _FileOnFirstWrite(os.path.join(base, "late.jsonl"))
         self.dead_sink = pipeline.dead_letter_sink or _FileOnFirstWrite(os.path.join(base, "dead_letters.jsonl"))
@@ -134,6 +142,7 @@ class EmbeddedRunner:
         self._seq = 0
         self._readers: dict[str, Any] = {}
         self.restored_from: str | None = None
+        self.metrics: Any = None  # a vigil.ops.metrics.PipelineMetrics sets itself here (per-batch hooks)
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (e.g. on Ctrl-C); outputs are flushed."""
@@ -248,7 +257,13 @@ class EmbeddedRunner:
                 if item is _END:
                     break
                 if isinstance(item, Barrier):
-                    self._commit(item, list(seen.values()))
+                    t0, ok = time.perf_counter(), False
+                    try:
+                        self._commit(item, list(seen.values()))
+                        ok = True
+                    finally:
+                        if self.metrics is not None:
+                            self.metrics.observe_checkpoint(time.perf_counter() - t0, ok)
                     continue
                 sink, items = item
                 seen.setdefault(id(sink), sink)
@@ -268,7 +283,8 @@ class EmbeddedRunner:
         sinks = [*self.p.alert_sinks, self.late_sink, self.dead_sink]
         if self.p.score_sink is not None:
             sinks.append(self.p.score_sink)
-        sinks += [s.sink for s in self.p.steps if isinstance(s, (WindowStep, ProcessStep)) and s.sink is not None]
+        sinks += [s.sink for s in self.p.steps
+                  if isinstance(s, (WindowStep, ProcessStep, ApplyStep)) and s.sink is not None]  # fmt: skip
         return list({id(s): s for s in sinks}.values())
 
     def _commit(self, barrier: Barrier, seen: list[Any]) -> None:
@@ -342,6 +358,10 @@ class EmbeddedRunner:
                     next_progress = st.elapsed_s + self.progress_interval_s
                     self._refresh_gauges()
                     self.progress(st)
+                if self.metrics is not None:  # gauges and self-watch, at most once a second
+                    own = self.metrics.tick()
+                    for sink in self.p.alert_sinks:
+                        self._emit(sink, own)
                 if self._error is not None:
                     break
                 if self.store is not None and time.perf_counter() >= next_checkpoint:
@@ -427,6 +447,7 @@ class EmbeddedRunner:
         st.events += len(batch)
         verdicts: dict[str, Any] = {}
         for step in self.p.steps:
+            t0 = time.perf_counter()
             if isinstance(step, DetectStep):
                 v = step.detector.process_many(batch.slots, batch.ts_ms, batch.cols)
                 verdicts[step.name] = v
@@ -446,9 +467,17 @@ class EmbeddedRunner:
                 out = host.process(keys.tolist(), batch.ts_ms.tolist(),
                                    {k: v.tolist() for k, v in batch.cols.items()}, wm_rows.tolist())  # fmt: skip
                 self._route(step, out)
+            elif isinstance(step, ApplyStep):
+                late_rows = step.op.process_batch(batch.slots, batch.ts_ms, batch.cols, batch.extra, wm_rows)
+                if len(late_rows):
+                    st.late_events += len(late_rows)
+                    self._emit(self.late_sink, self._late_records_batch(batch, keys, late_rows, wm_rows, step.name))
+            if self.metrics is not None:
+                self.metrics.observe_step(step.name, len(batch), time.perf_counter() - t0)
         for tap in self.taps:
             tap(batch, keys, verdicts)
         self._advance(self.watermarks.watermark)
+        self._check_health()
 
     def _watermarks(self, part: str, recs: Any, ts: np.ndarray) -> np.ndarray:
         """The watermark before each row.
@@ -477,6 +506,8 @@ class EmbeddedRunner:
                 self._emit_windows(step, self._windows[step.name].advance(watermark_ms))
             elif isinstance(step, ProcessStep):
                 self._route(step, self._hosts[step.name].advance(watermark_ms))
+            elif isinstance(step, ApplyStep):
+                self._route(step, step.op.advance(watermark_ms))
         ttl = self.p.key_ttl_ms
         if ttl is not None and watermark_ms != MAX_WATERMARK and watermark_ms - self._last_expire_ms >= ttl // 4:
             self._last_expire_ms = watermark_ms
@@ -488,15 +519,54 @@ class EmbeddedRunner:
                         step.detector.reset_slots(freed)
                 for agg in self._windows.values():
                     agg.reset_slots(freed)
+                for step in self.p.steps:
+                    if isinstance(step, ApplyStep) and callable(getattr(step.op, "reset_slots", None)):
+                        step.op.reset_slots(freed)
 
-    def _route(self, step: ProcessStep, out: list[Any]) -> None:
+    def _check_health(self) -> None:
+        """Raise a "model unhealthy" alert when a step's served model falls back, and a notice when it recovers.
+
+        A step reports through ``health()`` (``{healthy, version, reason, since}``, or ``None``): a
+        :class:`~vigil.models.serving.RegistryModelDetector`, or an operator serving one.
+        """
+        for step in self.p.steps:
+            obj = step.detector if isinstance(step, DetectStep) else getattr(step, "op", None)
+            health = getattr(obj, "health", None)
+            if health is None or not callable(health):
+                continue
+            h = health()
+            if h is None:
+                continue
+            healthy = bool(h["healthy"])
+            was = self._healthy.get(step.name, True)
+            self._healthy[step.name] = healthy
+            if healthy == was:
+                continue
+            self.stats.model_fallbacks += int(not healthy)
+            key = f"{self.p.name}/{step.name}"
+            now_ms = self.now_ns() // 1_000_000
+            since = h.get("since")
+            what = "unhealthy" if not healthy else "healthy again"
+            event = f"{what}@{int(since * 1000) if isinstance(since, int | float) else now_ms}"
+            msg = (f"model of step `{step.name}` is unhealthy: {h.get('reason')}; falling back to the statistical "
+                   "detectors until a servable version is promoted (`vigil models list/promote/rollback`)"
+                   if not healthy else f"model of step `{step.name}` is served again ({h.get('version')})")  # fmt: skip
+            alert = Alert(id=alert_id(self.p.name, "model_health", key, event), key=key,
+                          event_id=event, detector="model_health", score=float(not healthy),
+                          threshold=0.5, event_ts_ms=max(self.watermarks.watermark, 0), detect_ts_ms=now_ms,
+                          stats={"step": step.name, **{k: h.get(k) for k in ("healthy", "version", "reason")}},
+                          severity="critical" if not healthy else "info", message=msg)  # fmt: skip
+            self._route(step, [alert], fired=False)
+
+    def _route(self, step: Any, out: list[Any], fired: bool = True) -> None:
         if not out:
             return
         alerts = [o for o in out if isinstance(o, Alert)]
         other = [o for o in out if not isinstance(o, Alert)]
         if alerts:
             self.stats.alerts += len(alerts)
-            self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(alerts)
+            if fired:
+                self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(alerts)
             for sink in self.p.alert_sinks:
                 self._emit(sink, alerts)
         self._emit(step.sink, other)

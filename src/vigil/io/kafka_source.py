@@ -85,13 +85,17 @@ class KafkaSource:
         consumer_config: librdkafka overrides (e.g. security settings). ``enable.auto.commit`` and
             ``enable.partition.eof`` are always set by the source (positions depend on them).
         open_timeout_s: how long ``open`` waits for metadata and committed offsets.
+        decoder: decode message values with this instead of JSON by ``schema``: an object with
+            ``decode_indexed(values, source, first_position) -> (records, row_message)``, where a message may
+            give zero, one or many rows — e.g. ``metric_decoder("influx")`` or ``metric_decoder("json")``
+            (Telegraf) from :mod:`vigil.io.metrics` for host metrics.
     """
 
     def __init__(
         self,
         bootstrap: str,
         topic: str,
-        schema: Schema,
+        schema: Schema | None,
         *,
         group_id: str,
         name: str | None = None,
@@ -100,7 +104,13 @@ class KafkaSource:
         max_prefetch_bytes: int = 16 << 20,
         consumer_config: Mapping[str, Any] | None = None,
         open_timeout_s: float = 10.0,
+        decoder: Any = None,
     ) -> None:
+        if decoder is not None and not hasattr(decoder, "decode_indexed"):
+            raise ConfigError("must have decode_indexed(values, source, first_position)", field="decoder",
+                              value=type(decoder).__name__)  # fmt: skip
+        if schema is None and decoder is not None:
+            schema = Schema("host", "time")  # the metric decoders fix the shape themselves
         if not isinstance(schema, Schema):
             raise ConfigError("must be a Schema", field="schema", value=type(schema).__name__)
         if not isinstance(group_id, str) or not group_id:
@@ -120,6 +130,7 @@ class KafkaSource:
         self.max_prefetch_bytes = max_prefetch_bytes
         self.consumer_config = dict(consumer_config or {})
         self.open_timeout_s = open_timeout_s
+        self.decoder = decoder
 
     @classmethod
     def from_url(cls, url: str, schema: Schema, **kwargs: Any) -> KafkaSource:
@@ -190,7 +201,10 @@ class KafkaSourceReader:
         self._eof: set[int] = set()
         self._paused = False
         self._decoder: Any = None
-        if src.schema.time == KAFKA_TIMESTAMP:
+        if src.decoder is not None:
+            self._kafka_time = None
+            self._decoder = src.decoder
+        elif src.schema.time == KAFKA_TIMESTAMP:
             self._kafka_time: KafkaTimeDecoder | None = KafkaTimeDecoder(src.schema)
         else:
             self._kafka_time = None
@@ -318,7 +332,8 @@ class KafkaSourceReader:
         else:
             recs, row_line = self._decoder.decode_indexed(values, self.name, 0)
         n = len(msgs)
-        if len(recs) + len(recs.dead) < n:  # blank values are skipped silently by the decoder; not here
+        if len(recs) + len(recs.dead) < n or self.src.decoder is not None:  # blank values are skipped silently
+            # by the decoder; not here (a metric message may hold many rows, so count messages, not rows)
             seen = set(row_line.tolist() if row_line is not None else range(len(recs)))
             seen.update(d.position for d in recs.dead)
             recs.dead += [

@@ -64,7 +64,8 @@ class RegistryModelDetector(BaseDetector):
         check_interval_s: seconds of ``clock`` between two reads of the ``PROMOTED`` pointer (>= 0; 0 = every
             batch).
         fallback: detector specs ``[{kind, params}, ...]`` scoring the batches the model can't; default one
-            ``ew_zscore`` per field.
+            ``ew_zscore`` per field; ``[]`` for none (the caller has its own fallback, e.g. the server
+            pipeline's per-metric detectors: rows are then not ready while the model can't serve).
         clock: seconds, for ``check_interval_s`` and :meth:`health`'s ``since`` (default ``time.time``).
 
     Score:
@@ -146,9 +147,10 @@ class RegistryModelDetector(BaseDetector):
                     f"`fields` must be given: model {self.name!r} can't be served now ({self._health['reason']}) "
                     "and there are no `fallback` specs to take the fields from"
                 )
-        self.fallback_specs = self._fallback_param or [
-            {"kind": "ew_zscore", "params": {"field": f}} for f in self.fields
-        ]
+        if self._fallback_param is not None:  # [] = no fallback: rows are not ready while the model can't serve
+            self.fallback_specs = self._fallback_param
+        else:
+            self.fallback_specs = [{"kind": "ew_zscore", "params": {"field": f}} for f in self.fields]
         self.fallbacks = [_build(s, i) for i, s in enumerate(self.fallback_specs)]
         if not self.fields:
             self.fields = tuple(dict.fromkeys(f for d in self.fallbacks for f in d.fields))

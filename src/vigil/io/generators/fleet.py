@@ -49,6 +49,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,3 +305,19 @@ def incident_table(cols: dict[str, Any]) -> dict[str, np.ndarray]:
         "start_ms": start,
         "end_ms": end,
     }
+
+
+def to_influx_lines(cols: dict[str, Any]) -> list[str]:
+    """The samples as Influx line protocol in arrival order: ``<metric>,host=<host> value=<v> <ts ns>``.
+
+    The metric name a decoder gives these lines is ``<metric>.value`` (measurement.field); the server
+    pipeline maps it back with ``metric_aliases`` (see ``pipelines/servers.yaml``).
+
+    Examples:
+        >>> to_influx_lines({"host": ["h1"], "metric": ["cpu"], "value": [12.5], "ts_ms": [1_700_000_000_000]})
+        ['cpu,host=h1 value=12.5 1700000000000000000']
+    """
+    hosts, metrics = np.asarray(cols["host"]).tolist(), np.asarray(cols["metric"]).tolist()
+    values, ts = np.asarray(cols["value"], np.float64).tolist(), np.asarray(cols["ts_ms"], np.int64).tolist()
+    return [f"{m},host={h} value={v!r} {t * 1_000_000}" for h, m, v, t in zip(hosts, metrics, values, ts, strict=True)
+            if math.isfinite(v)]  # fmt: skip

@@ -1,0 +1,167 @@
+"""The server pipeline as a step of the embedded engine (``Pipeline.apply`` or ``kind: servers`` in YAML).
+
+The engine does what it does for every step: reads the source (Influx line protocol or Telegraf JSON
+from Kafka or files, see :mod:`vigil.io.metrics`), keys each sample by host (its key slot is the host's
+row in the join), computes the watermark per partition, routes late samples to the late output, frees
+idle hosts, checkpoints the state and delivers the alerts. This operator folds each micro-batch into
+the windowed join and, when the watermark passes a window, scores it (per-metric detectors, the global
+model, k-of-n) and returns the fired alerts.
+
+The global model is the registry's promoted version (:class:`~vigil.models.serving.RegistryModelDetector`
+over the ``z_<metric>`` features, with no fallback of its own): a newly promoted version is picked up
+between batches; a missing, corrupt or feature-incompatible one makes the model stop scoring and voting
+while the per-metric detectors carry on, and the engine raises a "model unhealthy" alert from
+:meth:`health` (and a recovery notice when it serves again).
+
+Examples:
+    >>> import numpy as np
+    >>> from vigil.engine.pipeline import Pipeline
+    >>> from vigil.engine.runner import EmbeddedRunner
+    >>> from vigil.io.memory import MemorySource
+    >>> from vigil.io.sinks import MemorySink
+    >>> src = MemorySource({"key": ["web-1", "web-2"] * 3, "ts_ms": [1_000, 1_000, 2_000, 2_000, 12_000, 12_000],
+    ...                     "value": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+    ...                     "metric": ["cpu", "cpu", "mem", "mem", "cpu", "cpu"]})
+    >>> step = ServerStep(ServerConfig(metrics=("cpu", "mem"), min_count=2, k=1))
+    >>> windows = MemorySink()
+    >>> p = Pipeline("fleet").source(src).apply("servers", step, to=windows).alerts_to(MemorySink())
+    >>> st = EmbeddedRunner(p).run()
+    >>> sorted((w["key"], w["start_ms"], w["cpu"]) for w in windows.items)
+    [('web-1', 0, 0.0), ('web-1', 10000, 4.0), ('web-2', 0, 1.0), ('web-2', 10000, 5.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vigil.apps.servers.pipeline import ServerConfig, ServerPipeline, WindowVerdicts
+
+__all__ = ["ServerStep"]
+
+
+class _HostNames:
+    """slot -> host name, through the engine's current key index (it is replaced on restore)."""
+
+    def __init__(self, keys_of: Callable[[np.ndarray], Any]) -> None:
+        self._keys_of = keys_of
+
+    def __getitem__(self, slot: int) -> str:
+        return str(self._keys_of(np.array([slot], np.int32))[0])
+
+
+class ServerStep:
+    """The join -> detectors (+ model) -> k-of-n pipeline over long-form metric samples in the engine.
+
+    Args:
+        config: :class:`ServerConfig` (its ``max_delay_s`` is unused here: the engine's watermark rules).
+        model: ``None``; an artifact dict (fixed model); or a served model detector over ``z_<metric>``.
+        registry: with ``model_name``: serve the registry's promoted version of that model, followed live
+            (checked every ``check_interval_s``), instead of ``model``.
+        model_name: the model's name in ``registry``.
+        check_interval_s: seconds between two reads of the registry's promotion pointer.
+        value_field: the record field holding the sample value.
+        metric_field: the extra column holding the metric name (rows of other metrics are ignored).
+        metric_aliases: source metric name -> pipeline metric, e.g. ``{"cpu.usage_active": "cpu"}`` for what
+            a collector calls it (Influx/Telegraf decoders name metrics ``measurement.field``).
+        emit_windows: also send every scored window (host, window, metric means, votes) to the step's sink.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, model: Any = None, registry: str | None = None,
+                 model_name: str | None = None, check_interval_s: float = 5.0, value_field: str = "value",
+                 metric_field: str = "metric", metric_aliases: dict[str, str] | None = None,
+                 emit_windows: bool = True) -> None:  # fmt: skip
+        cfg = config or ServerConfig()
+        if (registry is None) != (model_name is None):
+            raise ValueError("`registry` and `model_name` go together")
+        if registry is not None:
+            from vigil.models.serving import RegistryModelDetector
+
+            model = RegistryModelDetector(str(model_name), registry, fields=[f"z_{m}" for m in cfg.metrics],
+                                          threshold=cfg.model_threshold, check_interval_s=check_interval_s,
+                                          fallback=[])  # fmt: skip
+        self.pipe = ServerPipeline(cfg, model)
+        self.config = cfg
+        self.fields = (value_field,)
+        self.value_field, self.metric_field = value_field, metric_field
+        self.emit_windows = emit_windows
+        self._codes = {m: i for i, m in enumerate(cfg.metrics)}
+        self.metric_aliases = dict(metric_aliases or {})
+        unknown = sorted(set(self.metric_aliases.values()) - set(cfg.metrics))
+        if unknown:
+            raise ValueError(f"`metric_aliases` map to {unknown}, which are not among the metrics {list(cfg.metrics)}")
+        self._codes.update({a: self._codes[m] for a, m in self.metric_aliases.items()})
+        self.samples = 0
+        self.windows = 0
+
+    def bind(self, keys_of: Callable[[np.ndarray], Any]) -> None:
+        """Called by the engine: how to name a key slot (host) in alerts."""
+        self.pipe.host_names = _HostNames(keys_of)
+
+    def _metric_codes(self, names: np.ndarray) -> np.ndarray:
+        uniq, inv = np.unique(np.asarray(names).astype(str), return_inverse=True)
+        return np.array([self._codes.get(u, -1) for u in uniq.tolist()], np.int64)[inv]
+
+    def process_batch(self, slots: np.ndarray, ts_ms: np.ndarray, cols: dict[str, np.ndarray],
+                      extra: dict[str, np.ndarray], watermarks: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Fold a micro-batch into the join; return the row indices of late samples (their window had closed)."""
+        if self.metric_field not in extra:
+            raise ValueError(f"records have no `{self.metric_field}` column: read metrics with an Influx or "
+                             "Telegraf decoder, or name the metric column with `metric_field`")  # fmt: skip
+        metric = self._metric_codes(extra[self.metric_field])
+        keep = np.flatnonzero(metric >= 0)
+        self.samples += len(keep)
+        late = self.pipe.join.add(slots[keep], metric[keep], ts_ms[keep], cols[self.value_field][keep],
+                                  watermarks[keep])  # fmt: skip
+        return keep[late]
+
+    def advance(self, watermark_ms: int) -> list[Any]:
+        """Score every window the watermark closed: the fired alerts, then (``emit_windows``) one row per window."""
+        v, alerts = self.pipe._score(self.pipe.join.advance(watermark_ms))
+        self.windows += len(v)
+        out: list[Any] = list(alerts)
+        if self.emit_windows and len(v):
+            out.extend(self._rows(v))
+        return out
+
+    def _rows(self, v: WindowVerdicts) -> list[dict[str, Any]]:
+        jw, names = v.joined, self.pipe.host_names
+        metrics = self.config.metrics
+        rows = []
+        for i in range(len(v)):
+            row: dict[str, Any] = {"key": names[int(jw.slot[i])] if names is not None else int(jw.slot[i]),
+                                   "start_ms": int(jw.start_ms[i]), "end_ms": int(jw.end_ms[i])}  # fmt: skip
+            for j, m in enumerate(metrics):
+                row[m] = float(jw.value[i, j])
+                row[f"z_{m}"] = round(float(v.z[i, j]), 4)
+            row["missing"] = [m for j, m in enumerate(metrics) if jw.missing[i, j]]
+            row["votes"] = int(v.flag[i].sum()) + int(self.config.model_votes and v.model_flag[i])
+            row["model_score"] = None if np.isnan(v.model_score[i]) else float(v.model_score[i])
+            row["alerting"] = bool(v.alerting[i])
+            rows.append(row)
+        return rows
+
+    def health(self) -> dict[str, Any] | None:
+        """The served model's health (``None`` without a registry model)."""
+        return self.pipe.health()
+
+    def reset_slots(self, slots: np.ndarray) -> None:
+        """Forget hosts whose key slots the engine freed."""
+        self.pipe.reset_slots(slots)
+
+    def params(self) -> dict[str, Any]:
+        """What identifies the step's state layout (a checkpoint of other params is not restored)."""
+        return {"metrics": list(self.config.metrics), "window_s": self.config.window_s,
+                "detector": self.config.detector, "model": self.pipe.model is not None,
+                "aliases": self.metric_aliases}  # fmt: skip
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (see :meth:`ServerPipeline.snapshot`)."""
+        return {"pipe": self.pipe.snapshot(), "samples": self.samples, "windows": self.windows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load :meth:`snapshot` output."""
+        self.pipe.restore(state["pipe"])
+        self.samples, self.windows = int(state["samples"]), int(state["windows"])
