@@ -134,8 +134,8 @@ def train_isolation_forest(
         "n_rows": int(n_fit),
         "n_rows_read": int(n_in),
         "n_rows_incomplete": int(n_in - n),
-        "training_stats": {f: {k: float(train[k][j]) for k in ("mean", "std", "min", "max")}
-                           for j, f in enumerate(features)},
+        "training_stats": {f: {**{k: float(train[k][j]) for k in ("mean", "std", "min", "max")},
+                               **_bins(fit_X[:, j])} for j, f in enumerate(features)},
         "params": {"n_estimators": int(n_estimators), "seed": int(seed), "holdout": float(holdout),
                    "max_samples_used": artifact["params"]["max_samples_used"]},
         "library_versions": artifact["versions"],
@@ -146,6 +146,14 @@ def train_isolation_forest(
     if promote:
         reg.promote(name, version, reason=reason)
     return version, reg.meta(name, version)
+
+
+def _bins(values: np.ndarray) -> dict[str, list[float]]:
+    """Quantile bin edges and fractions of a training feature, for the input-drift monitor (vigil.ops.drift)."""
+    from vigil.ops.drift import quantile_bins
+
+    edges, fractions = quantile_bins(values)
+    return {"bin_edges": edges, "bin_fractions": fractions}
 
 
 def _window(ts: np.ndarray | None) -> dict[str, Any] | None:
