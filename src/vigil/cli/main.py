@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -222,6 +223,42 @@ def generate_fleet_cmd(
         _fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
 
 
+@app.command("apply")
+def apply_(
+    pipeline: Annotated[Path, typer.Argument(help="The changed pipeline YAML (same `name` as the running one).")],
+    out: Annotated[Path, typer.Option(help="The running pipeline's --out folder.")] = Path("vigil-out"),
+    dry_run: Annotated[bool, typer.Option(help="Validate and show the changes; record nothing.")] = False,
+    rollback: Annotated[bool, typer.Option(help="Make the previous version current again (or --version).")] = False,
+    version: Annotated[str | None, typer.Option(help="With --rollback: the version to go back to.")] = None,
+    history: Annotated[bool, typer.Option(help="Show the versions and what each changed.")] = False,
+    who: Annotated[str, typer.Option(help="Recorded in the history.")] = os.environ.get("USER", "operator"),
+    why: Annotated[str, typer.Option(help="Recorded in the history.")] = "",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the running pipeline to confirm.")] = 5.0,
+) -> None:
+    """Change a running pipeline's thresholds, rules and severities live: validated, versioned, reversible.
+
+    The file is validated, compared with the running version, and refused (exit 2) if a change can't be
+    applied without a restart — a window size, the metrics joined, the source, the steps themselves — naming
+    the step, field and value. Otherwise it becomes the next version in `<out>/<name>/config/`, which the
+    running `vigil run` applies between two batches, keeping every key's state.
+
+    Examples: `vigil apply pipelines/fraud.yaml --dry-run` · `vigil apply pipelines/fraud.yaml --why "too noisy"`
+    · `vigil apply pipelines/fraud.yaml --rollback` · `vigil apply pipelines/fraud.yaml --history`
+    """
+    from vigil.cli.apply import apply_cmd, history_cmd, rollback_cmd
+
+    con = Console(highlight=False)
+    try:
+        if history:
+            history_cmd(str(pipeline), out=str(out), console=con)
+        elif rollback or version is not None:
+            rollback_cmd(str(pipeline), version, out=str(out), who=who, why=why, wait_s=wait, console=con)
+        else:
+            apply_cmd(str(pipeline), out=str(out), dry_run=dry_run, who=who, why=why, wait_s=wait, console=con)
+    except VigilError as exc:
+        _fail(exc)
+
+
 @app.command()
 def validate(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")]) -> None:
     """Check a pipeline file without running it (every error names the step, field and value)."""
@@ -285,10 +322,8 @@ def run(
             except ConfigError as exc:
                 _fail(exc)
             try:
-                if registry is None:
-                    run_with_view(p, out_dir=str(out), quiet=quiet, console=err)
-                else:
-                    _run_with_metrics(p, out_dir=str(out), quiet=quiet, registry=registry)
+                run_with_view(p, out_dir=str(out), quiet=quiet, console=err,
+                              attach=lambda runner: _attach(runner, pipeline, out, registry))  # fmt: skip
                 return
             except VigilError as exc:
                 if type(exc).__name__ == "TransactionAborted" and attempt < restarts:
@@ -300,36 +335,6 @@ def run(
         if server is not None:
             server.shutdown()
             server.server_close()
-
-
-def _run_with_metrics(p: Any, *, out_dir: str, quiet: bool, registry: Any) -> None:
-    """`run_with_view` with the run's metrics in `registry` (served by `vigil run`) for as long as it runs.
-
-    Mirrors `vigil.cli.runview.run_with_view`, which builds its runner out of reach of this command.
-    """
-    from rich.live import Live
-
-    from vigil.cli.runview import _line
-    from vigil.engine.runner import EmbeddedRunner
-    from vigil.ops.metrics import PipelineMetrics
-
-    live = None if quiet else Live(console=err, refresh_per_second=8)
-    runner = EmbeddedRunner(p, progress=(lambda st: live.update(_line(st))) if live else None, out_dir=out_dir)
-    m = PipelineMetrics(runner, registry)
-    try:
-        if live is not None:
-            with live:
-                st = runner.run()
-        else:
-            st = runner.run()
-    except KeyboardInterrupt:
-        runner.stop()
-        err.print("[yellow]stopped[/]")
-        raise
-    finally:
-        m.close()
-    err.print(f"done: {st.events_in:,} events in {st.elapsed_s:.1f}s ({st.events_per_s:,.0f}/s), {st.alerts:,} "
-              f"alerts, {st.late_events:,} late, {st.dead_letters:,} dead letters")  # fmt: skip
 
 
 @bench_app.command("engine")
@@ -602,13 +607,42 @@ def checkpoint_inspect(
         _fail(exc, 1)
 
 
+def _attach(runner: Any, pipeline: Path, out: Path, registry: Any) -> Any:
+    """What `vigil run` hooks onto its runner: metrics (when served) and live reconfiguration (`vigil apply`)."""
+    from vigil.cli.apply import history_for
+    from vigil.config.spec import load_spec
+    from vigil.control import LiveControl
+
+    cleanups = []
+    if registry is not None:
+        from vigil.ops.metrics import PipelineMetrics
+
+        cleanups.append(PipelineMetrics(runner, registry).close)
+    spec = load_spec(str(pipeline))
+    h = history_for(spec.name, str(out))
+    text = pipeline.read_text(encoding="utf-8")
+    cur = h.current()
+    if cur is not None and cur[1] == text:
+        version = cur[0]
+    else:
+        version = h.record(text, action="start", who="vigil run", why=str(pipeline))
+        if cur is not None:
+            err.print(f"config {version} from {pipeline} (it differs from {cur[0]}, in force before; "
+                      f"see `vigil apply {pipeline} --history`)")  # fmt: skip
+    runner.control = LiveControl(h, spec, version, base_dir=str(pipeline.resolve().parent))
+    return lambda: [c() for c in cleanups]
+
+
 def _dump_stacks_on_sigusr1() -> None:
     """`kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck pipeline is doing."""
     import faulthandler
     import signal
 
     if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (ValueError, OSError, AttributeError):  # stderr without a file descriptor (embedded, test runners)
+            pass
 
 
 def main() -> None:  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,8 +21,13 @@ def _line(st: Any) -> Table:
     return t
 
 
-def run_with_view(pipeline: Any, *, out_dir: str, quiet: bool, console: Console) -> Any:
-    """Run on the embedded runtime; Ctrl-C stops after the current batch and flushes outputs."""
+def run_with_view(pipeline: Any, *, out_dir: str, quiet: bool, console: Console,
+                  attach: Callable[[Any], Callable[[], None] | None] | None = None) -> Any:  # fmt: skip
+    """Run on the embedded runtime; Ctrl-C stops after the current batch and flushes outputs.
+
+    ``attach(runner)`` is called before the run to hook things onto the runner (metrics, live
+    reconfiguration, the console); it may return a cleanup, called after the run whatever happens.
+    """
     from vigil.engine.runner import EmbeddedRunner
 
     live = None if quiet else Live(console=console, refresh_per_second=8)
@@ -31,6 +37,7 @@ def run_with_view(pipeline: Any, *, out_dir: str, quiet: bool, console: Console)
             live.update(_line(st))
 
     runner = EmbeddedRunner(pipeline, progress=on_progress, out_dir=out_dir)
+    cleanup = attach(runner) if attach is not None else None
     try:
         if live is not None:
             with live:
@@ -41,6 +48,9 @@ def run_with_view(pipeline: Any, *, out_dir: str, quiet: bool, console: Console)
         runner.stop()
         console.print("[yellow]stopped[/]")
         raise
+    finally:
+        if cleanup is not None:
+            cleanup()
     console.print(
         f"done: {st.events_in:,} events in {st.elapsed_s:.1f}s ({st.events_per_s:,.0f}/s), {st.alerts:,} alerts, "
         f"{st.late_events:,} late, {st.dead_letters:,} dead letters"

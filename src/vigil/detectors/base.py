@@ -109,6 +109,9 @@ class BaseDetector:
 
     kind: ClassVar[str] = "detector"
     state_version: ClassVar[int] = 1
+    #: params that can change on a running pipeline (``vigil apply``) keeping the state: they only decide what
+    #: is flagged or when a key is ready, never how the state is laid out or updated.
+    live_params: ClassVar[frozenset[str]] = frozenset({"threshold", "min_count"})
     fields: tuple[str, ...] = ()
     threshold: float = math.inf
 

@@ -62,6 +62,7 @@ class ThresholdRule(BaseDetector):
     """
 
     kind: ClassVar[str] = "threshold_rule"
+    live_params: ClassVar[frozenset[str]] = frozenset({"above", "below"})
     state_version: ClassVar[int] = 1
 
     def __init__(self, *, field: str = "value", above: float | None = None, below: float | None = None) -> None:

@@ -68,6 +68,7 @@ class VelocityRule(BaseDetector):
     """
 
     kind: ClassVar[str] = "velocity"
+    live_params: ClassVar[frozenset[str]] = frozenset({"max_count"})
     state_version: ClassVar[int] = 1
 
     def __init__(self, *, window: str | int = "60s", max_count: int = 5) -> None:

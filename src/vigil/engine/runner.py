@@ -143,6 +143,7 @@ class EmbeddedRunner:
         self._readers: dict[str, Any] = {}
         self.restored_from: str | None = None
         self.metrics: Any = None  # a vigil.ops.metrics.PipelineMetrics sets itself here (per-batch hooks)
+        self.control: Any = None  # a vigil.control.LiveControl applies new config versions between batches
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (e.g. on Ctrl-C); outputs are flushed."""
@@ -362,6 +363,8 @@ class EmbeddedRunner:
                     own = self.metrics.tick()
                     for sink in self.p.alert_sinks:
                         self._emit(sink, own)
+                if self.control is not None:  # live reconfiguration (vigil apply), between two batches
+                    self.control.poll(self)
                 if self._error is not None:
                     break
                 if self.store is not None and time.perf_counter() >= next_checkpoint:
