@@ -113,6 +113,8 @@ class AlertStore:
                 raise StateError(f"alert store {self.path} has schema version {version}, newer than this Vigil's "
                                  f"{SCHEMA_VERSION} (hint: upgrade Vigil, or point --db at another file)")  # fmt: skip
             self._db.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a commit survives a process crash without an fsync each (power loss may lose the last)
+            self._db.execute("PRAGMA synchronous = NORMAL")
             if version < SCHEMA_VERSION:
                 self._db.executescript(_SCHEMA + _TRIGGERS + f"\nPRAGMA user_version = {SCHEMA_VERSION};")
         except sqlite3.DatabaseError as exc:

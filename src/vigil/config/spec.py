@@ -201,6 +201,7 @@ class PipelineSpec(_Model):
     scores: SinkSpec | None = None
     late: SinkSpec | None = None
     dead_letters: SinkSpec | None = None
+    alerting: dict[str, Any] | None = None  # the alert manager's policy (vigil.alerting.policy), validated at build
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -303,6 +304,12 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
             p.window(st.name, _assigner(st.window, st.name), field=st.field, to=_sink(st.to, base_dir, ctx),
                      allowed_lateness=st.allowed_lateness, emit=st.emit)  # fmt: skip
     p.alerts_to(*[_sink(s, base_dir, ctx) for s in spec.alerts])
+    if spec.alerting is not None:
+        from vigil.alerting.runtime import ManagedAlerts
+
+        store = spec.alerting.get("store")
+        p.alerts_to(ManagedAlerts(spec.alerting, pipeline=spec.name,
+                                  store_path=_path(store, base_dir) if store else None))  # fmt: skip
     if spec.scores:
         p.scores_to(_sink(spec.scores, base_dir, ctx))
     if spec.late:

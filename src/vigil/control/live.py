@@ -3,7 +3,8 @@
 A change is *live* when it keeps every key's state meaningful: a detector's threshold or warm-up
 (``live_params`` of its class, e.g. ``threshold``, ``min_count``; a velocity rule's ``max_count``), a step's
 ``severity``, the server pipeline's voting and thresholds (``k``, ``threshold``, ``per_metric``,
-``persist_windows``, ``rearm_windows``, ``model_threshold``). Anything that lays state out differently (a
+``persist_windows``, ``rearm_windows``, ``model_threshold``), and the ``alerting:`` policy (routes, grouping,
+inhibition, silencing matchers, receivers; open alerts and groups are kept). Anything that lays state out differently (a
 window size, the metrics joined, the source, the steps themselves) is refused with the step, field and
 value named, and the hint to restart with the new file.
 
@@ -50,6 +51,7 @@ class LivePlan:
     detectors: dict[str, Any] = field(default_factory=dict)  # step -> new detector (state not yet moved)
     operators: dict[str, Any] = field(default_factory=dict)  # step -> new servers operator
     severity: dict[str, str] = field(default_factory=dict)
+    alerting: dict[str, Any] | None = None  # the new alert policy, when it changed
 
     @property
     def ok(self) -> bool:
@@ -67,7 +69,16 @@ def plan_changes(old: PipelineSpec, new: PipelineSpec, base_dir: str = ".") -> L
     from vigil.detectors import registry
 
     plan = LivePlan()
-    a, b = old.model_dump(exclude={"steps"}), new.model_dump(exclude={"steps"})
+    a, b = old.model_dump(exclude={"steps", "alerting"}), new.model_dump(exclude={"steps", "alerting"})
+    if old.alerting != new.alerting:
+        from vigil.alerting.runtime import _policy
+
+        try:
+            _policy(new.alerting)
+            plan.alerting = dict(new.alerting or {})
+            plan.changes.append("alerting: the alert policy (routes, grouping, inhibition, receivers) is replaced")
+        except ConfigError as exc:
+            plan.problems.append(str(exc))
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             plan.problems.append(f"`{key}` can't change on a running pipeline; restart with the new file")
@@ -127,6 +138,10 @@ def apply_plan(runner: Any, plan: LivePlan) -> None:
     """Apply a live plan to a runner (engine thread, between batches): state moves into the new objects."""
     from vigil.engine.pipeline import ApplyStep, DetectStep
 
+    if plan.alerting is not None:
+        for sink in runner.p.alert_sinks:
+            if callable(getattr(sink, "set_policy", None)):
+                sink.set_policy(plan.alerting)
     for step in runner.p.steps:
         if isinstance(step, DetectStep):
             new = plan.detectors.get(step.name)

@@ -127,6 +127,9 @@ class EmbeddedRunner:
                     raise ConfigError("can't be checkpointed: its operator has no snapshot()/restore()",
                                       step=step.name, field="op", value=type(step.op).__name__)  # fmt: skip
         self._healthy: dict[str, bool] = {}  # step -> was its model healthy at the last look
+        # alert sinks that resolve alerts in event time get the watermark behind the alerts it follows
+        self._wm_sinks = [s for s in pipeline.alert_sinks if getattr(s, "wants_watermarks", False)]
+        self._marked_wm = NO_WATERMARK
         base = os.path.join(out_dir, pipeline.name)
         self.late_sink = pipeline.late_sink or _FileOnFirstWrite(os.path.join(base, "late.jsonl"))
         self.dead_sink = pipeline.dead_letter_sink or _FileOnFirstWrite(os.path.join(base, "dead_letters.jsonl"))
@@ -417,6 +420,7 @@ class EmbeddedRunner:
         wm = self.watermarks.on_idle(self.now_ns() // 1_000_000, self._backlog)
         if wm > before:
             self._advance(wm)
+            self._mark_watermark()
 
     def _process(self, part: str, recs: Any) -> None:
         st = self.stats
@@ -481,6 +485,7 @@ class EmbeddedRunner:
             tap(batch, keys, verdicts)
         self._advance(self.watermarks.watermark)
         self._check_health()
+        self._mark_watermark()
 
     def _watermarks(self, part: str, recs: Any, ts: np.ndarray) -> np.ndarray:
         """The watermark before each row.
@@ -525,6 +530,15 @@ class EmbeddedRunner:
                 for step in self.p.steps:
                     if isinstance(step, ApplyStep) and callable(getattr(step.op, "reset_slots", None)):
                         step.op.reset_slots(freed)
+
+    def _mark_watermark(self) -> None:
+        wm = self.watermarks.watermark
+        if self._wm_sinks and wm > self._marked_wm and wm != MAX_WATERMARK:
+            self._marked_wm = wm
+            from vigil.alerting.runtime import WatermarkMark
+
+            for sink in self._wm_sinks:
+                self._emit(sink, [WatermarkMark(wm)])
 
     def _check_health(self) -> None:
         """Raise a "model unhealthy" alert when a step's served model falls back, and a notice when it recovers.
