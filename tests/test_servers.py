@@ -111,6 +111,20 @@ def test_k_of_n_votes_persistence_and_rearm() -> None:
         KOfN(4, 3)
 
 
+def test_one_sided_metric_votes_only_in_its_direction() -> None:
+    # disk_used (a fill rate) votes only when it rises: the nightly log rotation (a large negative rate) does not
+    cols = simulate_fleet(FleetSpec(hosts=8, days=1.0, seed=4))
+    j = ServerConfig().metrics.index("disk_used")
+    up = run_server_pipeline(cols, ServerConfig(window_s=60)).windows
+    both = run_server_pipeline(cols, ServerConfig(window_s=60, per_metric={"disk_used": {"threshold": 6.0}})).windows
+    drops = both.flag[:, j] & (both.z[:, j] < 0)
+    assert drops.any()  # rotations flag two-sided
+    assert not (up.flag[:, j] & (up.z[:, j] < 0)).any() and not up.flag[drops, j].any()
+    assert np.array_equal(up.z[:, j], both.z[:, j])  # the detector itself is unchanged
+    with pytest.raises(ValueError, match="direction"):
+        ServerConfig(per_metric={"disk_used": {"direction": 2}})
+
+
 def test_simulator_is_deterministic_and_labels_incidents() -> None:
     spec = FleetSpec(hosts=6, days=0.5, seed=9)
     a, b = simulate_fleet(spec), simulate_fleet(spec)

@@ -15,15 +15,21 @@ from vigil.eventtime.watermarks import MAX_WATERMARK, BoundedOutOfOrderness
 from vigil.io.generators.fleet import METRICS
 
 DEFAULT_PER_METRIC: dict[str, dict[str, float]] = {
-    # memory is steady and leaks are slow: a baseline much longer than a leak, so the ramp is not learned
-    "mem": {"halflife": 120.0},
+    # memory is steady and leaks are slow: a baseline much longer than a leak, and a lower bar, so a leak is
+    # flagged early (then, protected, no longer learned) instead of its ramp being learned (batch jobs leave
+    # memory alone, so the lower bar costs few single flags)
+    "mem": {"halflife": 120.0, "threshold": 3.5},
     # in and out traffic move together (one excursion would be two votes): a higher bar for each
     "net_in": {"threshold": 6.0},
     "net_out": {"threshold": 6.0},
-    # the fill rate is noisy window to window; real fills are far beyond it
-    "disk_used": {"threshold": 6.0},
+    # swapping (memory leak) and a filling writer set in over minutes: a lower bar flags the ramp before the
+    # baseline learns it
+    "disk_io": {"threshold": 4.0},
+    # the fill rate is noisy window to window; real fills are far beyond it. Only a faster fill votes: usage
+    # dropping (log rotation, clean-up) is by design
+    "disk_used": {"threshold": 6.0, "direction": 1},
     # steal from a noisy neighbour is moderate: a lower bar (k-of-n absorbs the extra single flags)
-    "cpu": {"threshold": 4.0},
+    "cpu": {"threshold": 3.5},
 }
 
 
@@ -42,7 +48,9 @@ class ServerConfig:
         halflife: EW half-life (windows) / robust window length (windows x 4).
         min_count: windows of history a host needs before a metric is scored.
         per_metric: per-metric overrides of ``threshold``/``halflife``/``min_count``, e.g.
-            ``{"cpu": {"threshold": 6}}``; ``None``: :data:`DEFAULT_PER_METRIC` (for the metrics present).
+            ``{"cpu": {"threshold": 6}}``, and ``direction``: ``1`` when only a rise votes (``z > 0``), ``-1``
+            when only a fall does, ``0`` (default) both; ``None``: :data:`DEFAULT_PER_METRIC` (for the
+            metrics present).
         rate_metrics: metrics scored on their change per window (``delta``) instead of their level: gauges that
             trend and step by design (disk usage grows, then log rotation drops it), where what is anomalous
             is the fill *rate*; ``None``: ``("disk_used",)`` when present.
@@ -87,6 +95,9 @@ class ServerConfig:
             raise ValueError(
                 f"`per_metric`/`rate_metrics` name unknown metrics {unknown}; metrics are {list(self.metrics)}"
             )
+        bad_dir = {m: p["direction"] for m, p in self.per_metric.items() if p.get("direction", 0) not in (-1, 0, 1)}
+        if bad_dir:
+            raise ValueError(f"`per_metric` direction must be -1, 0 or 1; got {bad_dir}")
         n = len(self.metrics) + int(self.model_votes)
         if not 1 <= self.k <= n:
             raise ValueError(f"`k` must be in 1..{n} (the number of voters); got {self.k!r}")
@@ -170,6 +181,7 @@ class ServerPipeline:
                                     carry_windows=cfg.carry_windows)  # fmt: skip
         self.detectors = [cfg.make_detector(m) for m in cfg.metrics]
         self._rate = [m in (cfg.rate_metrics or ()) for m in cfg.metrics]
+        self._direction = [int((cfg.per_metric or {}).get(m, {}).get("direction", 0)) for m in cfg.metrics]
         self.model: Any = None
         if isinstance(model, dict):
             from vigil.detectors import IsolationForestDetector
@@ -239,6 +251,8 @@ class ServerPipeline:
             v = det.process_many(jw.slot, jw.end_ms, {"value": x})
             z[:, j] = v.stats["z"] if "z" in v.stats else v.score
             cal[:, j], flag[:, j], ready[:, j] = v.calibrated, v.flag, v.ready
+            if self._direction[j]:  # one-sided: a deviation the other way does not vote
+                flag[:, j] &= np.sign(z[:, j]) == self._direction[j]
         ms, mc, mf = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
         if self.model is not None and n:
             zc = np.clip(z, -cfg.z_clip, cfg.z_clip)
