@@ -152,13 +152,13 @@ class ManagedAlerts:
                 for it in items:
                     if isinstance(it, WatermarkMark):
                         if alerts:
-                            self.manager.ingest(alerts)
+                            self._ingest(alerts)
                             alerts = []
                         self.manager.advance(it.watermark_ms)
                     elif isinstance(it, Alert):
                         alerts.append(it)
                 if alerts:
-                    self.manager.ingest(alerts)
+                    self._ingest(alerts)
         self._deliver(notes)
 
     def _take_event_time(self, items: list[Any], notes: list[Any]) -> None:
@@ -169,11 +169,40 @@ class ManagedAlerts:
         alerts = sorted((it for it in items if isinstance(it, Alert)), key=lambda a: a.event_ts_ms)
         for a in alerts:
             self._run_until(a.event_ts_ms, notes)
-            self.manager.ingest([a], now_ms=max(self._event_ms, a.event_ts_ms))
+            self._ingest([a], now_ms=max(self._event_ms, a.event_ts_ms))
         marks = [it.watermark_ms for it in items if isinstance(it, WatermarkMark)]
         if marks:
             self._run_until(max(marks), notes)
             self.manager.advance(max(marks))
+
+    def _ingest(self, alerts: list[Alert], now_ms: int | None = None) -> None:
+        """Firing observations, and the revisions late data made (``stats["revision"]``).
+
+        A retraction or a revision changes the logical alert it names; an alert raised late is a new
+        observation like any other.
+        """
+        from vigil.alerting.manager import labels_of
+        from vigil.alerting.notification import fingerprint
+
+        plain: list[Alert] = []
+        for a in alerts:
+            rev = a.stats.get("revision") if isinstance(a.stats, dict) else None
+            action = rev.get("action") if isinstance(rev, dict) else None
+            if action in ("retracted", "revised"):
+                if plain:
+                    self.manager.ingest(plain, now_ms)
+                    plain = []
+                fp = fingerprint(labels_of(a, self.pipeline))
+                if fp not in self.manager._entries:
+                    continue  # never told: nothing to take back or update
+                if action == "retracted":
+                    self.manager.retract(fp, a.event_ts_ms, str(rev.get("why", "late data")))
+                else:
+                    self.manager.revise(a, now_ms)
+            else:
+                plain.append(a)
+        if plain:
+            self.manager.ingest(plain, now_ms)
 
     def _run_until(self, t: int, notes: list[Any]) -> None:
         """Run the manager's timers (group flushes, resolutions) due up to event time ``t``, in order."""

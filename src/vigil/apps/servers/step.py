@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from vigil.apps.servers.pipeline import ServerConfig, ServerPipeline, WindowVerdicts
+from vigil.apps.servers.revise import WindowRevisions
 
 __all__ = ["ServerStep"]
 
@@ -67,12 +68,15 @@ class ServerStep:
         metric_aliases: source metric name -> pipeline metric, e.g. ``{"cpu.usage_active": "cpu"}`` for what
             a collector calls it (Influx/Telegraf decoders name metrics ``measurement.field``).
         emit_windows: also send every scored window (host, window, metric means, votes) to the step's sink.
+        revise_windows: late samples for the last this many scored windows revise them (the alert is updated,
+            raised late or retracted: :mod:`vigil.apps.servers.revise`) instead of going to the late output;
+            0 turns revisions off.
     """
 
     def __init__(self, config: ServerConfig | None = None, *, model: Any = None, registry: str | None = None,
                  model_name: str | None = None, check_interval_s: float = 5.0, value_field: str = "value",
                  metric_field: str = "metric", metric_aliases: dict[str, str] | None = None,
-                 emit_windows: bool = True) -> None:  # fmt: skip
+                 emit_windows: bool = True, revise_windows: int = 6) -> None:  # fmt: skip
         cfg = config or ServerConfig()
         if (registry is None) != (model_name is None):
             raise ValueError("`registry` and `model_name` go together")
@@ -95,6 +99,9 @@ class ServerStep:
         self._codes.update({a: self._codes[m] for a, m in self.metric_aliases.items()})
         self.samples = 0
         self.windows = 0
+        if revise_windows < 0:
+            raise ValueError(f"`revise_windows` must be >= 0; got {revise_windows!r}")
+        self.revisions = WindowRevisions(revise_windows, cfg.window_ms)
 
     def bind(self, keys_of: Callable[[np.ndarray], Any]) -> None:
         """Called by the engine: how to name a key slot (host) in alerts."""
@@ -113,15 +120,26 @@ class ServerStep:
         metric = self._metric_codes(extra[self.metric_field])
         keep = np.flatnonzero(metric >= 0)
         self.samples += len(keep)
-        late = self.pipe.join.add(slots[keep], metric[keep], ts_ms[keep], cols[self.value_field][keep],
-                                  watermarks[keep])  # fmt: skip
-        return keep[late]
+        vals = cols[self.value_field]
+        late = keep[self.pipe.join.add(slots[keep], metric[keep], ts_ms[keep], vals[keep], watermarks[keep])]
+        if len(late):  # samples for windows already scored: revise those still kept, the rest are late
+            taken = self.revisions.fold(slots[late], metric[late], ts_ms[late], vals[late])
+            late = late[~taken]
+        return late
 
     def advance(self, watermark_ms: int) -> list[Any]:
         """Score every window the watermark closed: the fired alerts, then (``emit_windows``) one row per window."""
+        out: list[Any] = self.revisions.rescore(self.pipe, self.pipe.host_names)  # what late samples changed
         v, alerts = self.pipe._score(self.pipe.join.advance(watermark_ms))
         self.windows += len(v)
-        out: list[Any] = list(alerts)
+        if len(v) and self.revisions.horizon:
+            jw, k = v.joined, self.config.k
+            votes = v.flag.sum(axis=1) + (v.model_flag if self.config.model_votes else 0)
+            value = np.where(jw.missing, np.nan, jw.value)
+            severity = ["critical" if f and n >= k + 1 else "warning" if f else ""
+                        for f, n in zip(v.fire.tolist(), votes.tolist(), strict=True)]  # fmt: skip
+            self.revisions.keep(jw.start_ms, jw.slot, value, jw.count, votes, v.alerting, v.fire, severity)
+        out.extend(alerts)
         if self.emit_windows and len(v):
             out.extend(self._rows(v))
         return out
@@ -155,13 +173,15 @@ class ServerStep:
         """What identifies the step's state layout (a checkpoint of other params is not restored)."""
         return {"metrics": list(self.config.metrics), "window_s": self.config.window_s,
                 "detector": self.config.detector, "model": self.pipe.model is not None,
-                "aliases": self.metric_aliases}  # fmt: skip
+                "aliases": self.metric_aliases, "revise_windows": self.revisions.horizon}  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data (see :meth:`ServerPipeline.snapshot`)."""
-        return {"pipe": self.pipe.snapshot(), "samples": self.samples, "windows": self.windows}
+        return {"pipe": self.pipe.snapshot(), "samples": self.samples, "windows": self.windows,
+                "revisions": self.revisions.snapshot()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load :meth:`snapshot` output."""
         self.pipe.restore(state["pipe"])
         self.samples, self.windows = int(state["samples"]), int(state["windows"])
+        self.revisions.restore(state["revisions"])
