@@ -109,6 +109,7 @@ class ManagedAlerts:
         self._started = False
         self.deliveries = {"sent": 0, "failed": 0}
         self.sent_by_reason: dict[str, int] = {}  # notifications made, by reason (new, update, resolved, ...)
+        self.state_listeners: list[Callable[[dict[str, int]], None]] = []  # e.g. metrics: alerts by state
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         if notifiers is None:
@@ -230,9 +231,14 @@ class ManagedAlerts:
                     return
                 if items is not None:
                     self._take(items)
-                if not self._event_clock and self._tick_interval_s is not None and time.monotonic() >= next_tick:
+                if self._tick_interval_s is not None and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self._tick_interval_s
-                    self.tick()
+                    if not self._event_clock:
+                        self.tick()
+                    if self.state_listeners:
+                        states = self.states()
+                        for listen in self.state_listeners:
+                            listen(states)
             except Exception:  # noqa: BLE001 - alerting trouble must never stop the pipeline
                 log.exception("alert manager failed on a batch; going on")
             finally:

@@ -223,6 +223,11 @@ def generate_fleet_cmd(
         _fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
 
 
+from vigil.cli.console import console_cmd  # noqa: E402 - registered here, imported light
+
+app.command("console")(console_cmd)
+
+
 @app.command("apply")
 def apply_(
     pipeline: Annotated[Path, typer.Argument(help="The changed pipeline YAML (same `name` as the running one).")],
@@ -286,6 +291,9 @@ def run(
         "the run goes on without metrics, while a port given here must be free."))] = None,  # fmt: skip
     metrics_host: Annotated[str, typer.Option(
         help="Address of the metrics endpoint (0.0.0.0 to be scraped from outside a container).")] = "127.0.0.1",
+    console: Annotated[bool, typer.Option(help="Serve the web console (127.0.0.1, token-protected) during the run.")
+                       ] = True,
+    console_port: Annotated[int, typer.Option(help="Port of the console; if 8765 is taken, any free port.")] = 8765,
 ) -> None:
     """Run a pipeline on the embedded runtime until its source ends (Ctrl-C stops cleanly).
 
@@ -322,8 +330,10 @@ def run(
             except ConfigError as exc:
                 _fail(exc)
             try:
+                managed = _ensure_alerting(p, out)
                 run_with_view(p, out_dir=str(out), quiet=quiet, console=err,
-                              attach=lambda runner: _attach(runner, pipeline, out, registry))  # fmt: skip
+                              attach=lambda runner, m=managed: _attach(runner, pipeline, out, registry, m,
+                                                                       console_port if console else None))  # fmt: skip
                 return
             except VigilError as exc:
                 if type(exc).__name__ == "TransactionAborted" and attempt < restarts:
@@ -607,17 +617,38 @@ def checkpoint_inspect(
         _fail(exc, 1)
 
 
-def _attach(runner: Any, pipeline: Path, out: Path, registry: Any) -> Any:
-    """What `vigil run` hooks onto its runner: metrics (when served) and live reconfiguration (`vigil apply`)."""
+def _ensure_alerting(p: Any, out: Path) -> Any:
+    """The pipeline's alert manager: its `alerting:` one, or a default.
+
+    The default groups per detector and key and records in `<out>/<pipeline>/alerts.db`, so that every run has
+    an alert lifecycle, `vigil alerts` and the console.
+    """
+    from vigil.alerting.runtime import ManagedAlerts
+
+    for s in p.alert_sinks:
+        if isinstance(s, ManagedAlerts):
+            return s
+    managed = ManagedAlerts({"route": {"group_by": ["alertname", "key"]}}, pipeline=p.name,
+                            store_path=out / p.name / "alerts.db")  # fmt: skip
+    p.alerts_to(managed)
+    return managed
+
+
+def _attach(runner: Any, pipeline: Path, out: Path, registry: Any, managed: Any, console_port: int | None) -> Any:
+    """What `vigil run` hooks onto its runner: metrics, live reconfiguration (`vigil apply`) and the console."""
     from vigil.cli.apply import history_for
     from vigil.config.spec import load_spec
     from vigil.control import LiveControl
 
-    cleanups = []
+    cleanups: list[Any] = []
     if registry is not None:
         from vigil.ops.metrics import PipelineMetrics
 
-        cleanups.append(PipelineMetrics(runner, registry).close)
+        metrics = PipelineMetrics(runner, registry)
+        managed.state_listeners.append(metrics.set_alert_states)
+        cleanups.append(metrics.close)
+    if console_port is not None:
+        cleanups += _start_console(runner, managed, console_port)
     spec = load_spec(str(pipeline))
     h = history_for(spec.name, str(out))
     text = pipeline.read_text(encoding="utf-8")
@@ -631,6 +662,30 @@ def _attach(runner: Any, pipeline: Path, out: Path, registry: Any) -> Any:
                       f"see `vigil apply {pipeline} --history`)")  # fmt: skip
     runner.control = LiveControl(h, spec, version, base_dir=str(pipeline.resolve().parent))
     return lambda: [c() for c in cleanups]
+
+
+def _start_console(runner: Any, managed: Any, port: int) -> list[Any]:
+    """Serve the console beside the run (a recorder tap feeds its live charts); return the cleanups."""
+    from vigil.alerting.store import AlertStore
+    from vigil.cli.console import start_console
+    from vigil.console.recorder import StreamRecorder
+
+    recorder = StreamRecorder()
+    runner.taps = (*runner.taps, recorder)
+    managed.store_path.parent.mkdir(parents=True, exist_ok=True)
+    store = AlertStore(str(managed.store_path))
+    try:
+        handle, _ = start_console(store=store, runner=runner, recorder=recorder, pipeline_name=runner.p.name,
+                                  port=port, console=err)  # fmt: skip
+    except VigilError:
+        try:
+            handle, _ = start_console(store=store, runner=runner, recorder=recorder, pipeline_name=runner.p.name,
+                                      port=0, console=err)  # fmt: skip
+        except VigilError as exc:
+            err.print(f"[yellow]no console[/]: {exc}")
+            store.close()
+            return []
+    return [handle.stop, store.close]
 
 
 def _dump_stacks_on_sigusr1() -> None:
