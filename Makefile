@@ -26,6 +26,7 @@ demo-kafka: setup kafka-up
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 # The local Kafka broker (deploy/kafka) is started first and always stopped afterwards: pass, fail or Ctrl-C.
 test: setup
+	@./deploy/system-deps.sh
 	@trap './deploy/kafka/kafka.sh down || true' EXIT; trap 'exit 130' INT TERM; \
 	  ./deploy/kafka/kafka.sh up || exit 1; \
 	  $(BIN)/python -m pytest -q; rc=$$?; \
