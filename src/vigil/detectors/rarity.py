@@ -17,6 +17,13 @@ A streaming novelty detector built for the Numenta Anomaly Benchmark (NAB) and s
   blocks (per time bucket: among ``n / buckets``), i.e. *"nines"* of a tail probability, on the same scale for every
   key; the overall and the contextual rarity are combined by a maximum (the contextual one weighted by
   ``context_weight``), and the scales by a maximum too (scale ``j`` weighted by ``scale_weights[j]``).
+* **History rarity** (optional, ``history_weight`` ``w > 0``). How seldom the key has produced a rarity this high
+  before: each row that ends a block (after the warm-up) puts its rarity ``r`` into a per-key histogram
+  (``history_bin`` nines wide, 256 bins, the last open-ended), and ``h = -log10((a + history_alpha) / (N + 1))``
+  with ``a`` the count of earlier such rows in ``r``'s bin or above and ``N`` of all of them. The score blends the
+  two, ``(1 - w) r + w h``: in a heavy-tailed key, where rare levels come every few hundred rows, a rare level is
+  routine and ``h`` is low; in a quiet key its first rare level has a high ``h``. It makes keys comparable under one
+  threshold beyond what the repeat penalty (which counts detections only) does.
 * **Detections and suppression.** A row whose score reaches ``threshold`` is a detection; the next ``suppress``
   rows of the key score 0 (one anomaly raises one alert instead of a burst). Each detection also raises the bar
   of later ones: the score is lowered by ``repeat_penalty * log(1 + d)`` with ``d`` the key's (optionally
@@ -42,6 +49,7 @@ from vigil.types import Float64Array, Int32Array, Int64Array
 _BASE = 6  # per-key state columns before the per-scale ones: rows, lo, hi, width, suppression left, detections
 _PER_SCALE = 3  # block sum, block rows, blocks counted
 _MS_PER_HOUR = 3_600_000
+_HIST = 256  # bins of the per-key histogram of block rarities (the last one is open-ended), plus their total
 
 
 @numba.njit(cache=True, inline="always")
@@ -66,8 +74,8 @@ def _smoothed(cnt: Any, k: int, t: int, lv: int, ctx: int, mask: int, smoothing:
 def _rarity_kernel(
     slots: Any, ts: Any, x: Any, warmup: int, bins: float, blocks: Any, scale_w: Any, alpha: float,
     smoothing: float, tail: float, ctx_hours: int, ctx_w: float, threshold: float, suppress: int, penalty: float,
-    decay: float, st: Any, cnt: Any,
-    out_score: Any, out_ready: Any, out_rarity: Any, out_level: Any, out_det: Any,
+    decay: float, h_w: float, h_alpha: float, h_bin: float, st: Any, cnt: Any, hist: Any,
+    out_score: Any, out_ready: Any, out_rarity: Any, out_level: Any, out_det: Any, out_hist: Any,
 ) -> None:  # pragma: no cover - compiled  # fmt: skip
     mask = cnt.shape[2] - 1
     n_ctx = 24 // ctx_hours if ctx_hours > 0 else 1
@@ -79,6 +87,7 @@ def _rarity_kernel(
         out_rarity[i] = 0.0
         out_level[i] = np.nan
         out_det[i] = st[k, 5]
+        out_hist[i] = 0.0
         if not math.isfinite(v):  # missing: neither scored nor learned, the key's clock does not move
             continue
         rows = int(st[k, 0])
@@ -97,6 +106,7 @@ def _rarity_kernel(
         lo = st[k, 1]
         width = st[k, 3]
         raw = 0.0
+        ended = False
         for j in range(blocks.shape[0]):
             c0 = _BASE + _PER_SCALE * j
             st[k, c0] += v
@@ -125,12 +135,23 @@ def _rarity_kernel(
                 cnt[k, 2 * j + 1, _slot(lv, ctx, mask)] += 1
             st[k, c0 + 2] = nb + 1.0
             raw = max(raw, scale_w[j] * max(s, 0.0))
+            ended = True
             if j == 0:
                 out_level[i] = lv
         if rows < warmup:
             continue
         out_ready[i] = True
         out_rarity[i] = raw
+        if h_w > 0.0 and ended:  # rarity of this row's rarity among the key's earlier block-ending rows
+            b = min(int(raw / h_bin), _HIST - 1)
+            above = 0.0
+            for q in range(b, _HIST):
+                above += hist[k, q]
+            hr = -math.log10((above + h_alpha) / (hist[k, _HIST] + 1.0))
+            hist[k, b] += 1.0
+            hist[k, _HIST] += 1.0
+            out_hist[i] = hr
+            raw = (1.0 - h_w) * raw + h_w * hr
         d = st[k, 5]
         o = raw - penalty * math.log1p(d)
         st[k, 5] = d * decay
@@ -163,15 +184,20 @@ class LevelRarity(BaseDetector):
         repeat_penalty: the score is lowered by ``repeat_penalty * log(1 + earlier detections)``.
         repeat_halflife: half-life in rows of the detection count (0: never forgets).
         table_bits: log2 of the hashed count table size per key, scale and table.
+        history_weight: weight ``w`` of the history rarity in the score ``(1 - w) rarity + w history_rarity``
+            (0: off, today's plain rarity).
+        history_alpha: pseudo-count of the history rarity (caps it at ``log10((N + 1) / history_alpha)``).
+        history_bin: width in nines of the bins of the per-key histogram of block rarities.
 
     Score:
-        rarity in "nines" (``-log10`` of a smoothed frequency) after suppression and the repeat penalty; 0 on rows
-        that end no block. Calibrated: ``score / (1 + score)``, strictly increasing in the score and comparable
-        across keys (never saturates at 1).
+        rarity in "nines" (``-log10`` of a smoothed frequency; blended with the history rarity when
+        ``history_weight > 0``) after suppression and the repeat penalty; 0 on rows that end no block.
+        Calibrated: ``score / (1 + score)``, strictly increasing in the score and comparable across keys (never
+        saturates at 1).
 
     State:
-        per key ``6 + 3 * len(blocks)`` numbers and ``2 * len(blocks)`` tables of ``2**table_bits`` int32 counts
-        (64 KiB per key with the defaults).
+        per key ``6 + 3 * len(blocks)`` numbers, ``2 * len(blocks)`` tables of ``2**table_bits`` int32 counts
+        (64 KiB per key with the defaults) and a histogram of 257 float64 (2 KiB).
 
     Warm-up:
         the first ``warmup`` finite rows of a key are not ready (score 0). NaN and inf are neither scored nor
@@ -188,7 +214,7 @@ class LevelRarity(BaseDetector):
     """
 
     kind: ClassVar[str] = "level_rarity"
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -208,6 +234,9 @@ class LevelRarity(BaseDetector):
         repeat_penalty: float = 0.25,
         repeat_halflife: float = 0.0,
         table_bits: int = 12,
+        history_weight: float = 0.0,
+        history_alpha: float = 1.0,
+        history_bin: float = 0.05,
     ) -> None:
         if int(warmup) != warmup or warmup < 2:
             raise ValueError(f"`warmup` must be an int >= 2; got {warmup!r}")
@@ -237,6 +266,12 @@ class LevelRarity(BaseDetector):
             raise ValueError(f"`repeat_halflife` must be >= 0 rows (0: never forget); got {repeat_halflife!r}")
         if int(table_bits) != table_bits or not 4 <= table_bits <= 20:
             raise ValueError(f"`table_bits` must be an int in [4, 20]; got {table_bits!r}")
+        if not 0 <= history_weight <= 1:
+            raise ValueError(f"`history_weight` must be in [0, 1]; got {history_weight!r}")
+        if not history_alpha > 0:
+            raise ValueError(f"`history_alpha` must be > 0; got {history_alpha!r}")
+        if not history_bin > 0:
+            raise ValueError(f"`history_bin` must be > 0; got {history_bin!r}")
         self.field = field
         self.warmup = int(warmup)
         self.bins = float(bins)
@@ -252,12 +287,16 @@ class LevelRarity(BaseDetector):
         self.repeat_penalty = float(repeat_penalty)
         self.repeat_halflife = float(repeat_halflife)
         self.table_bits = int(table_bits)
+        self.history_weight = float(history_weight)
+        self.history_alpha = float(history_alpha)
+        self.history_bin = float(history_bin)
         self.fields = (field,)
         self._blocks = np.array(blocks, np.float64)
         self._scale_w = np.array(scale_weights, np.float64)
         self._decay = 2.0 ** (-1.0 / self.repeat_halflife) if self.repeat_halflife > 0 else 1.0
         self.st = np.zeros((0, _BASE + _PER_SCALE * len(blocks)), np.float64)
         self.cnt = np.zeros((0, 2 * len(blocks), 1 << self.table_bits), np.int32)
+        self.hist = np.zeros((0, _HIST + 1), np.float64)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -266,7 +305,8 @@ class LevelRarity(BaseDetector):
             "tail_compression": self.tail_compression,
             "context_hours": self.context_hours, "context_weight": self.context_weight, "threshold": self.threshold,
             "suppress": self.suppress, "repeat_penalty": self.repeat_penalty, "repeat_halflife": self.repeat_halflife,
-            "table_bits": self.table_bits,
+            "table_bits": self.table_bits, "history_weight": self.history_weight,
+            "history_alpha": self.history_alpha, "history_bin": self.history_bin,
         }  # fmt: skip
 
     @classmethod
@@ -276,6 +316,8 @@ class LevelRarity(BaseDetector):
              "table_bits": 8},
             {"warmup": 30, "bins": 8, "blocks": [1, 3], "scale_weights": [1.0, 0.9], "context_hours": 6,
              "suppress": 2, "repeat_halflife": 50, "table_bits": 9},
+            {"warmup": 25, "bins": 8, "blocks": [2, 1], "scale_weights": [1.0, 0.9], "context_hours": 4,
+             "suppress": 4, "table_bits": 8, "history_weight": 0.3, "history_alpha": 1.0, "history_bin": 0.1},
         ]  # fmt: skip
 
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
@@ -285,16 +327,18 @@ class LevelRarity(BaseDetector):
             top = int(slots.max()) + 1
             self.st = grow_rows(self.st, top)
             self.cnt = grow_rows(self.cnt, top)
-        score, rarity, level, det = (np.empty(m, np.float64) for _ in range(4))
+            self.hist = grow_rows(self.hist, top)
+        score, rarity, level, det, hrar = (np.empty(m, np.float64) for _ in range(5))
         ready = np.empty(m, np.bool_)
         _rarity_kernel(
             slots, np.asarray(ts_ms, np.int64), x, self.warmup, self.bins, self._blocks, self._scale_w, self.alpha,
             self.smoothing, self.tail_compression, self.context_hours, self.context_weight, self.threshold,
-            self.suppress, self.repeat_penalty, self._decay, self.st, self.cnt, score, ready, rarity, level, det,
+            self.suppress, self.repeat_penalty, self._decay, self.history_weight, self.history_alpha, self.history_bin,
+            self.st, self.cnt, self.hist, score, ready, rarity, level, det, hrar,
         )  # fmt: skip
         flag = ready & (score >= self.threshold)
         cal = score / (1.0 + score)
-        stats = {"value": x, "rarity": rarity, "level": level, "detections": det}
+        stats = {"value": x, "rarity": rarity, "history_rarity": hrar, "level": level, "detections": det}
         return Verdicts(score, cal, flag, flag.copy(), ready, stats)
 
     def describe(self, stats: dict[str, Any]) -> str:
@@ -309,10 +353,12 @@ class LevelRarity(BaseDetector):
         slots = slots[(slots >= 0) & (slots < self.st.shape[0])]
         self.st[slots] = 0.0
         self.cnt[slots] = 0
+        self.hist[slots] = 0.0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"st": self.st.copy(), "cnt": self.cnt.copy()}
+        return {"st": self.st.copy(), "cnt": self.cnt.copy(), "hist": self.hist.copy()}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.st = np.array(state["st"], np.float64).reshape(-1, _BASE + _PER_SCALE * len(self.blocks))
         self.cnt = np.array(state["cnt"], np.int32).reshape(-1, 2 * len(self.blocks), 1 << self.table_bits)
+        self.hist = np.array(state["hist"], np.float64).reshape(-1, _HIST + 1)
