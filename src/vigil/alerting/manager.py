@@ -33,21 +33,23 @@ Examples:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vigil.alerting.alert import Alert
-from vigil.alerting.notification import Notification, NotifiedAlert, Notifier, fingerprint
-from vigil.alerting.policy import AlertPolicy, Matcher, matches_all, parse_matchers
+from vigil.alerting.dispatch import DeliveryReport, Dispatcher
+from vigil.alerting.model import AlertState, _Entry, _Group, _told_current, _wall_ms, idempotency_key, labels_of
+from vigil.alerting.mutes import MuteMixin
+from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
+from vigil.alerting.policy import AlertPolicy, parse_matchers
 from vigil.alerting.store import AlertStore, to_json
-from vigil.errors import ConfigError, NotifyError, SnapshotError, StateError
+from vigil.errors import SnapshotError, StateError
+
+__all__ = ["COUNTERS", "HISTORY_LIMIT", "AlertManager", "AlertState", "DeliveryReport", "Dispatcher", "idempotency_key",
+           "labels_of"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -58,122 +60,10 @@ _REASONS = ("retracted", "revised", "update", "resolved")  # which reason a batc
 _KIND, _VERSION = "alert_manager", 1
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def labels_of(alert: Alert, pipeline: str = "") -> dict[str, str]:
-    """An alert's identifying labels (string values only; the core labels win over detector labels).
-
-    Examples:
-        >>> a = Alert("a1", "u1", "e1", "amount_z", 5.0, 3.0, 0, 0, stats={"labels": {"region": "eu", "n": 3}})
-        >>> labels_of(a, "fraud")
-        {'region': 'eu', 'alertname': 'amount_z', 'key': 'u1', 'severity': 'warning', 'pipeline': 'fraud'}
-    """
-    extra = alert.stats.get("labels") if isinstance(alert.stats, dict) else None
-    labels = {str(k): v for k, v in extra.items() if isinstance(v, str)} if isinstance(extra, dict) else {}
-    labels.update(alertname=alert.detector, key=alert.key, severity=alert.severity)
-    if pipeline:
-        labels["pipeline"] = pipeline
-    return labels
-
-
-def idempotency_key(group_key: str, reason: str, alerts: Iterable[tuple[str, str, int, int]], seq: int = 0) -> str:
-    """32 hex chars from group key, reason, sorted (fingerprint, status, revision, starts_at_ms) and repeat number.
-
-    Examples:
-        >>> idempotency_key("g", "new", [("b", "firing", 1, 5), ("a", "firing", 1, 3)]) == idempotency_key(
-        ...     "g", "new", [("a", "firing", 1, 3), ("b", "firing", 1, 5)])
-        True
-    """
-    h = hashlib.blake2b(f"{group_key}\x1e{reason}\x1e{seq}".encode(), digest_size=16)
-    for fp, status, revision, starts in sorted(alerts):
-        h.update(f"\x1e{fp}\x1f{status}\x1f{revision}\x1f{starts}".encode())
-    return h.hexdigest()
-
-
-def _told_current(told: list[Any], state: list[Any]) -> bool:
-    """Whether what a group last told about an alert is still true.
-
-    A resolved alert is resolved whichever episode: a flap, or an unseen re-fire that ended again, is nothing new
-    to a receiver.
-    """
-    return told == state if state[0] == "firing" else told[0] == state[0] and told[1] == state[1]
-
-
-@dataclass
-class _Entry:
-    """One logical alert (internal, mutable)."""
-
-    fingerprint: str
-    labels: dict[str, str]
-    status: str
-    revision: int
-    starts_at_ms: int
-    ends_at_ms: int | None
-    observations: int
-    last: Alert
-    last_event_ts_ms: int
-    group_keys: list[str]
-    receivers: list[str]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    flips: list[int] = field(default_factory=list)
-    flapping: bool = False
-    note: str = ""
-    sent: dict[str, list[Any]] = field(default_factory=dict)  # group key -> [status, revision, start] last told
-
-    def state(self) -> list[Any]:
-        return [self.status, self.revision, self.starts_at_ms]
-
-
-@dataclass
-class _Group:
-    """One aggregation group of one route (internal, mutable)."""
-
-    key: str
-    receiver: str
-    labels: dict[str, str]
-    wait_ms: int
-    interval_ms: int
-    repeat_ms: int
-    next_flush_ms: int
-    members: set[str] = field(default_factory=set)
-    has_sent: bool = False
-    last_sent_ms: int | None = None
-    repeat_seq: int = 0
-
-
-@dataclass
-class AlertState:
-    """A logical alert as the console and CLI see it.
-
-    ``history`` items are ``{revision, status, alert, reason, at_ms}`` (plus ``note`` for a retraction);
-    ``at_ms`` is event time for fired/resolved, the given time for retracted, processing time for revised.
-    """
-
-    fingerprint: str
-    labels: dict[str, str]
-    status: str
-    revision: int
-    starts_at_ms: int
-    ends_at_ms: int | None
-    observations: int
-    last: dict[str, Any]
-    silenced_by: list[str]
-    inhibited_by: list[str]
-    acked: dict[str, Any] | None
-    flapping: bool
-    history: list[dict[str, Any]]
-    group_key: str
-    receivers: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return asdict(self)
-
-
-class AlertManager:
+class AlertManager(MuteMixin):
     """Groups, de-duplicates, mutes and routes alerts into notifications (see the module docstring).
+
+    Silences, acks and inhibition come from :class:`~vigil.alerting.mutes.MuteMixin`.
 
     Args:
         policy: an :class:`AlertPolicy`, or a mapping validated into one.
@@ -194,21 +84,12 @@ class AlertManager:
         self._entries: dict[str, _Entry] = {}
         self._groups: dict[str, _Group] = {}
         self._event_now_ms: int | None = None
-        self._silences: dict[str, dict[str, Any]] = {}
-        self._silence_matchers: dict[str, tuple[Matcher, ...]] = {}
-        self._acks: dict[str, dict[str, Any]] = {}
-        # inhibit rules as plain tuples: the hot path shouldn't go through pydantic attribute access
-        self._rules = [(tuple(Matcher.parse(t) for t in r.source_matchers),
-                        tuple(Matcher.parse(t) for t in r.target_matchers), tuple(r.equal))
-                       for r in self.policy.inhibit_rules]  # fmt: skip
+        self._init_mutes()
         self._reset_caches()
 
     def _reset_caches(self) -> None:
         """Derived state: rebuilt from entries on init and restore, never snapshotted."""
-        self._mute_version = -1
-        self._rule_keys: dict[str, tuple[list[tuple[int, tuple[str, ...]]], list[tuple[int, tuple[str, ...]]]]] = {}
-        self._sources: list[dict[tuple[str, ...], set[str]]] = [{} for _ in self._rules]  # firing inhibitors
-        self._sil_cache: dict[str, list[str]] = {}  # fingerprint -> ids of silences whose matchers match it
+        self._reset_mute_caches()
         self._last_dicts: dict[str, tuple[Alert, dict[str, Any]]] = {}  # the latest Alert as a dict, made once
         self._flapping = {fp for fp, e in self._entries.items() if e.flapping}
         for e in self._entries.values():
@@ -374,128 +255,6 @@ class AlertManager:
             self._last_dicts.pop(fp, None)
         self._next_gc_ms = watermark_ms + max(keep // 4, 1)
 
-    # -- silences, acks, inhibition ---------------------------------------------------------------------------
-
-    def add_silence(self, matchers: list[str], *, starts_ms: int | None = None, ends_ms: int, created_by: str,
-                    comment: str) -> str:  # fmt: skip
-        """Mute alerts matching every matcher from ``starts_ms`` (default now) until ``ends_ms``; returns the id."""
-        parsed = parse_matchers(list(matchers))
-        if not parsed:
-            raise ConfigError("needs at least one matcher (a silence of everything is not allowed)", field="matchers")
-        now = self.clock()
-        starts = now if starts_ms is None else starts_ms
-        if ends_ms <= starts:
-            raise ConfigError("must be after the start", field="ends_ms", value=ends_ms, hint=f"starts at {starts}")
-        if self.store is not None:
-            sid = self.store.add_silence(list(matchers), starts_ms=starts, ends_ms=ends_ms, created_by=created_by,
-                                         comment=comment, now_ms=now)  # fmt: skip
-            self._mute_version = -1
-            return sid
-        sid = secrets.token_hex(6)
-        self._silences[sid] = {"id": sid, "matchers": list(matchers), "starts_ms": starts, "ends_ms": ends_ms,
-                               "created_by": created_by, "comment": comment, "created_ms": now, "expired_ms": None}
-        self._silence_matchers[sid] = parsed
-        self._sil_cache.clear()
-        return sid
-
-    def expire_silence(self, silence_id: str) -> bool:
-        """End a silence now; False if there is no such unexpired silence."""
-        now = self.clock()
-        if self.store is not None:
-            self._mute_version = -1
-            return self.store.expire_silence(silence_id, now)
-        s = self._silences.get(silence_id)
-        if s is None or s["expired_ms"] is not None:
-            return False
-        s["expired_ms"] = now
-        return True
-
-    def silences(self, active_only: bool = True) -> list[dict[str, Any]]:
-        """Silences as plain dicts (``id, matchers, starts_ms, ends_ms, created_by, comment, ...``)."""
-        self._sync_mutes()
-        now = self.clock()
-        return [dict(s) for s in self._silences.values() if not active_only or self._active(s, now)]
-
-    def ack(self, fingerprint: str, by: str, comment: str = "", now_ms: int | None = None) -> None:
-        """Acknowledge an alert: no ``repeat`` notifications while every firing alert of its group is acked."""
-        now = self.clock() if now_ms is None else now_ms
-        if self.store is not None:
-            self.store.add_ack(fingerprint, by, comment, now)
-            self._mute_version = -1
-        else:
-            self._acks[fingerprint] = {"fingerprint": fingerprint, "by": by, "comment": comment, "at_ms": now}
-
-    def _clear_ack(self, fp: str, now: int) -> None:
-        self._acks.pop(fp, None)
-        if self.store is not None:
-            self.store.clear_acks(fp, now)
-
-    def _sync_mutes(self) -> None:
-        """Reload silences and acks when another process (or we) changed them: one query when nothing did."""
-        if self.store is None:
-            return
-        try:
-            version = self.store.mute_version()
-            if version == self._mute_version:
-                return
-            silences = {s["id"]: s for s in self.store.silences()}
-            acks = {a["fingerprint"]: a for a in self.store.acks()}
-        except StateError as exc:  # keep muting by what we knew
-            log.error("alert store read failed, using the silences and acks read before: %s", exc)
-            return
-        self._silence_matchers = {}
-        for sid, sil in list(silences.items()):
-            try:
-                self._silence_matchers[sid] = tuple(Matcher.parse(t) for t in sil["matchers"])
-            except ValueError:  # written into the db by hand: ignore it rather than stop alerting
-                log.error("silence %s has an invalid matcher in %s; ignored", sid, sil["matchers"])
-                del silences[sid]
-        self._silences, self._acks, self._mute_version = silences, acks, version
-        self._sil_cache.clear()
-
-    @staticmethod
-    def _active(s: dict[str, Any], now: int) -> bool:
-        return s["expired_ms"] is None and s["starts_ms"] <= now < s["ends_ms"]
-
-    def _silenced_by(self, e: _Entry, now: int) -> list[str]:
-        ids = self._sil_cache.get(e.fingerprint)
-        if ids is None:
-            ids = self._sil_cache[e.fingerprint] = [
-                sid for sid, ms in self._silence_matchers.items() if matches_all(ms, e.labels)]
-        return [sid for sid in ids if self._active(self._silences[sid], now)]
-
-    def _keys(self, e: _Entry) -> tuple[list[tuple[int, tuple[str, ...]]], list[tuple[int, tuple[str, ...]]]]:
-        """(rules it can inhibit under, rules it can be inhibited under), each with its ``equal`` values."""
-        keys = self._rule_keys.get(e.fingerprint)
-        if keys is None:
-            src, tgt = [], []
-            for i, (sm, tm, eq) in enumerate(self._rules):
-                values = tuple(e.labels.get(n, "") for n in eq)
-                if matches_all(sm, e.labels):
-                    src.append((i, values))
-                if matches_all(tm, e.labels):
-                    tgt.append((i, values))
-            keys = self._rule_keys[e.fingerprint] = (src, tgt)
-        return keys
-
-    def _index_source(self, e: _Entry) -> None:
-        for i, values in self._keys(e)[0]:
-            bucket = self._sources[i].setdefault(values, set())
-            if e.status == "firing":
-                bucket.add(e.fingerprint)
-            else:
-                bucket.discard(e.fingerprint)
-
-    def _inhibited_by(self, e: _Entry) -> list[str]:
-        out: set[str] = set()
-        for i, values in self._keys(e)[1]:
-            out.update(self._sources[i].get(values, ()))
-        out.discard(e.fingerprint)  # an alert does not inhibit itself
-        return sorted(out)
-
-    def _muted(self, e: _Entry, now: int) -> bool:
-        return bool(self._silenced_by(e, now) or self._inhibited_by(e))
-
     # -- output -----------------------------------------------------------------------------------------------
 
     def tick(self, now_ms: int | None = None) -> list[Notification]:
@@ -657,81 +416,3 @@ class AlertManager:
             self._silence_matchers = {k: parse_matchers(v["matchers"]) for k, v in self._silences.items()}
             self._acks = {a["fingerprint"]: dict(a) for a in s["acks"]}
         self._reset_caches()
-
-
-@dataclass
-class DeliveryReport:
-    """What one :meth:`Dispatcher.deliver` did: sends per notifier, failures (with why), unrouted notifications."""
-
-    sent: int = 0
-    failed: int = 0
-    unrouted: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
-
-
-class Dispatcher:
-    """Hands notifications to the notifiers of their receiver; never raises.
-
-    A :class:`~vigil.errors.NotifyError` (or any other exception: a notifier bug must not stop the pipeline)
-    is counted, logged and recorded in the store's notification log.
-
-    Args:
-        notifiers: receiver name -> the notifiers that deliver to it.
-        store: where the notification log goes (optional).
-        clock: processing time in epoch ms.
-    """
-
-    def __init__(self, notifiers: Mapping[str, list[Notifier]], *, store: AlertStore | None = None,
-                 clock: Callable[[], int] | None = None) -> None:  # fmt: skip
-        self.notifiers = {k: list(v) for k, v in notifiers.items()}
-        self.store = store
-        self.clock = clock or _wall_ms
-        self.totals = {"sent": 0, "failed": 0, "unrouted": 0}
-
-    def deliver(self, notifications: Iterable[Notification]) -> DeliveryReport:
-        """Send each notification to every notifier of its receiver."""
-        report = DeliveryReport()
-        for n in notifications:
-            targets = self.notifiers.get(n.receiver, [])
-            errors = []
-            if not targets:
-                report.unrouted += 1
-                log.warning("no notifier for receiver %r: notification %s not delivered", n.receiver,
-                            n.idempotency_key)  # fmt: skip
-            for notifier in targets:
-                try:
-                    notifier.send(n)
-                    report.sent += 1
-                except Exception as exc:  # noqa: BLE001 - NotifyError expected; anything else is a notifier bug
-                    what = str(exc) if isinstance(exc, NotifyError) else f"{type(exc).__name__}: {exc}"
-                    report.failed += 1
-                    err = {"receiver": n.receiver, "notifier": getattr(notifier, "name", type(notifier).__name__),
-                           "idempotency_key": n.idempotency_key, "error": what}  # fmt: skip
-                    report.errors.append(err)
-                    errors.append(f"{err['notifier']}: {what}")
-                    log.error("notifier %s failed on %s (%s): %s", err["notifier"], n.group_key, n.reason, what)
-            self._record(n, "unrouted" if not targets else "failed" if errors else "delivered", errors)
-        for k in self.totals:
-            self.totals[k] += getattr(report, k)
-        return report
-
-    def _record(self, n: Notification, status: str, errors: list[str]) -> None:
-        if self.store is None:
-            return
-        try:
-            now = self.clock()
-            self.store.record_notification(idempotency_key=n.idempotency_key, receiver=n.receiver,
-                                           group_key=n.group_key, reason=n.reason, status=status,
-                                           created_ms=n.created_ms, delivered_ms=now if status == "delivered" else None,
-                                           error="; ".join(errors) or None)  # fmt: skip
-        except StateError as exc:
-            log.error("could not log notification %s: %s", n.idempotency_key, exc)
-
-    def close(self) -> None:
-        """Close every notifier (errors are logged)."""
-        for targets in self.notifiers.values():
-            for notifier in targets:
-                try:
-                    notifier.close()
-                except Exception as exc:  # noqa: BLE001
-                    log.error("closing notifier %s failed: %s", getattr(notifier, "name", notifier), exc)
