@@ -188,7 +188,8 @@ class ManagedAlerts:
         plain: list[Alert] = []
         for a in alerts:
             rev = a.stats.get("revision") if isinstance(a.stats, dict) else None
-            action = rev.get("action") if isinstance(rev, dict) else None
+            rev = rev if isinstance(rev, dict) else {}
+            action = rev.get("action")
             if action in ("retracted", "revised"):
                 if plain:
                     self.manager.ingest(plain, now_ms)

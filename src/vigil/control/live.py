@@ -109,7 +109,7 @@ def _detector_change(plan: LivePlan, sa: StepSpec, sb: StepSpec, cls: type[Any])
     changed = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
     if not changed:
         return
-    live = getattr(cls, "live_params", frozenset())
+    live: frozenset[str] = getattr(cls, "live_params", frozenset())
     for k in changed:
         if k not in live:
             plan.problems.append(f"step `{sb.name}`: `params.{k}` can't change on a running pipeline (it shapes the "
