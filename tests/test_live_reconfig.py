@@ -120,3 +120,34 @@ def test_apply_without_a_running_pipeline_says_how(tx_file, tmp_path):
     f.write_text(yaml.safe_dump(_doc(tx_file)))
     r = CliRunner().invoke(app, ["apply", str(f), "--out", str(tmp_path / "none")])
     assert r.exit_code == 2 and "vigil run" in r.output
+
+
+def test_console_api_applies_and_rolls_back_live(tx_file, tmp_path):
+    """The console's config API: the same validation and versioning as `vigil apply`."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    from vigil.alerting.store import AlertStore
+    from vigil.console.app import create_app
+    from vigil.console.server import serve_console
+
+    spec = parse_spec(_doc(tx_file))
+    h = ConfigHistory(tmp_path / "config")
+    v1 = h.record(yaml.safe_dump(_doc(tx_file)), action="start")
+    runner = SimpleNamespace(control=LiveControl(h, spec, v1, interval_s=0))
+    app = create_app(store=AlertStore(str(tmp_path / "a.db")), runner=runner, token="t0k3n", pipeline_name="live")
+    handle, url = serve_console(app, "127.0.0.1", 0)
+    auth = {"Authorization": "Bearer t0k3n"}
+    try:
+        r = httpx.post(f"{url}api/config", headers=auth, json={"yaml": yaml.safe_dump(_doc(tx_file, window="30s"))})
+        assert r.status_code == 422 and "params.window" in r.json()["error"] and h.current_version() == v1
+        r = httpx.post(f"{url}api/config", headers=auth,
+                       json={"yaml": yaml.safe_dump(_doc(tx_file, threshold=4.0)), "why": "from the console"})
+        assert r.status_code == 201 and r.json()["version"] == "v0002" and h.current_version() == "v0002"
+        assert httpx.get(f"{url}api/config", headers=auth).json()["history"][-1]["why"] == "from the console"
+        assert httpx.post(f"{url}api/config", json={"yaml": "x: 1"}).status_code == 401  # the token guards it too
+        r = httpx.post(f"{url}api/config/rollback", headers=auth, json={})
+        assert r.status_code == 201 and h.current_version() == v1
+    finally:
+        handle.stop()

@@ -87,6 +87,25 @@ class SilenceIn(BaseModel):
     created_by: Short = ""
 
 
+class ConfigIn(BaseModel):
+    """Body of ``POST /api/config``: the changed pipeline YAML (same ``name``), who and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    yaml: Annotated[str, StringConstraints(max_length=60_000)]
+    who: Short = "console"
+    why: Text = ""
+    dry_run: bool = False
+
+
+class RollbackIn(BaseModel):
+    """Body of ``POST /api/config/rollback``: the version to go back to (default: the previous one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Annotated[str, StringConstraints(max_length=16, pattern=r"^v\d{4,}$")] | None = None
+    who: Short = "console"
+    why: Text = ""
+
+
 class _JSON(JSONResponse):
     """JSON where NaN and infinities (possible in detector stats) become ``null``."""
 
@@ -274,6 +293,65 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
         if s is None:
             raise ApiError(404, "no recorded points for this key (never seen, or forgotten)", "key", key)
         return s
+
+    def _control() -> Any:
+        control = getattr(runner, "control", None)
+        if control is None:
+            raise ApiError(404, "no running pipeline with live reconfiguration attached", "config", None)
+        return control
+
+    @app.get("/api/config")
+    def config() -> Any:
+        c = _control()
+        h = c.history
+        return {"running": c.version, "current": h.current_version(), "applied": h.applied(),
+                "history": h.entries(), "yaml": h.text(c.version)}  # fmt: skip
+
+    @app.post("/api/config", status_code=201)
+    def config_apply(body: ConfigIn) -> Any:
+        """Validate a changed pipeline file against the running one; record it as the next version."""
+        import yaml as _yaml
+
+        from vigil.config.spec import parse_spec
+        from vigil.control import plan_changes
+
+        c = _control()
+        try:
+            doc = _yaml.safe_load(body.yaml)
+        except _yaml.YAMLError as exc:
+            raise ApiError(422, f"is not valid YAML: {exc}", "yaml", None) from None
+        plan = plan_changes(c.spec, parse_spec(doc, origin="console"), c.base_dir)
+        if not plan.ok:
+            raise ApiError(422, "can't be applied live: " + "; ".join(plan.problems), "yaml", None)
+        if body.dry_run or not plan.changes:
+            return {"version": None, "changes": plan.changes}
+        version = c.history.record(body.yaml, action="apply", who=body.who, why=body.why, changes=plan.changes)
+        return {"version": version, "changes": plan.changes}
+
+    @app.post("/api/config/rollback", status_code=201)
+    def config_rollback(body: RollbackIn) -> Any:
+        """Make an earlier version current again (checked like any change)."""
+        import yaml as _yaml
+
+        from vigil.config.spec import parse_spec
+        from vigil.control import plan_changes
+
+        c = _control()
+        h = c.history
+        target = body.version
+        if target is None:
+            cur = h.current_version() or c.version
+            entries = [e["version"] for e in h.entries()]
+            last = max((i for i, v in enumerate(entries) if v == cur), default=0)
+            prior = [v for v in entries[:last] if v != cur]
+            if not prior:
+                raise ApiError(422, "has no earlier version to roll back to", "version", None)
+            target = prior[-1]
+        plan = plan_changes(c.spec, parse_spec(_yaml.safe_load(h.text(target)), origin=target), c.base_dir)
+        if not plan.ok:
+            raise ApiError(422, "can't be rolled back to live: " + "; ".join(plan.problems), "version", target)
+        h.rollback(target, who=body.who, why=body.why)
+        return {"version": target, "changes": plan.changes}
 
     @app.get("/api/fleet")
     def fleet() -> Any:
