@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -74,8 +75,28 @@ _TRIGGERS = "\n".join(
 
 
 def to_json(obj: Any) -> str:
-    """Compact JSON that also takes numpy scalars and arrays (as numbers and lists)."""
-    return json.dumps(obj, separators=(",", ":"), default=_default)
+    """Compact, valid JSON that also takes numpy scalars and arrays; NaN and infinities become ``null``.
+
+    Examples:
+        >>> to_json({"score": float("nan"), "z": [1.5, float("inf")]})
+        '{"score":null,"z":[1.5,null]}'
+    """
+    try:
+        return json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere (e.g. a model score without a model): write null
+        return json.dumps(_finite(obj), separators=(",", ":"), default=_default, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _default(obj: Any) -> Any:

@@ -11,9 +11,10 @@ from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, sim
 
 
 def generate_fleet(*, hosts: int, days: float, step_s: int, seed: int, out: str, to: str | None,
-                   labels: str | None, err: Console) -> dict[str, Any]:  # fmt: skip
+                   labels: str | None, err: Console, scheduled_jobs: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Simulate, write the samples (and optionally the incident table as CSV); return a summary."""
-    cols = simulate_fleet(FleetSpec(hosts=hosts, days=days, step_s=step_s, seed=seed))
+    cols = simulate_fleet(FleetSpec(hosts=hosts, days=days, step_s=step_s, seed=seed,
+                                    scheduled_job_hosts=scheduled_jobs))  # fmt: skip
     lines = to_influx_lines(cols)
     inc = incident_table(cols)
     inc["host"] = host_names(hosts)[inc["host_id"]]

@@ -132,6 +132,101 @@ def demo_servers(
                      as_json=json_)  # fmt: skip
 
 
+@demo_app.command("feedback")
+def demo_feedback(
+    hosts: Annotated[int, typer.Option(help="Hosts in the simulated fleet.")] = 100,
+    days: Annotated[float, typer.Option(help="Days of event time.")] = 2.0,
+    step: Annotated[int, typer.Option(help="Seconds between samples of a metric.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the simulator.")] = 7,
+    window: Annotated[float, typer.Option(help="Seconds per joined window.")] = 60.0,
+    k: Annotated[int, typer.Option(help="Alert when at least k of the 6 metrics agree.")] = 2,
+    scheduled_jobs: Annotated[float, typer.Option(
+        help="Share of hosts running an hourly scheduled job (the recurring false alerts to teach away).")] = 0.15,
+    live_h: Annotated[float, typer.Option(
+        "--live-h", help="Hours of shadow mode before alerting goes live and the operator starts labelling.")] = 9.0,
+    label_hours: Annotated[float, typer.Option(help="Hours of alerts the scripted operator labels.")] = 1.0,
+    max_factor: Annotated[float, typer.Option(help="A learned bar is at most this times the base threshold.")] = 2.0,
+    headroom: Annotated[float, typer.Option(help="A learned bar is this times the score labelled normal.")] = 1.2,
+    retrain: Annotated[bool, typer.Option(help="Also refit the model with the labels and judge it.")] = True,
+    keep: Annotated[Path | None, typer.Option(
+        help="Keep the alert store, suppression versions and registry in this folder.")] = None,  # fmt: skip
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on the last line.")] = False,
+) -> None:
+    """An operator labels the first hour of alerts on the server simulator; false alerts before and after.
+
+    Some hosts run an hourly job that moves two metrics, so the k-of-n vote fires on it again and again. A
+    scripted operator labels every alert of the first hour of alerting (true positive when it matches an
+    incident); Vigil learns per-host, per-metric bars from the false positives (bounded, versioned, reversible)
+    and applies them to the rest of the run. The summary gives false alerts per host-day and recall, before
+    and after, on the part after the labelled hour; `--retrain` also refits the Isolation Forest with the labels.
+
+    Examples: `vigil demo feedback` · `vigil demo feedback --hosts 40 --json` · `vigil demo feedback --keep fb/`
+    """
+    from vigil.cli.feedback import demo_feedback_cmd
+
+    try:
+        demo_feedback_cmd(hosts=hosts, days=days, step=step, seed=seed, window=window, k=k,
+                          scheduled_jobs=scheduled_jobs, live_h=live_h, label_hours=label_hours,
+                          max_factor=max_factor, headroom=headroom, retrain=retrain,
+                          keep=str(keep) if keep else None, json_=json_)  # fmt: skip
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
+@app.command("retrain")
+def retrain_(
+    db: Annotated[Path, typer.Option("--db", help="Alert store with the operators' feedback (alerts.db).")],
+    input: Annotated[Path | None, typer.Option(
+        "--input", help="Metric samples: Influx lines (as `vigil generate fleet` writes) or Telegraf JSON; "
+        "default: the simulator (--hosts/--days/--seed/--scheduled-jobs).")] = None,  # fmt: skip
+    pipeline: Annotated[Path | None, typer.Option(
+        "--pipeline", help="Take config, registry and model name from this pipeline's servers step.")] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Registry folder (default: the pipeline's, $VIGIL_MODEL_REGISTRY, or ./models).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: the pipeline's).")] = None,
+    incidents: Annotated[Path | None, typer.Option(
+        "--incidents",
+        help="Incident table CSV (`vigil generate fleet --labels`) to label the held-back slice.")] = None,
+    hosts: Annotated[int, typer.Option(help="Simulator: hosts.")] = 20,
+    days: Annotated[float, typer.Option(help="Simulator: days.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed, and the forest's.")] = 7,
+    scheduled_jobs: Annotated[float, typer.Option(help="Simulator: share of hosts with an hourly job.")] = 0.0,
+    warmup_h: Annotated[float, typer.Option("--warmup-h", help="Simulator: warm-up hours.")] = 3.0,
+    window: Annotated[float, typer.Option(help="Seconds per joined window (without --pipeline).")] = 60.0,
+    k: Annotated[int, typer.Option(help="k of the k-of-n vote (without --pipeline).")] = 2,
+    until: Annotated[str, typer.Option(help="The original training rows: the first DURATION of the data.")] = "4h",
+    holdout_from: Annotated[str | None, typer.Option(
+        help="Held-back slice from this DURATION after the data's start (default: after the last label).")] = None,
+    trees: Annotated[int, typer.Option(help="Trees of the new forest.")] = 100,
+    fp_weight: Annotated[float, typer.Option(help="Share of the training mass the false positives carry.")] = 0.1,
+    min_gain: Annotated[float, typer.Option(help="Promote only when average precision improves by more.")] = 0.0,
+    reason: Annotated[str, typer.Option(help="History reason when promoted.")] = "retrained with feedback",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only: register and promote nothing.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON on the last line.")] = False,
+) -> None:
+    """Refit the server model with the alert store's feedback; promote it only if it does better.
+
+    False-positive windows are added as normal, true-positive ones removed; the new version is judged against
+    the promoted one on a held-back labelled slice (average precision), registered with that evaluation, and
+    promoted only when strictly better. A refit without the labels is reported as a control.
+
+    Examples: `vigil retrain --db vigil-out/servers/alerts.db --pipeline pipelines/servers-kafka.yaml --input
+    fleet.influx --incidents incidents.csv` · `vigil retrain --db fb/alerts.db --registry fb/registry --name
+    servers --hosts 40 --days 2 --scheduled-jobs 0.15 --warmup-h 9 --until 9h --dry-run`
+    """
+    from vigil.cli.feedback import retrain_cmd
+
+    try:
+        retrain_cmd(db=str(db), registry=str(registry) if registry else None, name=name,
+                    pipeline=str(pipeline) if pipeline else None, input_path=str(input) if input else None,
+                    incidents=str(incidents) if incidents else None, hosts=hosts, days=days, seed=seed,
+                    scheduled_jobs=scheduled_jobs, warmup_h=warmup_h, window=window, k=k, until=until,
+                    holdout_from=holdout_from, n_estimators=trees, fp_weight=fp_weight, min_gain=min_gain,
+                    reason=reason, dry_run=dry_run, json_=json_, console=err)  # fmt: skip
+    except VigilError as exc:
+        _fail(exc, 1)
+
+
 @generate_app.command("transactions")
 def generate_transactions_cmd(
     out: Annotated[str, typer.Option("--out", "-o", help="File to write, or - for stdout.")] = "-",
@@ -204,6 +299,8 @@ def generate_fleet_cmd(
     step: Annotated[int, typer.Option(help="Seconds between two samples of a metric.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same bytes.")] = 7,
     labels: Annotated[str | None, typer.Option(help="Also write the incident table (CSV) here.")] = None,
+    scheduled_jobs: Annotated[float, typer.Option(
+        help="Share of hosts running an hourly job that moves two metrics (recurring false alerts).")] = 0.0,
 ) -> None:
     """Write the server simulator's samples as Influx line protocol, with labelled incidents.
 
@@ -218,7 +315,8 @@ def generate_fleet_cmd(
     from vigil.cli.fleet import generate_fleet
 
     try:
-        generate_fleet(hosts=hosts, days=days, step_s=step, seed=seed, out=out, to=to, labels=labels, err=err)
+        generate_fleet(hosts=hosts, days=days, step_s=step, seed=seed, out=out, to=to, labels=labels, err=err,
+                       scheduled_jobs=scheduled_jobs)
     except (VigilError, ValueError) as exc:
         _fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
 

@@ -23,6 +23,14 @@ Legitimate oddities (``label`` 0): rare one-sample spikes (1.5-3x on one metric)
 (about one per host-day, 10-40 min) that load *one* metric hard (a CPU-bound job, a backup's disk I/O,
 an upload's network out). A single-metric detector flags them; a k-of-n vote should not.
 
+**Scheduled jobs** (off by default: ``scheduled_job_hosts`` is the share of hosts that run one): a cron job
+every ``scheduled_job_every_h`` hours at the host's own minute, 4-10 minutes long, that moves *two* metrics
+moderately (an incremental backup: disk_io and net_out; a report: cpu and disk_io; a sync: cpu and net_out),
+each run within +-20 % of the host's usual footprint and +-1 minute of its slot. Two metrics at once pass a
+k-of-n vote, so these are the false alerts that recur per host, which operator feedback is meant to teach away.
+They are marked ``incident == "scheduled_job"`` (``label`` 0) where no incident runs. Their randomness comes
+from a generator of their own, so turning them on leaves every other array of the spec unchanged.
+
 Incidents (``label`` 1, several metrics at once, after a ``warmup_h`` warm-up):
 
 * ``cpu_saturation`` (10-30 min): cpu pinned at 93-99 %, net_out falls by 60-75 % (responses stall),
@@ -85,6 +93,8 @@ class FleetSpec:
         outage_rate: metric outages (2-10 min of silence) per host-day.
         disorder_frac: share of samples arriving up to ``max_disorder_ms`` late.
         very_late_frac: share of samples arriving 2-5 minutes late.
+        scheduled_job_hosts: share of hosts running a recurring scheduled job (0: none; see the module doc).
+        scheduled_job_every_h: hours between two runs of a scheduled job.
     """
 
     hosts: int = 200
@@ -101,10 +111,17 @@ class FleetSpec:
     disorder_frac: float = 0.05
     max_disorder_ms: int = 4000
     very_late_frac: float = 2e-4
+    scheduled_job_hosts: float = 0.0
+    scheduled_job_every_h: float = 1.0
 
     def __post_init__(self) -> None:
         if self.hosts < 1 or self.days <= 0 or self.step_s <= 0:
             raise ValueError(f"`hosts` >= 1, `days` > 0 and `step_s` > 0 are required; got {self}")
+        if not 0.0 <= self.scheduled_job_hosts <= 1.0:
+            raise ValueError(f"`scheduled_job_hosts` must be a share in [0, 1]; got {self.scheduled_job_hosts!r}")
+        if self.scheduled_job_every_h < 0.25:
+            raise ValueError(f"`scheduled_job_every_h` must be >= 0.25 (jobs last up to 10 min); "
+                             f"got {self.scheduled_job_every_h!r}")  # fmt: skip
 
 
 def host_names(n: int) -> np.ndarray:
@@ -197,10 +214,44 @@ def simulate_fleet(spec: FleetSpec) -> dict[str, Any]:
             kind[h, a : a + n] = 2 + INCIDENT_TYPES.index(typ)
             inc_id[h, a : a + n] = next_id
             next_id += 1
+    if spec.scheduled_job_hosts > 0:
+        _scheduled_jobs(spec, V, kind, step_ms)
     V[_CPU] = np.clip(V[_CPU], 0.0, 100.0)
     V[_MEM] = np.clip(V[_MEM], 0.0, 100.0)
     V[_DUSED] = np.clip(V[_DUSED], 0.0, 100.0)
     return _long_form(spec, V, label, kind, inc_id, rng, step_ms)
+
+
+_SCHEDULED = len(INCIDENT_TYPES) + 2  # kind code of a scheduled job
+_JOB_METRICS = ((_DIO, _NOUT), (_CPU, _DIO), (_CPU, _NOUT))  # backup, report, sync
+_JOB_JITTER = 0.2  # a run's footprint within +-20 % of the host's usual one
+_JOB_SIZE = {_CPU: (10.0, 16.0), _DIO: (0.5, 0.9), _NOUT: (0.7, 1.2)}
+
+
+def _scheduled_jobs(spec: FleetSpec, V: np.ndarray, kind: np.ndarray, step_ms: int) -> None:
+    """Recurring two-metric cron jobs on a share of the hosts (module docstring); their own random generator."""
+    rng = np.random.default_rng([spec.seed, 0x5C4ED])
+    H, T = kind.shape
+    per_min = 60_000 / step_ms
+    period = int(spec.scheduled_job_every_h * 60 * per_min)
+    hosts = np.flatnonzero(rng.random(H) < spec.scheduled_job_hosts)
+    for h in hosts.tolist():
+        pair = _JOB_METRICS[int(rng.integers(len(_JOB_METRICS)))]
+        offset = int(rng.integers(period))
+        n = int(rng.uniform(4, 10) * per_min)
+        # the usual footprint (cpu + points, disk_io / net_out x (1 + size)): moderate, z about 5-15 on 1-min windows
+        size = {m: rng.uniform(*_JOB_SIZE[m]) for m in pair}
+        for slot in range(offset, T, period):
+            a = min(max(slot + int(rng.integers(-int(per_min), int(per_min) + 1)), 0), T - 1)
+            sl = slice(a, min(a + n, T))
+            r = _ramp(sl.stop - a, int(per_min))
+            for m in pair:
+                bump = r * size[m] * rng.uniform(1.0 - _JOB_JITTER, 1.0 + _JOB_JITTER)
+                if m == _CPU:
+                    V[_CPU, h, sl] = np.minimum(V[_CPU, h, sl] + bump, 98.0)
+                else:
+                    V[m, h, sl] *= 1.0 + bump
+            kind[h, sl] = np.where(kind[h, sl] == 0, _SCHEDULED, kind[h, sl])
 
 
 def _inject(V: np.ndarray, label: np.ndarray, h: int, sl: slice, typ: str, rng: np.random.Generator,
@@ -266,7 +317,7 @@ def _long_form(spec: FleetSpec, V: np.ndarray, label: np.ndarray, kind: np.ndarr
     o = np.argsort(arrival, kind="stable")
     h_idx, t_idx, m_idx = h_idx[o], t_idx[o], m_idx[o]
     k = kind[h_idx, t_idx]
-    kinds = np.array(("normal", "batch_job") + INCIDENT_TYPES, object)
+    kinds = np.array(("normal", "batch_job") + INCIDENT_TYPES + ("scheduled_job",), object)
     return {
         "host": host_names(H)[h_idx],
         "host_id": h_idx.astype(np.int32),
