@@ -447,3 +447,21 @@ def retrain_cmd(*, db: str, registry: str | None = None, name: str | None = None
 
 def _ap(e: dict[str, Any] | None) -> str:
     return "-" if e is None else f"{e['average_precision']:.4f}"
+
+
+def feedback_admin_cmd(action: str, *, db: str, version: str | None, who: str, why: str, console: Any) -> Any:
+    """``vigil feedback show|rollback|clear``: the bars learned from operators' labels, beside the alert store."""
+    from pathlib import Path
+
+    tuner = FeedbackTuner(Path(db).parent / "feedback")
+    if action == "rollback":
+        tuner.rollback(version, who=who, why=why)
+    elif action == "clear":
+        tuner.clear(who=who, why=why)
+    cur = tuner.current()
+    console.print(f"feedback bars in force: {cur.version or 'none'} ({len(cur)} bars; {tuner.history.dir})")
+    for e in tuner.entries()[-10:]:
+        console.print(f"  {e['version']} {e['action']} by {e.get('who', '')}: {e.get('why', '')}")
+        for c in e.get("changes", [])[:20]:
+            console.print(f"      {c}")
+    return cur

@@ -173,6 +173,52 @@ def demo_feedback(
         _fail(exc, 1)
 
 
+feedback_app = typer.Typer(help="The per-key bars learned from operators' true/false-positive labels.",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+_FbDb = Annotated[Path, typer.Option("--db", help="The pipeline's alert store (the bars live beside it).")]
+
+
+@feedback_app.command("show")
+def feedback_show(db: _FbDb = Path("vigil-out/alerts.db")) -> None:
+    """The bars in force and the last versions (learned by the running pipeline every 30 s from new labels)."""
+    from vigil.cli.feedback import feedback_admin_cmd
+
+    feedback_admin_cmd("show", db=str(db), version=None, who="", why="", console=Console(highlight=False))
+
+
+@feedback_app.command("rollback")
+def feedback_rollback(
+    db: _FbDb = Path("vigil-out/alerts.db"),
+    version: Annotated[str | None, typer.Option(help="The version to go back to (default: the previous).")] = None,
+    who: Annotated[str, typer.Option(help="Recorded in the history.")] = os.environ.get("USER", "operator"),
+    why: Annotated[str, typer.Option(help="Recorded in the history.")] = "",
+) -> None:
+    """Put an earlier set of bars back in force (the running pipeline picks it up at its next learning pass)."""
+    from vigil.cli.feedback import feedback_admin_cmd
+
+    try:
+        feedback_admin_cmd("rollback", db=str(db), version=version, who=who, why=why,
+                           console=Console(highlight=False))  # fmt: skip
+    except VigilError as exc:
+        _fail(exc)
+
+
+@feedback_app.command("clear")
+def feedback_clear(
+    db: _FbDb = Path("vigil-out/alerts.db"),
+    who: Annotated[str, typer.Option(help="Recorded in the history.")] = os.environ.get("USER", "operator"),
+    why: Annotated[str, typer.Option(help="Recorded in the history.")] = "",
+) -> None:
+    """Drop every learned bar (recorded as a version, so it can be rolled back too)."""
+    from vigil.cli.feedback import feedback_admin_cmd
+
+    try:
+        feedback_admin_cmd("clear", db=str(db), version=None, who=who, why=why, console=Console(highlight=False))
+    except VigilError as exc:
+        _fail(exc)
+
+
 @app.command("retrain")
 def retrain_(
     db: Annotated[Path, typer.Option("--db", help="Alert store with the operators' feedback (alerts.db).")],
@@ -726,8 +772,10 @@ def _ensure_alerting(p: Any, out: Path) -> Any:
     for s in p.alert_sinks:
         if isinstance(s, ManagedAlerts):
             return s
+    from vigil.config.spec import _feedback_base
+
     managed = ManagedAlerts({"route": {"group_by": ["alertname", "key"]}}, pipeline=p.name,
-                            store_path=out / p.name / "alerts.db")  # fmt: skip
+                            store_path=out / p.name / "alerts.db", feedback=True, feedback_base=_feedback_base(p))
     p.alerts_to(managed)
     return managed
 

@@ -309,7 +309,8 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
 
         store = spec.alerting.get("store")
         p.alerts_to(ManagedAlerts(spec.alerting, pipeline=spec.name,
-                                  store_path=_path(store, base_dir) if store else None))  # fmt: skip
+                                  store_path=_path(store, base_dir) if store else None,
+                                  feedback=spec.alerting.get("feedback", True), feedback_base=_feedback_base(p)))
     if spec.scores:
         p.scores_to(_sink(spec.scores, base_dir, ctx))
     if spec.late:
@@ -360,6 +361,20 @@ def _dur(value: Duration | None, step: str, field: str) -> int:
     if ms <= 0:
         raise ConfigError("must be > 0", step=step, field=field, value=value, hint="use e.g. '60s'")
     return ms
+
+
+def _feedback_base(p: Any) -> dict[str, dict[str, float]]:
+    """Base bars the feedback loop raises per key: the servers steps' per-metric thresholds."""
+    from vigil.engine.pipeline import ApplyStep
+
+    base: dict[str, dict[str, float]] = {}
+    for step in p.steps:
+        if isinstance(step, ApplyStep) and hasattr(getattr(step.op, "config", None), "per_metric"):
+            from vigil.feedback.suppression import server_base
+
+            for det, bars in server_base(step.op.config).items():
+                base.setdefault(det, {}).update(bars)
+    return base
 
 
 def _servers_step(st: StepSpec, base_dir: str) -> Any:
