@@ -846,6 +846,32 @@ def _dump_stacks_on_sigusr1() -> None:
             pass
 
 
+#: `vigil --help` in panels, in the order a newcomer needs them
+_PANELS = {
+    "Start here": ("demo", "generate", "run", "validate"),
+    "Operate a running pipeline": ("console", "alerts", "silence", "apply", "feedback", "checkpoint"),
+    "Models and detectors": ("score", "train", "models", "retrain", "collect"),
+    "Measure": ("bench",),
+}
+
+
+def _arrange_help() -> None:
+    rank = {n: i for i, names in enumerate(_PANELS.values()) for n in names}
+    panel = {n: p for p, names in _PANELS.items() for n in names}
+    order = {n: j for names in _PANELS.values() for j, n in enumerate(names)}
+
+    def name_of(info: Any) -> str:
+        return info.name or (info.callback.__name__.rstrip("_").replace("_", "-") if info.callback else "")
+
+    for infos in (app.registered_commands, app.registered_groups):
+        for info in infos:
+            info.rich_help_panel = panel.get(name_of(info), "More")
+        infos.sort(key=lambda i: (rank.get(name_of(i), 99), order.get(name_of(i), 99)))
+
+
+_arrange_help()
+
+
 def main() -> None:  # pragma: no cover
     """Entry point of ``python -m vigil.cli.main``."""
     app()
