@@ -54,6 +54,13 @@ def read_metric_columns(path: str, fmt: str = "influx") -> dict[str, Any]:
 
     from vigil.io.metrics import InfluxLineFileSource, TelegrafJsonFileSource
 
+    if path.startswith("kafka://"):  # every message of the topic, earliest to end
+        from vigil.io.metrics import decode_kafka_values
+        from vigil.models.training import kafka_values
+
+        recs, _ = decode_kafka_values(kafka_values(path), "influx" if fmt == "influx" else "json")
+        return {"host": np.asarray(recs.keys, object), "ts_ms": recs.ts_ms, "metric": recs.extra["metric"],
+                "value": recs.cols["value"]}
     src = (InfluxLineFileSource if fmt == "influx" else TelegrafJsonFileSource)(path)
     r = src.open()
     parts = []
@@ -97,7 +104,8 @@ def train_servers_cmd(pipeline: str, input_path: str, *, step: str | None = None
         raise ConfigError("has no `model: {registry, name}` to train", step=st.name, field="model", value=None)
     base = os.path.dirname(os.path.abspath(pipeline))
     op = _servers_step(st, base)
-    fmt = "json" if spec.source.kind == "telegraf" or input_path.endswith(".json") else "influx"
+    telegraf = spec.source.kind == "telegraf" or spec.source.metrics == "telegraf"
+    fmt = "json" if telegraf or input_path.endswith(".json") else "influx"
     cols = read_metric_columns(input_path, fmt)
     names = np.asarray(cols["metric"]).astype(str)
     alias = op.metric_aliases

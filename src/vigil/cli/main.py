@@ -645,8 +645,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 @app.command()
 def train(
-    input: Annotated[Path, typer.Option("--input", help="Normal data: CSV, JSON lines or Parquet (--config); "
-                                        "Influx or Telegraf metrics (--pipeline).")],
+    input: Annotated[str, typer.Option("--input", help="Normal data: CSV, JSON lines, Parquet or kafka://HOST:PORT/"
+                                       "TOPIC of JSON records (--config); Influx or Telegraf metrics, a file or "
+                                       "kafka://... (--pipeline).")],
     config: Annotated[Path | None, typer.Option("--config", help="Training YAML (name, features, ...).")] = None,
     pipeline: Annotated[Path | None, typer.Option(
         "--pipeline", help="Or: train the global model of this pipeline's `servers` step.")] = None,  # fmt: skip
@@ -662,7 +663,8 @@ def train(
     promoted (`vigil models promote`).
 
     Examples: `vigil train --config train.yaml --input normal.csv` ·
-    `vigil train --pipeline pipelines/servers-kafka.yaml --input fleet.influx --until 6h --promote`
+    `vigil train --pipeline pipelines/servers-kafka.yaml --input fleet.influx --until 6h --promote` ·
+    `vigil train --config train.yaml --input kafka://127.0.0.1:9092/normal-transactions`
     """
     if (config is None) == (pipeline is None):
         _fail(ConfigError("give exactly one of --config (a feature table) or --pipeline (a servers step)",

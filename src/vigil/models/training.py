@@ -183,12 +183,21 @@ def read_columns_dict(columns: dict[str, Any], features: list[str], time_column:
 
 
 def read_table(path: str, features: list[str], time_column: str | None) -> dict[str, np.ndarray]:
-    """Read the feature (and time) columns of a CSV, JSON-lines or Parquet file (see the module docstring)."""
+    """Read the feature (and time) columns of a table (see the module docstring).
+
+    ``path``: a CSV, JSON-lines or Parquet file, or ``kafka://HOST:PORT/TOPIC`` for every JSON record of a
+    topic, from the earliest offset to the end.
+    """
     p = Path(path)
-    if not p.is_file():
+    if path.startswith("kafka://"):
+        raw = read_kafka_records(path)
+        p = Path(path.rsplit("/", 1)[-1])
+    elif not p.is_file():
         raise SourceError(f"training input does not exist: {path!r}")
     ext = p.suffix.lower()
-    if ext == ".csv":
+    if path.startswith("kafka://"):
+        pass
+    elif ext == ".csv":
         raw = _read_csv(path)
     elif ext in (".jsonl", ".ndjson", ".json"):
         raw = _read_jsonl(path)
@@ -224,24 +233,85 @@ def _read_csv(path: str) -> dict[str, list[Any]]:
 
 
 def _read_jsonl(path: str) -> dict[str, list[Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return _json_columns(line for line in fh if line.strip())
+
+
+def _json_columns(lines: Any) -> dict[str, list[Any]]:
+    """JSON objects (text or bytes, one each) as columns; an unreadable one is a row of missing values."""
     cols: dict[str, list[Any]] = {}
     n = 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = {}
-            if not isinstance(rec, dict):
-                rec = {}
-            for k in rec.keys() - cols.keys():
-                cols[k] = [None] * n
-            for k, col in cols.items():
-                col.append(rec.get(k))
-            n += 1
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = {}
+        if not isinstance(rec, dict):
+            rec = {}
+        for k in rec.keys() - cols.keys():
+            cols[k] = [None] * n
+        for k, col in cols.items():
+            col.append(rec.get(k))
+        n += 1
     return cols
+
+
+def read_kafka_records(url: str, timeout_s: float = 30.0) -> dict[str, list[Any]]:
+    """Every JSON record of a topic, from the earliest offset to the end of each partition, as columns.
+
+    Reads with ``isolation.level=read_committed`` and no consumer group commits (training must not move a
+    pipeline's offsets). A topic that doesn't exist, or a broker that doesn't answer within ``timeout_s``,
+    raises :class:`~vigil.errors.SourceError`.
+    """
+    return _json_columns(kafka_values(url, timeout_s))
+
+
+def kafka_values(url: str, timeout_s: float = 30.0) -> list[bytes]:
+    """The message values of every partition of ``kafka://HOST:PORT/TOPIC``, earliest to end (tombstones skipped)."""
+    import time as _time
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from vigil.io.kafka import parse_kafka_url
+
+    bootstrap, topic = parse_kafka_url(url)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"vigil-train-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "enable.partition.eof": True, "isolation.level": "read_committed",
+                  "auto.offset.reset": "earliest"})  # fmt: skip
+    try:
+        md = c.list_topics(topic, timeout=timeout_s)
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None or not tmd.partitions:
+            raise SourceError(f"training input: topic `{topic}` is not readable on {bootstrap}")
+        parts = sorted(tmd.partitions)
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out: list[bytes] = []
+        done: set[int] = set()
+        deadline = _time.monotonic() + timeout_s
+        while len(done) < len(parts):
+            msgs = c.consume(10_000, timeout=1.0)
+            if not msgs and _time.monotonic() > deadline:
+                raise SourceError(f"training input: {url} did not reach the end of every partition in {timeout_s} s")
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(m.partition())
+                    continue
+                done.discard(m.partition())
+                v = m.value()
+                if v:
+                    out.append(v)
+            if msgs:
+                deadline = _time.monotonic() + timeout_s
+        return out
+    except Exception as exc:
+        if isinstance(exc, SourceError):
+            raise
+        raise SourceError(f"training input: can't read {url}: {exc}") from exc
+    finally:
+        c.close()
 
 
 def _read_parquet(path: str, wanted: list[str]) -> dict[str, list[Any]]:
