@@ -92,3 +92,38 @@ def test_without_a_revision_horizon_late_samples_stay_late(tmp_path):
     st, raw, sent, managed, step, late = _run(tmp_path, revise_windows=0)
     assert [a.stats.get("revision") for a in raw] == [None]  # only the original alert
     assert st.late_events == 2 * (60 + 30) == len(late)
+
+
+def _late_spike_run(tmp_path, score_late):
+    from vigil.detectors import SlidingZScore
+
+    rng = np.random.default_rng(1)
+    n = 400
+    ts = (np.arange(n) * 1_000).tolist()
+    vals = (50 + rng.normal(0, 1, n)).tolist()
+    keys = ["k"] * n
+    # a spike at t=200.5 s arrives after the stream reached t=399 s: 198 s behind the watermark
+    keys.append("k")
+    ts.append(200_500)
+    vals.append(500.0)
+    src = MemorySource({"key": keys, "ts_ms": ts, "v": vals, "id": [f"e{i}" for i in range(n + 1)]}, batch_size=50)
+    raw, late = MemorySink(), MemorySink()
+    det = SlidingZScore(field="v", window="600s", threshold=4, min_count=20)
+    p = (Pipeline("per-event").source(src).watermark("1s", score_late=score_late).detect("z", det)
+         .alerts_to(raw).late_to(late))
+    st = EmbeddedRunner(p, out_dir=str(tmp_path)).run()
+    return st, raw.items, late.items, det
+
+
+def test_a_late_event_is_scored_and_raised_late_not_ignored(tmp_path):
+    st, raw, late, det = _late_spike_run(tmp_path, score_late=True)
+    assert st.late_events == 1 and len(late) == 1  # still in the late output, and counted
+    late_alerts = [a for a in raw if a.stats.get("revision", {}).get("action") == "raised_late"]
+    assert len(late_alerts) == 1 and late_alerts[0].event_id == "e400"
+    assert late_alerts[0].message.startswith("raised late:") and "197500 ms behind" in late_alerts[0].stats["revision"]["why"]
+    st2, raw2, _, det2 = _late_spike_run(tmp_path, score_late=False)
+    assert not [a for a in raw2 if a.event_id == "e400"]
+    from vigil.state.codec import encode
+
+    # the late event was scored on a copy: the detector's state is as if it had never been seen
+    assert encode("z", 1, {}, det.snapshot()) == encode("z", 1, {}, det2.snapshot())

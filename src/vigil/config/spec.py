@@ -113,6 +113,7 @@ class EventTimeSpec(_Model):
     max_delay: Duration = "2s"
     idle_timeout: Duration | None = "5s"
     allowed_lateness: Duration = 0
+    score_late: bool = True  # late events are scored (not learned); one that fires is an alert "raised late"
 
 
 class KeysSpec(_Model):
@@ -276,7 +277,8 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     p.source(_source(spec.source, base_dir, overrides or {}, spec.name))
     ctx = _SinkContext(spec.name, spec.delivery)
     et = spec.event_time
-    p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness)
+    p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness,
+                score_late=et.score_late)
     if et.mode == "processing":
         p.processing_time()
     b = spec.batching

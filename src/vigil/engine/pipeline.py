@@ -89,6 +89,7 @@ class EventTime:
     idle_timeout_ms: int | None = 5000
     allowed_lateness_ms: int = 0
     mode: Literal["event", "processing"] = "event"
+    score_late: bool = True  # late events are scored (not learned); one that fires is an alert "raised late"
 
 
 @dataclass
@@ -131,12 +132,19 @@ class Pipeline:
         *,
         idle_timeout: str | int | None = "5s",
         allowed_lateness: str | int = 0,
+        score_late: bool = True,
     ) -> Pipeline:
-        """Bounded-out-of-orderness watermarks; events later than the lateness go to the late output."""
+        """Bounded-out-of-orderness watermarks; events later than the lateness go to the late output.
+
+        With ``score_late`` (the default) every late event is also scored by the detector steps against its
+        key's current state, without being learned (the state has moved on past it); one that fires becomes an
+        alert marked ``raised late`` (``stats["revision"]``) instead of never being analysed.
+        """
         self.event_time = EventTime(
             _ms(max_delay, "watermark", "max_delay"),
             None if idle_timeout is None else _ms(idle_timeout, "watermark", "idle_timeout"),
             _ms(allowed_lateness, "watermark", "allowed_lateness"),
+            score_late=bool(score_late),
         )
         return self
 

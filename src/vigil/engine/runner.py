@@ -442,6 +442,8 @@ class EmbeddedRunner:
             idx = np.flatnonzero(late)
             st.late_events += len(idx)
             self._emit(self.late_sink, self._late_records(recs, idx, wm_before, "watermark"))
+            if self.p.event_time.score_late:
+                self._score_late(recs, idx, slots, wm_before)
             keep = ~late
             batch = Batch(slots[keep], ts[keep], {k: v[keep] for k, v in recs.cols.items()},
                           {k: v[keep] for k, v in recs.extra.items()})  # fmt: skip
@@ -531,6 +533,23 @@ class EmbeddedRunner:
                     if isinstance(step, ApplyStep) and callable(getattr(step.op, "reset_slots", None)):
                         step.op.reset_slots(freed)
 
+    def _score_late(self, recs: Any, idx: np.ndarray, slots: np.ndarray, wm_before: np.ndarray) -> None:
+        """Late events, scored by every detector step against a copy of its state (nothing learned).
+
+        The rows that fire become alerts raised late (``stats["revision"]``).
+        """
+        late = Batch(slots[idx], recs.ts_ms[idx], {k: v[idx] for k, v in recs.cols.items()},
+                     {k: v[idx] for k, v in recs.extra.items()})  # fmt: skip
+        keys = recs.keys[idx]
+        behind = (wm_before[idx] - recs.ts_ms[idx]).tolist()
+        for step in self.p.steps:
+            if not isinstance(step, DetectStep) or any(f not in late.cols for f in step.detector.fields):
+                continue
+            det = step.detector
+            twin = type(det).from_snapshot(det.params(), det.snapshot())
+            v = twin.process_many(late.slots, late.ts_ms, late.cols)
+            self._alerts(step, late, keys, v, late_behind_ms=behind)
+
     def _mark_watermark(self) -> None:
         wm = self.watermarks.watermark
         if self._wm_sinks and wm > self._marked_wm and wm != MAX_WATERMARK:
@@ -603,10 +622,11 @@ class EmbeddedRunner:
         ]  # fmt: skip
         self._emit(step.sink, rows)
 
-    def _alerts(self, step: DetectStep, batch: Batch, keys: np.ndarray, v: Any) -> None:
+    def _alerts(self, step: DetectStep, batch: Batch, keys: np.ndarray, v: Any,
+                late_behind_ms: list[int] | None = None) -> None:  # fmt: skip
         fire = np.flatnonzero(v.fire)
         flagged = int(v.flag.sum())
-        if flagged:
+        if flagged and late_behind_ms is None:
             self.stats.flagged[step.name] = self.stats.flagged.get(step.name, 0) + flagged
         if not len(fire):
             return
@@ -623,11 +643,17 @@ class EmbeddedRunner:
             key = str(keys[i])
             stats = {k: c[j] for k, c in stat_cols.items()}
             stats["calibrated"] = float(v.calibrated[i])
+            message = det.describe(stats)
+            if late_behind_ms is not None:
+                why = (f"late event ({late_behind_ms[i]} ms behind the watermark), scored against the key's current "
+                       "state, not learned")  # fmt: skip
+                stats["revision"] = {"action": "raised_late", "why": why}
+                message = f"raised late: {message}"
             out.append(Alert(
                 id=alert_id(self.p.name, step.name, key, ids[j]), key=key, event_id=ids[j], detector=step.name,
                 score=scores[j], threshold=det.threshold, event_ts_ms=ts[j], detect_ts_ms=now_ns // 1_000_000,
                 latency_ms=None if latency is None else latency[j], stats=stats, event_ids=[ids[j]],
-                severity=step.severity, message=det.describe(stats),
+                severity=step.severity, message=message,
             ))  # fmt: skip
         self.stats.alerts += len(out)
         self.stats.fired[step.name] = self.stats.fired.get(step.name, 0) + len(out)
