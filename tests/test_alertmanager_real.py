@@ -7,8 +7,6 @@ this test; the test checks both Alertmanager's API view of the pushed alerts and
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,28 +20,10 @@ import pytest
 
 from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
 from vigil.alerting.notifiers import AlertmanagerNotifier
+from vigil.testing.system import debian_program, free_port
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DEADLINE_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _apt_install() -> None:
-    if shutil.which("apt-get") is None:
-        pytest.fail(f"{ALERTMANAGER} is missing and apt-get is unavailable: install the Debian package "
-                    "`prometheus-alertmanager` (apt-get install -y prometheus-alertmanager)")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus-alertmanager"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=300).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=300)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        if proc.returncode != 0:
-            pytest.fail(f"apt-get install prometheus-alertmanager failed:\n{proc.stdout}\n{proc.stderr}")
 
 
 class Hooks:
@@ -94,8 +74,7 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def alertmanager(hooks: Hooks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Alertmanager on 127.0.0.1:<free port>, routing everything to `hooks`; yields its base URL."""
-    if not shutil.which(ALERTMANAGER):
-        _apt_install()
+    debian_program(ALERTMANAGER, "prometheus-alertmanager")
     tmp: Path = tmp_path_factory.mktemp("alertmanager")
     config = tmp / "alertmanager.yml"
     config.write_text(f"""
@@ -111,7 +90,7 @@ receivers:
       - url: {hooks.url}
         send_resolved: true
 """)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = (tmp / "alertmanager.log").open("wb")
     proc = subprocess.Popen(

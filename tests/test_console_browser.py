@@ -9,9 +9,6 @@ Screenshots of every step go to the test's tmp_path and to test-artifacts/consol
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from vigil.detectors import SlidingZScore
 from vigil.engine.pipeline import Pipeline
 from vigil.engine.runner import EmbeddedRunner
 from vigil.io.memory import MemorySource
+from vigil.testing.system import debian_program
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -44,23 +42,9 @@ SPIKE_KEY, SPIKE_AT = "pay-7", 150
 TIMEOUT_MS = 30_000
 
 
-def _apt_install() -> None:
-    if shutil.which("apt-get") is None:
-        pytest.fail(f"{CHROMIUM} is missing and apt-get is unavailable: install Debian's `chromium` package "
-                    "(apt-get install -y --no-install-recommends chromium)")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=600)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"apt-get install chromium failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    if not os.path.exists(CHROMIUM):
-        _apt_install()
+    debian_program(CHROMIUM, "chromium")
     return CHROMIUM
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ import pytest
 from vigil.alerting import notifiers as nt
 from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
 from vigil.errors import ConfigError, NotifyError
+from vigil.testing.system import free_port
 
 # -- a programmable HTTP server: `script` answers the next requests in turn, then `app`, else 200 ok --
 
@@ -85,12 +85,6 @@ def server() -> Iterator[Server]:
     httpd.shutdown()
     httpd.server_close()
     thread.join(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _json_reply(obj: Any, status: int = 200) -> Reply:
@@ -191,7 +185,7 @@ def test_final_error_names_notifier_safe_url_and_last_error(server: Server) -> N
 
 def test_connection_errors_are_retried() -> None:
     policy, sleeps = _policy(attempts=3)
-    msg = _error(nt.WebhookNotifier(f"http://127.0.0.1:{_free_port()}/hook", policy=policy), _notification())
+    msg = _error(nt.WebhookNotifier(f"http://127.0.0.1:{free_port()}/hook", policy=policy), _notification())
     assert "after 3 attempts; last error: ConnectError" in msg and len(sleeps) == 2
 
 
@@ -444,6 +438,6 @@ def test_kafka_notifier_produces_webhook_json(kafka_bootstrap: str, kafka_topic)
 
 
 def test_kafka_notifier_unreachable_broker_raises() -> None:
-    notifier = nt.KafkaNotifier(f"127.0.0.1:{_free_port()}", "alerts", name="stream", flush_timeout_s=2)
+    notifier = nt.KafkaNotifier(f"127.0.0.1:{free_port()}", "alerts", name="stream", flush_timeout_s=2)
     msg = _error(notifier, _notification(key="k9"))
     assert msg.startswith("notifier `stream` (kafka://127.0.0.1:") and "notification k9" in msg

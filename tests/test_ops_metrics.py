@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,17 +36,12 @@ from vigil.io.sinks import MemorySink
 from vigil.models.serving import RegistryModelDetector
 from vigil.models.training import train_isolation_forest
 from vigil.ops.metrics import PipelineMetrics, serve
+from vigil.testing.system import debian_program, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "deploy" / "grafana" / "vigil-dashboard.json"
 PROMETHEUS = "/usr/bin/prometheus"
 ALLOWED_LABELS = {"pipeline", "step", "partition", "state", "rule", "feature", "version", "le"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int) -> dict[str, object]:
@@ -258,23 +252,9 @@ def test_dashboard_uses_only_metrics_that_vigil_exports(tmp_path):
 # ---- (b) a real Prometheus scraping a live pipeline ----------------------------------------------------
 
 
-def _apt_install() -> None:
-    if shutil.which("apt-get") is None:
-        pytest.fail(f"{PROMETHEUS} is missing and apt-get is unavailable: install the Debian package "
-                    "`prometheus` (apt-get install -y prometheus)")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=600)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"apt-get install prometheus failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 @pytest.fixture(scope="module")
 def prometheus_bin() -> str:
-    if not os.access(PROMETHEUS, os.X_OK):
-        _apt_install()
+    debian_program(PROMETHEUS, "prometheus")
     return PROMETHEUS
 
 
@@ -290,7 +270,7 @@ scrape_configs:
     static_configs:
       - targets: ["{target}"]
 """)
-    listen = f"127.0.0.1:{_free_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                              f"--web.listen-address={listen}", "--storage.tsdb.retention.time=1h",

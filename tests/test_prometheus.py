@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,37 +11,18 @@ import pytest
 
 from vigil.errors import ConfigError
 from vigil.io.prometheus import PrometheusScrapeSource
+from vigil.testing.system import debian_program, free_port
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 COLLECTORS = ["--collector.disable-defaults", "--collector.cpu", "--collector.meminfo", "--collector.loadavg",
               "--collector.netdev", "--collector.diskstats"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _apt_install() -> None:
-    if shutil.which("apt-get") is None:
-        pytest.fail(f"{NODE_EXPORTER} is missing and apt-get is unavailable: install the Debian package "
-                    "`prometheus-node-exporter` (apt-get install -y prometheus-node-exporter)")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus-node-exporter"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=300).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=300)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        if proc.returncode != 0:
-            pytest.fail(f"apt-get install prometheus-node-exporter failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 @pytest.fixture(scope="module")
 def node_exporter():
     """A real node_exporter on 127.0.0.1:<free port>; yields its host:port."""
-    if not shutil.which(NODE_EXPORTER):
-        _apt_install()
-    port = _free_port()
+    debian_program(NODE_EXPORTER, "prometheus-node-exporter")
+    port = free_port()
     proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", *COLLECTORS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     instance = f"127.0.0.1:{port}"
@@ -129,7 +108,7 @@ def test_raw_counters_labels_and_max_items(node_exporter):
 
 
 def test_unreachable_target_gives_dead_letters_not_exceptions(node_exporter):
-    dead_port = _free_port()
+    dead_port = free_port()
     src = PrometheusScrapeSource([node_exporter, f"127.0.0.1:{dead_port}"], interval_s=0.2, metrics="node_load1",
                                  timeout_s=2, max_scrapes=2)
     r = src.open()
