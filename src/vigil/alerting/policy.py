@@ -41,7 +41,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from vigil.errors import ConfigError
@@ -338,13 +337,9 @@ class AlertPolicy(BaseModel):
     @classmethod
     def from_yaml(cls, path: str) -> AlertPolicy:
         """Read a policy file: either the policy itself or a document with an ``alerting:`` section."""
-        try:
-            with open(path, encoding="utf-8") as fh:
-                raw = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise ConfigError("does not exist", field="alert policy file", value=path) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"is not valid YAML: {exc}", field="alert policy file", value=path) from None
+        from vigil.config.files import read_yaml
+
+        raw = read_yaml(path, "alert policy file")
         if isinstance(raw, dict) and "alerting" in raw:
             raw = raw["alerting"]
         return cls.from_dict(raw)

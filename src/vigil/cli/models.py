@@ -24,7 +24,6 @@ import json
 import os
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -53,14 +52,10 @@ class TrainSpec(BaseModel):
 
 def load_train_config(path: str | os.PathLike[str]) -> tuple[TrainSpec, str]:
     """Read and check a training config; return it and the folder that its relative paths start from."""
+    from vigil.config.files import read_yaml
+
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError("does not exist", field="--config", value=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"is not valid YAML ({exc})", field="--config", value=path) from None
+    raw = read_yaml(path, "--config")
     try:
         spec = TrainSpec.model_validate(raw)
     except ValidationError as exc:

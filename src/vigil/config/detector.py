@@ -43,7 +43,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vigil.errors import ConfigError
@@ -218,15 +217,10 @@ def load_detector_config(path: str | os.PathLike[str]) -> tuple[DetectorFactory,
     Raises:
         ConfigError: the file is missing, not YAML, or invalid (the message names the field and value).
     """
+    from vigil.config.files import read_yaml
+
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError("does not exist", field="detector config", value=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"is not valid YAML: {exc}", field="detector config", value=path) from None
-    return parse_detector_config(raw, origin=os.path.basename(path))
+    return parse_detector_config(read_yaml(path, "detector config"), origin=os.path.basename(path))
 
 
 def bundled_config(name: str) -> Path | None:

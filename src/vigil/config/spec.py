@@ -28,7 +28,6 @@ import os
 import re
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vigil.errors import ConfigError
@@ -210,14 +209,9 @@ class PipelineSpec(_Model):
 
 def load_spec(path: str) -> PipelineSpec:
     """Read and validate a YAML pipeline file (structure only; see :func:`load_pipeline`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError("does not exist", field="pipeline file", value=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"is not valid YAML: {exc}", field="pipeline file", value=path) from None
-    return parse_spec(raw, origin=path)
+    from vigil.config.files import read_yaml
+
+    return parse_spec(read_yaml(path, "pipeline file"), origin=path)
 
 
 def parse_spec(raw: Any, origin: str = "<config>") -> PipelineSpec:

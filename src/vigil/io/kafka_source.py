@@ -133,7 +133,7 @@ class KafkaSource:
         self.decoder = decoder
 
     @classmethod
-    def from_url(cls, url: str, schema: Schema, **kwargs: Any) -> KafkaSource:
+    def from_url(cls, url: str, schema: Schema | None, **kwargs: Any) -> KafkaSource:
         """Make a source from ``kafka://host:port/topic`` (see :func:`~vigil.io.kafka.parse_kafka_url`)."""
         bootstrap, topic = parse_kafka_url(url)
         return cls(bootstrap, topic, schema, **kwargs)
