@@ -187,3 +187,48 @@ alerts: [{{kind: jsonl, path: {alerts}}}]
     assert kills >= 2
     got = [json.loads(line)["id"] for line in (tmp_path / "alerts.jsonl").read_text().splitlines() if line.strip()]
     assert set(got) == expected  # none lost (at-least-once to a file: replays may repeat an alert, same id)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_skipped_counted_and_watched(tx_file, tmp_path, caplog):
+    """Disk trouble on a checkpoint is not fatal: the next one covers it; failures reach the metrics and self-watch."""
+    from prometheus_client import CollectorRegistry
+
+    from vigil.engine.runner import EmbeddedRunner
+    from vigil.ops.metrics import PipelineMetrics
+
+    sink = MemorySink()
+    p = fraud_pipeline(JsonlFileSource(str(tx_file), SCHEMA)).micro_batches(max_rows=2000)
+    p.checkpoints(str(tmp_path / "state"), interval="1ms").alerts_to(sink)
+    runner = EmbeddedRunner(p, out_dir=str(tmp_path))
+    metrics = PipelineMetrics(runner, CollectorRegistry())
+    real_write, calls = runner.store.write, [0]
+
+    def flaky_write(seq, state):
+        calls[0] += 1
+        if calls[0] <= 3:
+            raise OSError(28, "No space left on device")
+        return real_write(seq, state)
+
+    runner.store.write = flaky_write
+    with caplog.at_level(logging.ERROR, logger="vigil.engine"):
+        st = runner.run()
+    assert st.checkpoint_failures == 3 and st.checkpoints >= 1  # the run went on and later checkpoints landed
+    assert "No space left on device" in caplog.text and "Operator action" in caplog.text
+    assert metrics.checkpoint_failures == 3
+    assert st.events_in == 60_000 and len(sink.items) > 500
+    metrics.close()
+
+
+def test_the_final_checkpoint_failing_fails_the_run(tx_file, tmp_path):
+    from vigil.engine.runner import EmbeddedRunner
+
+    p = fraud_pipeline(JsonlFileSource(str(tx_file), SCHEMA)).micro_batches(max_rows=2000)
+    p.checkpoints(str(tmp_path / "state"), interval="1h").alerts_to(MemorySink())
+    runner = EmbeddedRunner(p, out_dir=str(tmp_path))
+
+    def no_disk(seq, state):
+        raise OSError(28, "No space left on device")
+
+    runner.store.write = no_disk
+    with pytest.raises(CheckpointError, match="final checkpoint could not be written"):
+        runner.run()

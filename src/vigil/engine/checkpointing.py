@@ -45,6 +45,7 @@ class Barrier:
 
     seq: int
     state: dict[str, Any]
+    final: bool = False  # the end-of-run checkpoint: failing to write it fails the run
 
 
 def take_snapshot(r: EmbeddedRunner, seq: int) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class RunStats:
     last_checkpoint_s: float = 0.0
     source_pauses: int = 0
     model_fallbacks: int = 0
+    checkpoint_failures: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -265,6 +266,8 @@ class EmbeddedRunner:
                     try:
                         self._commit(item, list(seen.values()))
                         ok = True
+                    except _Skipped:
+                        pass
                     finally:
                         if self.metrics is not None:
                             self.metrics.observe_checkpoint(time.perf_counter() - t0, ok)
@@ -297,7 +300,19 @@ class EmbeddedRunner:
         for sink in {id(s): s for s in [*seen, *self._all_sinks()]}.values():
             sink.flush()  # the durability point; a failing flush aborts the checkpoint
         assert self.store is not None
-        self.store.write(barrier.seq, barrier.state)
+        try:
+            self.store.write(barrier.seq, barrier.state)
+        except OSError as exc:
+            if barrier.final:
+                raise CheckpointError(f"the final checkpoint could not be written to {self.store.dir}: "
+                                      f"{exc.strerror or exc}") from exc  # fmt: skip
+            # Skipped, not fatal: the offsets stay uncommitted (and, exactly-once, the outputs stay in the open
+            # transaction), so the next checkpoint that is written covers them. Counted and watched (self-watch).
+            self.stats.checkpoint_failures += 1
+            log.error("pipeline `%s`: checkpoint %d not written to %s (%s); the next one will cover it. Operator "
+                      "action: check the disk (space, permissions) of the checkpoint directory", self.p.name,
+                      barrier.seq, self.store.dir, exc.strerror or exc)  # fmt: skip
+            raise _Skipped from exc
         positions = barrier.state["positions"]
         if self.p.delivery == "exactly-once":
             tx = {id(s): s for s in map(_producer_of, self._all_sinks()) if getattr(s, "transactional", False)}
@@ -320,12 +335,12 @@ class EmbeddedRunner:
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_s = time.perf_counter() - t0
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, final: bool = False) -> None:
         """Engine thread: snapshot between batches and send the barrier behind the outputs so far."""
         if self.store is None:
             return
         self._seq += 1
-        self._put(self._out, Barrier(self._seq, take_snapshot(self, self._seq)), force=True)
+        self._put(self._out, Barrier(self._seq, take_snapshot(self, self._seq), final=final), force=True)
 
     def _emit(self, sink: Any, items: list[Any]) -> None:
         if items and sink is not None:
@@ -376,7 +391,7 @@ class EmbeddedRunner:
             if self._error is None and not self._stop.is_set():
                 self._advance(MAX_WATERMARK)  # end of input: close every window, fire every timer
             if self._error is None:
-                self._checkpoint()  # the final checkpoint commits everything up to here
+                self._checkpoint(final=True)  # the final checkpoint commits everything up to here
         except BaseException:
             self._stop.set()
             raise
@@ -729,6 +744,10 @@ def _backlog(part: str, reader: Any) -> frozenset[str]:
     """The watermark partitions of ``reader`` that have records waiting (a reader says so with ``behind()``)."""
     behind = getattr(reader, "behind", None)
     return frozenset(f"{part}:{p}" for p in behind()) if behind is not None else frozenset()
+
+
+class _Skipped(Exception):
+    """A checkpoint that could not be written (counted and logged); the run goes on."""
 
 
 def _committed(reader: Any) -> Any:
