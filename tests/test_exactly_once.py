@@ -200,3 +200,39 @@ def test_broker_restart_mid_run_gives_exactly_the_uninterrupted_output(kafka_boo
     ids, windows, per_key = _summary(kafka_bootstrap, *outs)
     assert max(ids.values()) == 1 and ids == u["ids"]
     assert per_key == u["per_key"] and windows == u["windows"]
+
+
+def test_restart_fences_a_crashed_transaction_holding_offsets(kafka_bootstrap, kafka_topic, tmp_path):
+    """A worker died inside a transaction that already carried the group's offsets. The restarted worker
+    fences it (init_transactions) before reading the committed offsets, which would otherwise stay unstable
+    until the old transaction timed out, and the read would fail."""
+    from confluent_kafka import TopicPartition
+
+    from vigil.io.kafka_sink import KafkaAlertSink
+    from vigil.io.kafka_source import KafkaSource
+    from vigil.io.schema import Schema
+
+    topic_in, topic_out = kafka_topic(3), kafka_topic(3)
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(300):
+        p.produce(topic_in, json.dumps({"key": f"k{i % 5}", "seq": i, "ts": 1_767_225_600_000 + i * 1000,
+                                        "value": 50.0}).encode(), key=f"k{i % 5}".encode())
+    assert p.flush(30) == 0
+    group = f"zombie-{topic_in}"
+    pipe = _pipeline(tmp_path, "zombie", kafka_bootstrap, topic_in, topic_out, topic_out, group=group,
+                     state=tmp_path / "state")
+    # the zombie: same transactional id as the pipeline's sink, a transaction with the group's offsets, no commit
+    zombie = KafkaAlertSink(kafka_bootstrap, topic_out, transactional_id=f"vigil-eos-{topic_out}")
+    reader = KafkaSource(kafka_bootstrap, topic_in, Schema("key", "ts", fields=("value",)), group_id=group).open()
+    zombie.begin()
+    zombie.write_batch([{"key": "k0", "note": "never committed"}])
+    zombie._p.flush(10)
+    tps = [TopicPartition(topic_in, p, 10) for p in range(3)]
+    zombie._p.send_offsets_to_transaction(tps, reader.consumer_group_metadata(), 10)
+    proc = _start(pipe, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    out = _read_all(kafka_bootstrap, topic_out)
+    assert sum(r.get("count", 0) for r in out) == 300  # every input counted once
+    assert not [r for r in out if r.get("note") == "never committed"]  # the zombie's write never became visible
+    reader.close()

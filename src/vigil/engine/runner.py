@@ -198,6 +198,11 @@ class EmbeddedRunner:
             self._declare_partitions()
             return
         if self.p.delivery == "exactly-once":
+            # fence a crashed predecessor first: its open transaction (with offsets) would keep the group's
+            # committed offsets unstable, and reading them would time out
+            for sink in {id(s): s for s in map(_producer_of, self._all_sinks())}.values():
+                if getattr(sink, "transactional", False) and callable(getattr(sink, "fence", None)):
+                    sink.fence()
             # the group's committed offsets say which checkpoint's transaction committed
             self._readers = {part: src.open(part) for part in parts}
             committed = {part: _committed(r) for part, r in self._readers.items()}

@@ -215,6 +215,15 @@ class KafkaAlertSink:
             self._retry("init_transactions", self._p.init_transactions, deadline)
             self._initialized = True
 
+    def fence(self) -> None:
+        """Initialize transactions now, fencing a crashed predecessor with the same ``transactional.id``.
+
+        Its open transaction is aborted, so the consumer group's offsets are stable to read. Call before
+        reading the committed offsets on a restart: while a zombie's transaction holding offsets is open,
+        the broker answers offset fetches with ``UNSTABLE_OFFSET_COMMIT`` until it times out.
+        """
+        self._init()
+
     def begin(self) -> None:
         """Start a transaction (``init_transactions`` on first use); a no-op when one is open."""
         if self._closed:
