@@ -90,6 +90,7 @@ class AlertManager(MuteMixin):
     def _reset_caches(self) -> None:
         """Derived state: rebuilt from entries on init and restore, never snapshotted."""
         self._reset_mute_caches()
+        self._flush_min: int | None = min((g.next_flush_ms for g in self._groups.values()), default=None)
         self._last_dicts: dict[str, tuple[Alert, dict[str, Any]]] = {}  # the latest Alert as a dict, made once
         self._flapping = {fp for fp, e in self._entries.items() if e.flapping}
         for e in self._entries.values():
@@ -229,6 +230,8 @@ class AlertManager(MuteMixin):
                 g = self._groups[gk] = _Group(gk, node.receiver, node.group_labels(e.labels), node.group_wait_ms,
                                               node.group_interval_ms, node.repeat_interval_ms,
                                               next_flush_ms=now + node.group_wait_ms)  # fmt: skip
+                due = g.next_flush_ms
+                self._flush_min = due if self._flush_min is None else min(self._flush_min, due)
             g.members.add(e.fingerprint)
 
     def _arm(self, e: _Entry) -> None:
@@ -270,9 +273,33 @@ class AlertManager(MuteMixin):
                 out.append(n)
             if not g.members:
                 del self._groups[gk]
+        self._flush_min = min((g.next_flush_ms for g in self._groups.values()), default=None)
         self.counters["notifications_out"] += len(out)
         self._persist()
         return out
+
+    def drain(self, now_ms: int, ahead_ms: int) -> list[Notification]:
+        """Send what waits in ``group_wait``/``group_interval`` now (the stream ended or the run stops).
+
+        The groups are flushed as if it were ``now_ms + ahead_ms``, then their timers are set as if flushed at
+        ``now_ms``, so a restart goes on from here rather than ``ahead_ms`` in the future.
+        """
+        out = self.tick(now_ms + ahead_ms)
+        for g in self._groups.values():
+            g.next_flush_ms = min(g.next_flush_ms, now_ms + g.interval_ms)
+            if g.last_sent_ms is not None:
+                g.last_sent_ms = min(g.last_sent_ms, now_ms)
+        self._flush_min = min((g.next_flush_ms for g in self._groups.values()), default=None)
+        return out
+
+    def next_due_ms(self) -> int | None:
+        """The earliest time a timer is due: a group flush (processing clock) or, in event time, a resolution.
+
+        Kept up to date as groups are made and flushed, so asking costs nothing (an event-time driver asks
+        before every alert).
+        """
+        due = [t for t in (self._flush_min, self._next_deadline_ms) if t is not None]
+        return min(due) if due else None
 
     def _settle_flaps(self) -> None:
         f, t = self.policy.flap, self._event_now_ms

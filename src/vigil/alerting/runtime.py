@@ -265,8 +265,7 @@ class ManagedAlerts:
         """Run the manager's timers (group flushes, resolutions) due up to event time ``t``, in order."""
         m, last = self.manager, None
         while True:
-            flush = min((g.next_flush_ms for g in m._groups.values()), default=None)
-            due = min((x for x in (flush, m._next_deadline_ms) if x is not None), default=None)
+            due = m.next_due_ms()
             if due is None or due > t or (last is not None and due <= last):
                 break
             last = self._event_ms = max(self._event_ms, due)
@@ -334,12 +333,7 @@ class ManagedAlerts:
         self._start()
         with self._lock:
             now = self._clock()
-            notes = self.manager.tick(now + _DRAIN_MS if drain else now)
-            if drain:  # what the drain sent counts as sent now, not 15 minutes ahead (a restart goes on from here)
-                for g in self.manager._groups.values():
-                    g.next_flush_ms = min(g.next_flush_ms, now + g.interval_ms)
-                    if g.last_sent_ms is not None:
-                        g.last_sent_ms = min(g.last_sent_ms, now)
+            notes = self.manager.drain(now, _DRAIN_MS) if drain else self.manager.tick(now)
         self._deliver(notes)
 
     def _deliver(self, notes: list[Any]) -> None:

@@ -93,9 +93,15 @@ class WindowRevisions:
         return taken
 
     def rescore(self, pipe: Any, host_name: Any) -> list[Alert]:
-        """Score the windows late samples changed; return the retractions, revisions and late alerts."""
-        cfg, out = pipe.config, []
+        """Score the windows late samples changed; return the retractions, revisions and late alerts.
+
+        Every changed window of the batch is scored in one call per metric detector (one copy of its state
+        each, whatever the number of windows); a host with several changed windows is scored in rounds, so
+        no window is scored against another revised one.
+        """
+        cfg = pipe.config
         rate = [m in (cfg.rate_metrics or ()) for m in cfg.metrics]
+        rows = []  # (start, row, slot, x, previous window, its row)
         for s, r in sorted(self._dirty):
             w = self._closed.get(s)
             if w is None:
@@ -107,22 +113,37 @@ class WindowRevisions:
             for j, is_rate in enumerate(rate):
                 if is_rate:
                     x[j] = x[j] - prev.value[prev_row, j] if prev is not None and prev_row is not None else np.nan
-            flags, zs = np.zeros(len(x), bool), np.zeros(len(x))
-            for j, det in enumerate(pipe.detectors):
-                v = det.score_many(np.array([slot], np.int32), np.array([s + self.window_ms], np.int64),
-                                   {"value": np.array([x[j]])}) if hasattr(det, "score_many") else None  # fmt: skip
-                if v is not None:
-                    zs[j] = float(v[0]) if np.isfinite(v[0]) else 0.0
-                    flags[j] = bool(abs(zs[j]) > det.threshold)
-                    # score_many gives |z|; a one-sided metric (e.g. disk usage: only a rise votes) takes the sign of
-                    # its value, a rate of change whose baseline is near 0
-                    direction = pipe._direction[j] if hasattr(pipe, "_direction") else 0
-                    if direction:
-                        zs[j] = abs(zs[j]) * (1.0 if x[j] >= 0 else -1.0)
-                        flags[j] = flags[j] and np.sign(zs[j]) == direction
-            votes = int(flags.sum())
-            out += self._decide(pipe, w, r, s, slot, votes, zs, flags, host_name, prev, prev_row)
+            rows.append((s, r, slot, x, prev, prev_row))
         self._dirty.clear()
+        if not rows:
+            return []
+        z = np.zeros((len(rows), len(cfg.metrics)))
+        rounds = np.empty(len(rows), np.int64)  # a host's k-th changed window goes in round k
+        count: dict[int, int] = {}
+        for i, row in enumerate(rows):
+            rounds[i] = count.get(row[2], 0)
+            count[row[2]] = int(rounds[i]) + 1
+        for k in np.unique(rounds).tolist():
+            idx = np.flatnonzero(rounds == k)
+            slots = np.array([rows[i][2] for i in idx], np.int32)
+            ends = np.array([rows[i][0] + self.window_ms for i in idx], np.int64)
+            for j, det in enumerate(pipe.detectors):  # prequential, on a copy: nothing is learned
+                score = det.score_many(slots, ends, {"value": np.array([rows[i][3][j] for i in idx])})
+                z[idx, j] = np.where(np.isfinite(score), score, 0.0)
+        out: list[Alert] = []
+        thresholds = np.array([det.threshold for det in pipe.detectors])
+        directions = pipe._direction if hasattr(pipe, "_direction") else [0] * len(cfg.metrics)
+        for i, (s, r, slot, x, prev, prev_row) in enumerate(rows):
+            zs = z[i].copy()
+            flags = np.abs(zs) > thresholds
+            for j, direction in enumerate(directions):
+                # score_many gives |z|; a one-sided metric (e.g. disk usage: only a rise votes) takes the sign of
+                # its value, a rate of change whose baseline is near 0
+                if direction:
+                    zs[j] = abs(zs[j]) * (1.0 if x[j] >= 0 else -1.0)
+                    flags[j] = flags[j] and np.sign(zs[j]) == direction
+            out += self._decide(pipe, self._closed[s], r, s, slot, int(flags.sum()), zs, flags, host_name, prev,
+                                prev_row)  # fmt: skip
         return out
 
     def _decide(self, pipe: Any, w: _Closed, r: int, s: int, slot: int, votes: int, zs: np.ndarray, flags: np.ndarray,
