@@ -1,8 +1,7 @@
 """The alert manager inside pipelines: `alerting:` in YAML, notifications to a real HTTP receiver, restarts."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import yaml
@@ -16,6 +15,7 @@ from vigil.config import load_pipeline
 from vigil.engine.runner import EmbeddedRunner
 from vigil.errors import ConfigError
 from vigil.io.generators.transactions import TransactionSpec, generate_transactions, write_jsonl
+from vigil.testing.system import serve_http
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,8 @@ def receiver():
         def log_message(self, *args):
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/hook", got
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(Handler) as url:
+        yield f"{url}/hook", got
 
 
 def _yaml(tmp_path, tx_file, alerting):

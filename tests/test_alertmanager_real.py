@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
 from vigil.alerting.notifiers import AlertmanagerNotifier
-from vigil.testing.system import debian_program, free_port
+from vigil.testing.system import debian_program, free_port, serve_http
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DEADLINE_S = 60
@@ -55,15 +55,9 @@ def hooks() -> Iterator[Hooks]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/am-hook"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    with serve_http(Handler) as url:
+        state.url = url + "/am-hook"
+        yield state
 
 
 def _get(url: str) -> tuple[int, bytes]:

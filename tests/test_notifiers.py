@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from vigil.alerting import notifiers as nt
 from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
 from vigil.errors import ConfigError, NotifyError
-from vigil.testing.system import free_port
+from vigil.testing.system import free_port, serve_http
 
 # -- a programmable HTTP server: `script` answers the next requests in turn, then `app`, else 200 ok --
 
@@ -76,15 +76,9 @@ def server() -> Iterator[Server]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    with serve_http(Handler) as url:
+        state.url = url + ""
+        yield state
 
 
 def _json_reply(obj: Any, status: int = 200) -> Reply:

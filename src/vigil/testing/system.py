@@ -7,10 +7,14 @@ Tests talk to real Prometheus, Alertmanager, node_exporter and Chromium, never f
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shutil
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 
 
 def free_port() -> int:
@@ -41,3 +45,18 @@ def debian_program(path: str, package: str, timeout_s: float = 900) -> str:
         if proc.returncode != 0:
             pytest.fail(f"apt-get install {package} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return path
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (a free port) from a thread; yields ``http://127.0.0.1:PORT``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
