@@ -4,17 +4,27 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: setup demo demo-kafka test bench lint clean kafka-up kafka-down
+.PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down
 
 setup: $(STAMP)
 
-# Re-install only when the project's dependencies change: a second `make setup` is a quick no-op.
-$(STAMP): pyproject.toml
+# Everything installs from the lock (exact versions and hashes; pip refuses anything unpinned), so a new
+# release upstream never changes what a clean clone gets. Re-installs only when the lock changes.
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Refresh the lock after editing pyproject.toml's dependencies; `make lock UPGRADE=1` also takes newer
+# releases of everything. tests/test_lock.py fails while the two disagree.
+lock:
+	@test -x $(BIN)/uv || { test -x $(BIN)/python || $(PY) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r <(awk '/^uv==/{p=1} /^[^ ]/ && !/^uv==/{p=0} p' $(LOCK)); }
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
 demo: setup
 	$(BIN)/vigil demo
