@@ -2,7 +2,7 @@
 
 20,000 good records and 10,000 malformed ones (plus blank lines) are read through
 ``JsonlFileSource`` in small batches across small chunks. Every good record must come out exactly
-once, every malformed one as a dead letter whose reason names its problem.
+once, every malformed one as a dead letter whose reason code and message name its problem.
 """
 
 from __future__ import annotations
@@ -35,41 +35,44 @@ def _j(d: dict[str, object]) -> bytes:
     return json.dumps(d, separators=(",", ":")).encode()
 
 
-# kind -> (make the line for malformed record i, text the reason must contain)
+# kind -> (make the line for malformed record i, its reason code, text its message must contain)
 KINDS: dict[str, tuple] = {
-    "truncated": (lambda i: _j(_obj(i))[:-9], "invalid JSON: Input data was truncated"),
-    "broken": (lambda i: b'{"user" "u1","ts":1}', "invalid JSON: JSON is malformed"),
-    "trailing": (lambda i: _j(_obj(i)) + b"}", "invalid JSON: JSON is malformed: trailing characters"),
-    "missing_amount": (lambda i: _j(_obj(i, amount=_DROP)), "Object missing required field `amount`"),
-    "missing_ts": (lambda i: _j(_obj(i, ts=_DROP)), "Object missing required field `ts`"),
-    "missing_key": (lambda i: _j(_obj(i, user=_DROP)), "Object missing required field `user`"),
-    "string_amount": (lambda i: _j(_obj(i, amount="12.5")), "Expected `float`, got `str` - at `$.amount`"),
-    "string_nan": (lambda i: _j(_obj(i, amount="NaN")), "Expected `float`, got `str` - at `$.amount`"),
-    "bool_amount": (lambda i: _j(_obj(i, amount=True)), "Expected `float`, got `bool` - at `$.amount`"),
-    "list_ts": (lambda i: _j(_obj(i, ts=[T0])), "Expected `int`, got `array` - at `$.ts`"),
-    "float_ts": (lambda i: _j(_obj(i, ts=T0 + 0.5)), "Expected `int`, got `float` - at `$.ts`"),
-    "nan_literal": (lambda i: _j(_obj(i, amount=0)).replace(b'"amount":0', b'"amount":NaN'), "invalid JSON"),
+    "truncated": (lambda i: _j(_obj(i))[:-9], "invalid_json", "not valid JSON"),
+    "broken": (lambda i: b'{"user" "u1","ts":1}', "invalid_json", "not valid JSON: Expecting ':' delimiter"),
+    "trailing": (lambda i: _j(_obj(i)) + b"}", "invalid_json", "not valid JSON: Extra data"),
+    "missing_amount": (lambda i: _j(_obj(i, amount=_DROP)), "missing_field", "`amount` is missing"),
+    "missing_ts": (lambda i: _j(_obj(i, ts=_DROP)), "missing_field", "`ts` is missing"),
+    "missing_key": (lambda i: _j(_obj(i, user=_DROP)), "missing_field", "`user` is missing"),
+    "string_amount": (lambda i: _j(_obj(i, amount="12.5")), "wrong_type", "`amount` must be a number; got '12.5' (text)"),
+    "string_nan": (lambda i: _j(_obj(i, amount="NaN")), "wrong_type", "`amount` must be a number; got 'NaN' (text)"),
+    "bool_amount": (lambda i: _j(_obj(i, amount=True)), "wrong_type", "`amount` must be a number; got True (a boolean)"),
+    "list_ts": (lambda i: _j(_obj(i, ts=[T0])), "wrong_type", "`ts` must be an integer (epoch ms); got [1700000000000]"),
+    "float_ts": (lambda i: _j(_obj(i, ts=T0 + 0.5)), "wrong_type", "`ts` must be an integer (epoch ms)"),
+    "nan_literal": (lambda i: _j(_obj(i, amount=0)).replace(b'"amount":0', b'"amount":NaN'), "invalid_json",
+                    "NaN is not a JSON value"),
     "inf_literal": (lambda i: _j(_obj(i, amount=0)).replace(b'"amount":0', b'"amount":-Infinity'),
-                    "invalid JSON"),
+                    "invalid_json", "-Infinity is not a JSON value"),
     "huge_number": (lambda i: _j(_obj(i, amount=0)).replace(b'"amount":0', b'"amount":1e999'),
-                    "Number out of range - at `$.amount`"),
-    "ts_zero": (lambda i: _j(_obj(i, ts=0)), "`ts` 0 is absurd: before 2000-01-01 (min_ts_ms); "
+                    "not_finite", "`amount` is not finite: inf"),
+    "ts_zero": (lambda i: _j(_obj(i, ts=0)), "absurd_timestamp", "`ts` 0 is absurd: before 2000-01-01 (min_ts_ms); "
                 "zeroed clock?"),
-    "ts_seconds": (lambda i: _j(_obj(i, ts=1_700_000_000 + i)), "is absurd: before 2000-01-01 (min_ts_ms); "
-                   "seconds instead of ms?"),
-    "ts_year_3000": (lambda i: _j(_obj(i, ts=32_503_680_000_000)), "`ts` 32503680000000 is absurd: after "
-                     "2100-01-01 (max_ts_ms)"),
-    "ts_negative": (lambda i: _j(_obj(i, ts=-1)), "negative time?"),
-    "non_utf8": (lambda i: b'{"user":"u\xff\xfe","ts":%d,"amount":1,"id":"b%d"}' % (T0, i), "invalid UTF-8"),
-    "binary_garbage": (lambda i: bytes([0x80 + i % 100, 0, 0xC3, 0x28]) + b"\x1b[31m", "invalid JSON"),
-    "empty_object": (lambda i: b"{}", "Object missing required field"),
-    "array": (lambda i: b'["u1",%d,1.0]' % T0, "Expected `object`, got `array`"),
-    "scalar": (lambda i: b"42", "Expected `object`, got `int`"),
-    "null": (lambda i: b"null", "Expected `object`, got `null`"),
-    "key_null": (lambda i: _j(_obj(i, user=None)), "got `null` - at `$.user`"),
-    "key_object": (lambda i: _j(_obj(i, user={"a": 1})), "got `object` - at `$.user`"),
-    "id_object": (lambda i: _j(_obj(i, id={"x": [1]})), "got `object` - at `$.id`"),
-    "huge_line": (lambda i: b'{"user":"' + b"x" * 5000, "invalid JSON: Input data was truncated"),
+    "ts_seconds": (lambda i: _j(_obj(i, ts=1_700_000_000 + i)), "absurd_timestamp",
+                   "is absurd: before 2000-01-01 (min_ts_ms); seconds instead of ms?"),
+    "ts_year_3000": (lambda i: _j(_obj(i, ts=32_503_680_000_000)), "absurd_timestamp",
+                     "`ts` 32503680000000 is absurd: after 2100-01-01 (max_ts_ms)"),
+    "ts_negative": (lambda i: _j(_obj(i, ts=-1)), "absurd_timestamp", "negative time?"),
+    "non_utf8": (lambda i: b'{"user":"u\xff\xfe","ts":%d,"amount":1,"id":"b%d"}' % (T0, i), "invalid_utf8",
+                 "invalid UTF-8 at byte 10 (0xff)"),
+    "binary_garbage": (lambda i: bytes([0x80 + i % 100, 0, 0xC3, 0x28]) + b"\x1b[31m", "invalid_utf8",
+                       "invalid UTF-8 at byte 0"),
+    "empty_object": (lambda i: b"{}", "missing_field", "`user` is missing; `ts` is missing; `amount` is missing"),
+    "array": (lambda i: b'["u1",%d,1.0]' % T0, "not_an_object", "got an array"),
+    "scalar": (lambda i: b"42", "not_an_object", "got a number"),
+    "null": (lambda i: b"null", "not_an_object", "got null"),
+    "key_null": (lambda i: _j(_obj(i, user=None)), "missing_field", "`user` is null"),
+    "key_object": (lambda i: _j(_obj(i, user={"a": 1})), "wrong_type", "`user` must be text or an integer"),
+    "id_object": (lambda i: _j(_obj(i, id={"x": [1]})), "wrong_type", "`id` must be text, a number or a boolean"),
+    "huge_line": (lambda i: b'{"user":"' + b"x" * 5000, "invalid_json", "not valid JSON: Unterminated string"),
 }
 
 
@@ -124,8 +127,9 @@ def test_every_record_accounted_for(bad_file: tuple[Path, dict[int, str], list[s
     per_kind = collections.Counter()
     for d in dead:
         kind = kind_of_line.get(d.position)
-        assert kind is not None, f"line {d.position} is good but became a dead letter: {d.reason}"
-        assert KINDS[kind][1] in d.reason, f"{kind} at line {d.position}: reason {d.reason!r}"
+        assert kind is not None, f"line {d.position} is good but became a dead letter: {d.reason} {d.message}"
+        assert d.reason == KINDS[kind][1], f"{kind} at line {d.position}: {d.reason!r} {d.message!r}"
+        assert KINDS[kind][2] in d.message, f"{kind} at line {d.position}: message {d.message!r}"
         assert d.source == "mixed.jsonl" and len(d.raw) <= 1000
         per_kind[kind] += 1
     want = collections.Counter(kind_of_line.values())

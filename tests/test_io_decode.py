@@ -47,39 +47,57 @@ def test_field_names_that_are_not_identifiers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("raw", "code", "message"),
     [
-        (b'{"user":"a","ts":1700000000000,"amount":"12"}', "Expected `float`, got `str` - at `$.amount`"),
-        (b'{"user":"a","ts":[1],"amount":1}', "Expected `int`, got `array` - at `$.ts`"),
-        (b'{"user":"a","ts":1700000000000}', "Object missing required field `amount`"),
-        (b'{"user":null,"ts":1700000000000,"amount":1}', "got `null` - at `$.user`"),
-        (b'{"user":true,"ts":1700000000000,"amount":1}', "got `bool` - at `$.user`"),
-        (b"[1,2,3]", "Expected `object`, got `array`"),
-        (b"{}", "Object missing required field"),
-        (b'{"user":"a","ts":1700000000000,"amount":NaN}', "invalid JSON"),
-        (b'{"user":"a","ts":1700000000000,"amount":Infinity}', "invalid JSON"),
-        (b'{"user":"a","ts":1700000000000,"amount":1e999}', "Number out of range - at `$.amount`"),
-        (b'{"user":"a","ts":1700000000000,"am', "invalid JSON: Input data was truncated"),
-        (b'{"user":"\xff\xfe","ts":1700000000000,"amount":1}', "invalid UTF-8"),
-        (b"\x00\x01garbage", "invalid JSON"),
-        (b'{"user":"a","ts":0,"amount":1}', "`ts` 0 is absurd: before 2000-01-01 (min_ts_ms); zeroed clock?"),
-        (b'{"user":"a","ts":1700000000,"amount":1}', "before 2000-01-01 (min_ts_ms); seconds instead of ms?"),
-        (b'{"user":"a","ts":32503680000000,"amount":1}', "after 2100-01-01 (max_ts_ms)"),
-        (b'{"user":"a","ts":1700000000000000,"amount":1}', "microseconds instead of ms?"),
-        (b'{"user":"a","ts":99999999999999999999999999,"amount":1}', "is absurd: after 2100-01-01"),
-        (b'{"user":"a","ts":-5,"amount":1}', "negative time?"),
-        (b'{"user":"a","ts":1700000000000.5,"amount":1}', "Expected `int`, got `float` - at `$.ts`"),
+        (b'{"user":"a","ts":1700000000000,"amount":"12"}', "wrong_type", "`amount` must be a number; got '12' (text)"),
+        (b'{"user":"a","ts":[1],"amount":1}', "wrong_type", "`ts` must be an integer (epoch ms); got [1] (an array)"),
+        (b'{"user":"a","ts":1700000000000}', "missing_field", "`amount` is missing"),
+        (b'{"user":null,"ts":1700000000000,"amount":1}', "missing_field", "`user` is null"),
+        (b'{"user":true,"ts":1700000000000,"amount":1}', "wrong_type", "`user` must be text or an integer; got True"),
+        (b"[1,2,3]", "not_an_object", "expected a JSON object ({...}); got an array"),
+        (b"{}", "missing_field", "`user` is missing; `ts` is missing; `amount` is missing"),
+        (b'{"user":"a","ts":1700000000000,"amount":NaN}', "invalid_json", "not valid JSON"),
+        (b'{"user":"a","ts":1700000000000,"amount":Infinity}', "invalid_json", "not valid JSON"),
+        (b'{"user":"a","ts":1700000000000,"amount":1e999}', "not_finite", "`amount` is not finite"),
+        (b'{"user":"a","ts":1700000000000,"am', "invalid_json", "not valid JSON"),
+        (b'{"user":"\xff\xfe","ts":1700000000000,"amount":1}', "invalid_utf8", "invalid UTF-8 at byte 9 (0xff)"),
+        (b"\x00\x01garbage", "invalid_json", "not valid JSON"),
+        (b'{"user":"a","ts":0,"amount":1}', "absurd_timestamp", "`ts` 0 is absurd: before 2000-01-01 (min_ts_ms); zeroed clock?"),
+        (b'{"user":"a","ts":1700000000,"amount":1}', "absurd_timestamp", "before 2000-01-01 (min_ts_ms); seconds instead of ms?"),
+        (b'{"user":"a","ts":32503680000000,"amount":1}', "absurd_timestamp", "after 2100-01-01 (max_ts_ms)"),
+        (b'{"user":"a","ts":1700000000000000,"amount":1}', "absurd_timestamp", "microseconds instead of ms?"),
+        (b'{"user":"a","ts":99999999999999999999999999,"amount":1}', "absurd_timestamp", "is absurd: after 2100-01-01"),
+        (b'{"user":"a","ts":-5,"amount":1}', "absurd_timestamp", "negative time?"),
+        (b'{"user":"a","ts":1700000000000.5,"amount":1}', "wrong_type", "`ts` must be an integer (epoch ms); got 1700000000000.5 (a number)"),
     ],
 )
-def test_bad_lines_become_dead_letters_with_reasons(raw: bytes, reason: str) -> None:
+def test_bad_lines_become_dead_letters_with_reasons(raw: bytes, code: str, message: str) -> None:
     good = line(user="g", ts=T0, amount=1)
     recs = JsonDecoder(SCHEMA).decode([good, raw, good], source="s", first_position=10)
     assert recs.keys.tolist() == ["g", "g"]
     assert len(recs.dead) == 1
     d = recs.dead[0]
-    assert reason in d.reason, d.reason
+    assert d.reason == code, (d.reason, d.message)
+    assert message in d.message, d.message
     assert (d.source, d.position) == ("s", 11)
     assert d.raw == raw.decode("utf-8", "replace")
+    assert d.to_dict()["reason"] == code and d.to_dict()["message"] == d.message
+
+
+def test_every_reason_code_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from vigil.io.reasons import REASONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert [c for c in REASONS if f"`{c}`" not in readme] == []
+
+
+def test_a_dead_letter_needs_a_known_code() -> None:
+    from vigil.io.base import DeadLetter
+
+    with pytest.raises(ValueError, match="unknown dead-letter reason code"):
+        DeadLetter("Expected `float`, got `str`", "", "")
 
 
 def test_several_problems_in_one_row_are_all_named() -> None:
@@ -88,7 +106,7 @@ def test_several_problems_in_one_row_are_all_named() -> None:
     )
     assert len(recs) == 1
     # 1e308 is finite; only the time is wrong here
-    assert recs.dead[0].reason.startswith("`ts` 5 is absurd")
+    assert recs.dead[0].reason == "absurd_timestamp" and recs.dead[0].message.startswith("`ts` 5 is absurd")
 
 
 def test_blank_lines_are_skipped_but_keep_line_numbers() -> None:
@@ -122,8 +140,9 @@ def test_time_in_seconds() -> None:
          b'{"user":"a","ts":1700000000000,"amount":1}', b'{"user":"a","ts":17,"amount":1}']
     )
     assert recs.ts_ms.tolist() == [T0, T0 + 123]
-    assert "milliseconds instead of seconds?" in recs.dead[0].reason
-    assert "`ts` 17 is absurd: before 2000-01-01" in recs.dead[1].reason
+    assert [d.reason for d in recs.dead] == ["absurd_timestamp"] * 2
+    assert "milliseconds instead of seconds?" in recs.dead[0].message
+    assert "`ts` 17 is absurd: before 2000-01-01" in recs.dead[1].message
 
 
 def test_time_iso8601() -> None:
@@ -137,16 +156,18 @@ def test_time_iso8601() -> None:
          b'{"user":"a","ts":1700000000000,"amount":1}']
     )
     assert recs.ts_ms.tolist() == [T0 + 123] * 3
-    reasons = [d.reason for d in recs.dead]
-    assert reasons[0] == "`ts` 'yesterday' is not an ISO 8601 time"
-    assert "is absurd: before 2000-01-01" in reasons[1]
-    assert reasons[2] == "Expected `str`, got `int` - at `$.ts`"
+    assert [d.reason for d in recs.dead] == ["invalid_timestamp", "absurd_timestamp", "wrong_type"]
+    messages = [d.message for d in recs.dead]
+    assert messages[0] == "`ts` 'yesterday' is not an ISO 8601 time"
+    assert "is absurd: before 2000-01-01" in messages[1]
+    assert messages[2] == "`ts` must be an ISO 8601 time (text); got 1700000000000 (a number)"
 
 
 def test_custom_time_bounds() -> None:
     schema = Schema("user", "ts", fields=("amount",), min_ts_ms=0, max_ts_ms=10)
     recs = JsonDecoder(schema).decode([b'{"user":"a","ts":5,"amount":1}', b'{"user":"a","ts":11,"amount":1}'])
-    assert recs.ts_ms.tolist() == [5] and "after 1970-01-01T00:00:00.010000+00:00" in recs.dead[0].reason
+    assert recs.ts_ms.tolist() == [5] and recs.dead[0].reason == "absurd_timestamp"
+    assert "after 1970-01-01T00:00:00.010000+00:00" in recs.dead[0].message
 
 
 def test_optional_and_required_extra() -> None:
@@ -156,9 +177,9 @@ def test_optional_and_required_extra() -> None:
          b'{"user":"a","ts":%d,"txn_id":{"x":1}}' % T0]
     )
     assert recs.extra["label"].tolist() == [None]
-    assert [d.reason for d in recs.dead] == [
-        "Object missing required field `txn_id`",
-        "Expected `bool | int | float | str`, got `object` - at `$.txn_id`",
+    assert [(d.reason, d.message) for d in recs.dead] == [
+        ("missing_field", "`txn_id` is missing"),
+        ("wrong_type", "`txn_id` must be text, a number or a boolean; got {'x': 1} (an object)"),
     ]
 
 
@@ -174,10 +195,10 @@ def test_decode_dicts_accepts_numpy_scalars_and_checks_values() -> None:
     recs = dec.decode_dicts(rows, source="mem", first_position=100)
     assert recs.keys.tolist() == ["a", "5"] and recs.ts_ms.tolist() == [T0, T0 + 1]
     assert recs.extra["label"].tolist() == [None, "l"]
-    assert [(d.position, d.reason) for d in recs.dead] == [
-        (101, "`amount` is not finite: nan"),
-        (102, "Expected `float`, got `str` - at `$.amount`"),
-        (103, "Expected `object`, got `array`"),
+    assert [(d.position, d.reason, d.message) for d in recs.dead] == [
+        (101, "not_finite", "`amount` is not finite: nan"),
+        (102, "wrong_type", "`amount` must be a number; got 'x' (text)"),
+        (103, "not_an_object", "expected a JSON object ({...}); got an array"),
     ]
     assert json.loads(recs.dead[0].raw)["user"] == "b"
 
@@ -203,13 +224,13 @@ def test_csv_decoder() -> None:
     assert recs.keys.tolist() == ["a", "h"]
     assert recs.extra["txn_id"].tolist() == ["t,1", "t6"] and recs.extra["label"].tolist() == [None, "lab"]
     assert recs.cols["qty"].tolist() == [2.0, 1000.0]
-    assert [(d.position, d.reason) for d in recs.dead] == [
-        (3, "`amount` is not finite: nan"),
-        (4, "`ts` 17000000000 is absurd: before 2000-01-01 (min_ts_ms); seconds instead of ms?"),
-        (5, "expected 6 columns, got 4"),
-        (6, "`ts` '1.5' is not an integer (epoch ms)"),
-        (8, "invalid CSV: unexpected end of data"),
-        (9, "invalid UTF-8: invalid start byte at byte 16"),
+    assert [(d.position, d.reason, d.message) for d in recs.dead] == [
+        (3, "not_finite", "`amount` is not finite: nan"),
+        (4, "absurd_timestamp", "`ts` 17000000000 is absurd: before 2000-01-01 (min_ts_ms); seconds instead of ms?"),
+        (5, "invalid_csv", "expected 6 columns, got 4"),
+        (6, "wrong_type", "`ts` '1.5' is not an integer (epoch ms)"),
+        (8, "invalid_csv", "can't be split into columns (csv: unexpected end of data)"),
+        (9, "invalid_utf8", "invalid UTF-8 at byte 16 (0xff)"),
     ]
 
 

@@ -115,7 +115,7 @@ def test_sink_conformance(tmp_path: Path) -> None:
     check_sink(lambda: SqliteAlertSink(tmp_path / "a.db"), read_back=lambda s: SqliteAlertSink.read(s.path))
     check_sink(MemorySink, read_back=lambda s: s.durable)
     check_sink(lambda: ConsoleAlertSink(Console(file=io.StringIO())))
-    dead = [DeadLetter("why", "raw", "src", 3), DeadLetter("other", "r", "src", 9)]
+    dead = [DeadLetter("invalid_json", "why", "raw", "src", 3), DeadLetter("wrong_type", "other", "r", "src", 9)]
     check_sink(lambda: DeadLetterSink(tmp_path / "d" / "dead.jsonl"), dead, lambda s: _read_jsonl(s.path))
 
 
@@ -292,8 +292,8 @@ def test_memory_source_validates_columns_with_a_schema() -> None:
     cols = {"user": [1, 2, 3], "ts": [T0, 5, T0], "amount": [1.0, 2.0, np.inf], "id": ["a", "b", "c"]}
     b = MemorySource(cols, schema=SCHEMA).open("0").read_batch(10, 0)
     assert b.keys.tolist() == ["1"]
-    reasons = [(d.position, d.reason.split(":")[0]) for d in b.dead]
-    assert reasons == [(1, "`ts` 5 is absurd"), (2, "`amount` is not finite")]
+    reasons = [(d.position, d.reason, d.message.split(":")[0]) for d in b.dead]
+    assert reasons == [(1, "absurd_timestamp", "`ts` 5 is absurd"), (2, "not_finite", "`amount` is not finite")]
     with pytest.raises(ConfigError, match="lacks columns"):
         MemorySource({"user": [1]}, schema=SCHEMA)
     with pytest.raises(ConfigError, match="same length"):
@@ -304,7 +304,7 @@ def test_memory_source_validates_columns_with_a_schema() -> None:
 
 def test_memory_source_of_records_hands_out_dead_letters_once() -> None:
     recs = Records(np.array(["a", "b"], object), np.array([1, 2]), {"x": np.array([1.0, 2.0])},
-                   dead=[DeadLetter("bad", "raw", "m", 0)])
+                   dead=[DeadLetter("undecodable", "bad", "raw", "m", 0)])
     r = MemorySource(recs, batch_size=1).open("0")
     assert len(r.read_batch(5, 0).dead) == 1 and r.read_batch(5, 0).dead == [] and r.at_end
 
@@ -360,10 +360,10 @@ def test_sqlite_sink_is_idempotent_and_commits_on_flush(tmp_path: Path) -> None:
 
 def test_dead_letter_sink_counts(tmp_path: Path) -> None:
     s = DeadLetterSink(tmp_path / "dead.jsonl")
-    s.write_batch([DeadLetter("why", "raw", "src", 7), {"reason": "r", "raw": "", "position": 1}])
+    s.write_batch([DeadLetter("wrong_type", "why", "raw", "src", 7), {"reason": "r", "raw": "", "position": 1}])
     s.close()
     assert s.count == 2 and _read_jsonl(tmp_path / "dead.jsonl")[0] == {
-        "reason": "why", "raw": "raw", "source": "src", "position": 7}
+        "reason": "wrong_type", "message": "why", "raw": "raw", "source": "src", "position": 7}
 
 
 def test_memory_sink_can_fail_flush() -> None:

@@ -30,7 +30,11 @@ def rows(recs):
 
 
 def reasons(recs):
-    return [(d.position, d.reason) for d in recs.dead]
+    return [(d.position, d.message) for d in recs.dead]
+
+
+def codes(recs):
+    return [d.reason for d in recs.dead]
 
 
 # -- Influx line protocol -------------------------------------------------------------------------
@@ -96,6 +100,9 @@ def test_influx_bad_lines_become_dead_letters_with_reasons():
     assert len(recs) == 1
     got = reasons(recs)
     assert [p for p, _ in got] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert codes(recs) == ["wrong_type", "not_finite", "invalid_timestamp", "invalid_line", "invalid_line",
+                           "missing_field", "missing_field", "absurd_timestamp", "invalid_line", "invalid_utf8",
+                           "invalid_line"]
     assert "`v` value 'abc' is not a number" in got[0][1]
     assert "not finite" in got[1][1]
     assert "timestamp '12x' is not an integer" in got[2][1]
@@ -105,7 +112,7 @@ def test_influx_bad_lines_become_dead_letters_with_reasons():
     assert "no timestamp" in got[6][1]
     assert "outside" in got[7][1] and "precision" in got[7][1]
     assert "unterminated string" in got[8][1]
-    assert got[9][1].startswith("invalid UTF-8")
+    assert got[9][1] == "invalid UTF-8 at byte 0"
     assert "space-separated parts" in got[10][1]
     assert all(d.source == "f" for d in recs.dead)
     assert recs.dead[0].raw == f"cpu,host=a v=abc {T_NS}"
@@ -146,9 +153,10 @@ def test_telegraf_json_single_batch_units_and_bad_lines():
     ]
     got = reasons(recs)
     assert [p for p, _ in got] == [2, 3, 4, 5]
+    assert codes(recs) == ["missing_field", "invalid_json", "wrong_type", "missing_field"]
     assert got[0][1] == "metrics[1]: no `host` tag (set default_host to accept untagged samples)"
-    assert got[1][1].startswith("invalid JSON")
-    assert "Expected `str`, got `int`" in got[2][1]
+    assert got[1][1].startswith("not valid JSON")
+    assert got[2][1] == "`tags` values must be text"
     assert got[3][1] == "missing `timestamp`"
     ms = parse_telegraf_json([b'{"name":"m","fields":{"v":1},"tags":{"host":"h"},"timestamp":1700000000123}'],
                              json_timestamp_units="1ms")

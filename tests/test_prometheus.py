@@ -116,7 +116,7 @@ def test_unreachable_target_gives_dead_letters_not_exceptions(node_exporter):
     r.close()
     assert [m for _, _, m, _ in first] == ["node_load1"] and [m for _, _, m, _ in second] == ["node_load1"]
     assert len(dead) == 2 and r.stats["failed"] == 2
-    assert all(d.reason.startswith("target unreachable: ") for d in dead)
+    assert all(d.reason == "unreachable" and d.message.startswith("target unreachable: ") for d in dead)
     assert [d.position for d in dead] == [0, 1] and dead[0].raw == f"http://127.0.0.1:{dead_port}/metrics"
     assert r.at_end
 
@@ -154,7 +154,7 @@ def test_rates_are_reset_aware_and_survive_failed_scrapes():
     for _ in range(5):
         b = r.read_batch(100, 5000)  # > interval_s: sleeps (manual clock) until due, then waits for the fetch
         got.append((list(zip(b.keys.tolist(), b.extra["metric"].tolist(), b.cols["value"].tolist())),
-                    [d.reason for d in b.dead]))
+                    [d.message for d in b.dead]))
     assert got[0] == ([("fake:1", "temp", 1.0)], [])
     assert got[1][0] == [("web-7", "reqs_total:code=200", 10.0), ("fake:1", "temp", 2.0)]  # (30-10)/2 s
     assert got[2][0][0] == ("web-7", "reqs_total:code=200", 2.5)  # reset: 5 since the restart, over 2 s
@@ -169,7 +169,8 @@ def test_unparseable_body_and_pacing_never_blocks_past_timeout():
     r = src.open(resume=7)
     assert r.position() == 7
     b = r.read_batch(10, 1000)
-    assert len(b) == 0 and b.dead[0].reason.startswith("unparseable exposition") and b.dead[0].position == 7
+    assert len(b) == 0 and b.dead[0].reason == "scrape_failed" and b.dead[0].position == 7
+    assert b.dead[0].message.startswith("unparseable exposition")
     t0 = time.monotonic()
     assert r.read_batch(10, 50) is None  # next scrape due in 30 s
     assert time.monotonic() - t0 < 0.5

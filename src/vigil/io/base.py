@@ -12,21 +12,35 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vigil.io.reasons import check as check_reason
 from vigil.types import Float64Array, Int64Array
 
 
 @dataclass(slots=True)
 class DeadLetter:
-    """A record that could not be read, and why."""
+    """A record that could not be read, and why.
+
+    Attributes:
+        reason: a stable reason code (:mod:`vigil.io.reasons`), e.g. ``"absurd_timestamp"``.
+        message: what is wrong, for people: the field, the value, a likely cause.
+        raw: the record as text (cut to 1,000 characters).
+        source: where it came from (source name, topic).
+        position: where in the source (line number, message index, offset).
+    """
 
     reason: str
+    message: str
     raw: str
     source: str = ""
     position: Any = None
 
+    def __post_init__(self) -> None:
+        check_reason(self.reason)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-ready)."""
-        return {"reason": self.reason, "raw": self.raw, "source": self.source, "position": self.position}
+        return {"reason": self.reason, "message": self.message, "raw": self.raw, "source": self.source,
+                "position": self.position}
 
 
 @dataclass(slots=True)

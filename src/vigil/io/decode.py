@@ -6,10 +6,12 @@ event beyond the decode itself:
 1. **Decode.** JSON lines go through a msgspec ``Decoder`` of a Struct type compiled from the
    :class:`~vigil.io.schema.Schema` (typed, so type errors are found in C). The loop is
    ``rows.extend(map(decode, lines))``: when a line fails, the rows decoded so far are kept, the line
-   becomes a dead letter with msgspec's message as the reason, and decoding resumes after it.
+   becomes a dead letter, and decoding resumes after it. Why it failed is worked out by Vigil itself
+   (the line is parsed again, untyped, and checked field by field), never taken from the decoding
+   library's message: each dead letter has a stable reason code (:mod:`vigil.io.reasons`) and a message.
    Column extraction is generated code (one list comprehension per field).
 2. **Validate, vectorized.** Numeric fields must be finite; event times must lie within
-   ``[min_ts_ms, max_ts_ms]``. Failing rows leave the columns and become dead letters whose reason
+   ``[min_ts_ms, max_ts_ms]``. Failing rows leave the columns and become dead letters whose message
    names the field, the value and a likely cause.
 
 Blank (empty or whitespace-only) lines are not records: they are skipped silently and are neither
@@ -28,15 +30,16 @@ Examples:
     >>> recs = dec.decode(lines, source="demo", first_position=1)
     >>> recs.keys.tolist(), recs.ts_ms.tolist(), recs.cols["amount"].tolist()
     (['u1'], [1700000000123], [2.5])
-    >>> [(d.position, d.reason) for d in recs.dead]  # doctest: +NORMALIZE_WHITESPACE
-    [(2, '`ts` 42 is absurd: before 2000-01-01 (min_ts_ms); seconds instead of ms?'),
-     (4, 'Expected `float`, got `str` - at `$.amount`')]
+    >>> [(d.position, d.reason, d.message) for d in recs.dead]  # doctest: +NORMALIZE_WHITESPACE
+    [(2, 'absurd_timestamp', '`ts` 42 is absurd: before 2000-01-01 (min_ts_ms); seconds instead of ms?'),
+     (4, 'wrong_type', "`amount` must be a number; got 'x' (text)")]
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -54,6 +57,10 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _Scalar = str | int | float | bool
+Why = tuple[str, str]
+"""A dead letter's reason code (:mod:`vigil.io.reasons`) and message."""
+Reasons = dict[int, list[Why]]
+"""Row index → what is wrong with that row (a row may have several problems)."""
 
 
 def raw_text(line: bytes | str) -> str:
@@ -121,7 +128,7 @@ class _Validator:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
 
-    def absurd_reason(self, value: Any, ms: float) -> str:
+    def absurd_reason(self, value: Any, ms: float) -> Why:
         """Why an event time outside ``[min_ts_ms, max_ts_ms]`` is rejected, with a likely cause."""
         s = self.schema
         if ms < s.min_ts_ms:
@@ -131,7 +138,8 @@ class _Validator:
                 hint = "negative time?"
             else:
                 hint = "seconds instead of ms?" if s.time_unit == "ms" else "wrong unit or zeroed clock?"
-            return f"`{s.time}` {_show(value)} is absurd: before {_day(s.min_ts_ms)} (min_ts_ms); {hint}"
+            before = f"before {_day(s.min_ts_ms)} (min_ts_ms)"
+            return "absurd_timestamp", f"`{s.time}` {_show(value)} is absurd: {before}; {hint}"
         hint = "corrupt value?"
         if s.time_unit == "ms" and s.min_ts_ms <= ms / 1e3 <= s.max_ts_ms:
             hint = "microseconds instead of ms?"
@@ -139,9 +147,9 @@ class _Validator:
             hint = "nanoseconds instead of ms?"
         elif s.time_unit == "s" and s.min_ts_ms <= ms / 1e3 <= s.max_ts_ms:
             hint = "milliseconds instead of seconds?"
-        return f"`{s.time}` {_show(value)} is absurd: after {_day(s.max_ts_ms)} (max_ts_ms); {hint}"
+        return "absurd_timestamp", f"`{s.time}` {_show(value)} is absurd: after {_day(s.max_ts_ms)} (max_ts_ms); {hint}"
 
-    def times(self, values: Any, reasons: dict[int, list[str]]) -> np.ndarray:
+    def times(self, values: Any, reasons: Reasons) -> np.ndarray:
         """Event times in epoch ms from decoded values (ints for ms, numbers for s, text for ISO)."""
         s = self.schema
         lo, hi = s.min_ts_ms, s.max_ts_ms
@@ -171,9 +179,9 @@ class _Validator:
             for r in np.flatnonzero(bad).tolist():
                 v = ms_f[r]
                 if s.time_unit == "iso8601" and np.isnan(v):
-                    why = f"`{s.time}` {_show(values[r])} is not an ISO 8601 time"
+                    why: Why = "invalid_timestamp", f"`{s.time}` {_show(values[r])} is not an ISO 8601 time"
                 elif not np.isfinite(v):
-                    why = f"`{s.time}` is not finite: {_show(values[r])}"
+                    why = "not_finite", f"`{s.time}` is not finite: {_show(values[r])}"
                 else:
                     why = self.absurd_reason(values[r], float(v))
                 reasons.setdefault(r, []).append(why)
@@ -191,7 +199,7 @@ class _Validator:
         source: str,
         first_position: int,
         dead: list[DeadLetter],
-        reasons: dict[int, list[str]] | None = None,
+        reasons: Reasons | None = None,
     ) -> tuple[Records, np.ndarray | None]:
         """Validate columns, move failing rows to dead letters; returns records and row → line index."""
         s = self.schema
@@ -204,14 +212,16 @@ class _Validator:
             finite = np.isfinite(col)
             if not finite.all():
                 for r in np.flatnonzero(~finite).tolist():
-                    reasons.setdefault(r, []).append(f"`{name}` is not finite: {_show(col[r])}")
+                    reasons.setdefault(r, []).append(("not_finite", f"`{name}` is not finite: {_show(col[r])}"))
         key_arr = _objects(keys)
         extra = {name: _objects(vals) for name, vals in zip(s.extra_columns, extras, strict=True)}
         if reasons:
             bad_rows = sorted(reasons)
             for r in bad_rows:
                 li = r if row_line is None else int(row_line[r])
-                dead.append(DeadLetter("; ".join(reasons[r]), raw_of(li), source, first_position + li))
+                whys = reasons[r]
+                dead.append(DeadLetter(whys[0][0], "; ".join(m for _, m in whys), raw_of(li), source,
+                                       first_position + li))
             keep = np.ones(len(ts), bool)
             keep[bad_rows] = False
             key_arr, ts = key_arr[keep], ts[keep]
@@ -225,7 +235,7 @@ class _Validator:
 def _decode_all(
     items: Sequence[Any],
     decode: Callable[[Any], Any],
-    reason: Callable[[Any, Exception], str | None],
+    reason: Callable[[Any, Exception], Why | None],
     raw_of: Callable[[int], str],
     source: str,
     first_position: int,
@@ -250,7 +260,7 @@ def _decode_all(
             segments.append((start, len(rows) - before))
             why = reason(items[bad], exc)
             if why is not None:
-                dead.append(DeadLetter(why, raw_of(bad), source, first_position + bad))
+                dead.append(DeadLetter(why[0], why[1], raw_of(bad), source, first_position + bad))
             start = bad + 1
             continue
         segments.append((start, len(rows) - before))
@@ -262,16 +272,127 @@ def _decode_all(
     return rows, row_line, dead
 
 
-def _json_reason(line: Any, exc: Exception) -> str | None:
-    if isinstance(exc, msgspec.ValidationError):
-        return str(exc)
-    if not line.strip():
-        return None  # blank line: not a record
-    if isinstance(exc, UnicodeDecodeError):
-        return f"invalid UTF-8: {exc.reason} at byte {exc.start} of a string"
-    if isinstance(exc, msgspec.DecodeError):
-        return f"invalid JSON: {exc}"
-    return f"undecodable: {type(exc).__name__}: {exc}"
+_MISSING = object()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (write null, or leave the field out)")
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | np.number):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = _show(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and _I64_MIN <= v <= 2**64 - 1
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or isinstance(v, float)
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, str | bool | float) or _is_int(v)
+
+
+def utf8_error(line: Any) -> Why | None:
+    """``("invalid_utf8", message)`` if ``line`` is bytes that aren't valid UTF-8, else ``None``."""
+    if isinstance(line, bytes | bytearray | memoryview):
+        data = bytes(line)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return "invalid_utf8", f"invalid UTF-8 at byte {e.start} (0x{data[e.start]:02x})"
+    return None
+
+
+class RecordChecker:
+    """Works out why a record doesn't fit a schema, from the record itself — never from a library's message.
+
+    Used only on records that failed to decode (the slow path), so it can afford plain Python.
+
+    Examples:
+        >>> from vigil.io.schema import Schema
+        >>> c = RecordChecker(Schema("user", "ts", fields=("amount",)))
+        >>> c.why({"user": "u1", "amount": "12"})
+        ('missing_field', "`ts` is missing; `amount` must be a number; got '12' (text)")
+        >>> c.why([1, 2])
+        ('not_an_object', 'expected a JSON object ({...}); got an array')
+    """
+
+    def __init__(self, schema: Schema, time_in_record: bool = True) -> None:
+        time_rule: tuple[Callable[[Any], bool], str] = {
+            "ms": (_is_int, "an integer (epoch ms)"),
+            "s": (_is_number, "a number (epoch seconds)"),
+            "iso8601": (lambda v: isinstance(v, str), "an ISO 8601 time (text)"),
+        }[schema.time_unit]
+        rules: list[tuple[str, Callable[[Any], bool], str, bool]] = [
+            (schema.key, lambda v: isinstance(v, str) or _is_int(v), "text or an integer", False)
+        ]
+        if time_in_record:
+            rules.append((schema.time, *time_rule, False))
+        rules += [(name, _is_number, "a number", False) for name in schema.fields]
+        rules += [(name, _is_scalar, "text, a number or a boolean", name in schema.optional)
+                  for name in schema.extra_columns]
+        self._rules = rules
+
+    def why(self, record: Any, exc: Exception | None = None) -> Why:
+        """The reason code and message for a record that failed to decode."""
+        if not isinstance(record, dict):
+            return "not_an_object", f"expected a JSON object ({{...}}); got {_kind(record)}"
+        problems: list[Why] = []
+        for name, ok, expected, optional in self._rules:
+            value = record.get(name, _MISSING)
+            if value is _MISSING or value is None:
+                if not optional:
+                    what = "missing" if value is _MISSING else "null"
+                    problems.append(("missing_field", f"`{name}` is {what}"))
+            elif not ok(value):
+                problems.append(("wrong_type", f"`{name}` must be {expected}; got {_short(value)} ({_kind(value)})"))
+            elif isinstance(value, float) and not np.isfinite(value):
+                problems.append(("not_finite", f"`{name}` is not finite: {_short(value)}"))
+        if problems:
+            return problems[0][0], "; ".join(m for _, m in problems)
+        detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        return "undecodable", f"the record doesn't fit the schema{detail}"
+
+
+def json_reason(checker: RecordChecker) -> Callable[[Any, Exception], Why | None]:
+    """Why a JSON line failed to decode (``None`` for a blank line, which is not a record)."""
+
+    def reason(line: Any, exc: Exception) -> Why | None:
+        if not line.strip():
+            return None
+        bad_utf8 = utf8_error(line)
+        if bad_utf8 is not None:
+            return bad_utf8
+        try:  # the standard library's parser, for its structured errors (message and position)
+            record = json.loads(line, parse_constant=_no_constant)
+        except json.JSONDecodeError as e:
+            return "invalid_json", f"not valid JSON: {e.msg} at character {e.pos}"
+        except (ValueError, RecursionError) as e:
+            return "invalid_json", f"not valid JSON: {e}"
+        return checker.why(record, exc)
+
+    return reason
 
 
 def _plain(value: Any) -> Any:
@@ -281,9 +402,9 @@ def _plain(value: Any) -> Any:
 class JsonDecoder:
     """Decodes JSON lines (one object per line) into :class:`Records`; see the module docstring.
 
-    Unknown fields are ignored. Reasons are msgspec's messages (``Expected `float`, got `str` - at
-    `$.amount```, ``Object missing required field `ts```, ``invalid JSON: ...``) or the validation
-    reasons described in the module docstring.
+    Unknown fields are ignored. Dead letters carry the reason codes of :mod:`vigil.io.reasons`
+    (``invalid_utf8``, ``invalid_json``, ``not_an_object``, ``missing_field``, ``wrong_type``,
+    ``not_finite``, ``absurd_timestamp``, ...), worked out by :class:`RecordChecker`.
 
     Args:
         schema: what to extract.
@@ -306,6 +427,8 @@ class JsonDecoder:
         self._decode_line = msgspec.json.Decoder(self.row_type).decode
         self._extract = _make_extractor(len(schema.fields), len(schema.extra_columns))
         self._validator = _Validator(schema)
+        self._checker = RecordChecker(schema)
+        self._reason = json_reason(self._checker)
 
     def decode(self, lines: Sequence[bytes], source: str = "", first_position: int = 0) -> Records:
         """Decode lines; bad lines become ``Records.dead`` with positions ``first_position + index``."""
@@ -316,7 +439,7 @@ class JsonDecoder:
     ) -> tuple[Records, np.ndarray | None]:
         """Like :meth:`decode`, plus the index in ``lines`` of each row (``None`` = row i is line i)."""
         rows, row_line, dead = _decode_all(
-            lines, self._decode_line, _json_reason, lambda i: raw_text(lines[i]), source, first_position
+            lines, self._decode_line, self._reason, lambda i: raw_text(lines[i]), source, first_position
         )
         return self._columns(rows, row_line, dead, lambda i: raw_text(lines[i]), source, first_position)
 
@@ -332,15 +455,16 @@ class JsonDecoder:
         convert = functools.partial(msgspec.convert, type=row_type)
         fixed: dict[int, Any] = {}
 
-        def reason(row: Any, exc: Exception) -> str | None:
+        def reason(row: Any, exc: Exception) -> Why | None:
             # msgspec.convert rejects numpy scalars; retry once with them made plain.
             if isinstance(row, dict) and any(isinstance(v, np.generic) for v in row.values()):
+                plain = {k: _plain(v) for k, v in row.items()}
                 try:
-                    fixed[id(row)] = convert({k: _plain(v) for k, v in row.items()})
+                    fixed[id(row)] = convert(plain)
                     return None
-                except msgspec.ValidationError as exc2:
-                    return str(exc2)
-            return str(exc) if isinstance(exc, msgspec.ValidationError) else f"undecodable: {exc}"
+                except Exception as exc2:  # noqa: BLE001 - every failure is data
+                    return self._checker.why(plain, exc2)
+            return self._checker.why(row, exc)
 
         def raw_of(i: int) -> str:
             return _raw_dict(rows[i])
@@ -381,8 +505,8 @@ class CsvDecoder:
         >>> from vigil.io.schema import Schema
         >>> dec = CsvDecoder(Schema("user", "ts", fields=("amount",)), header=["ts", "user", "amount"])
         >>> r = dec.decode([b"1700000000000,u1,2.5", b"1700000000001,u2", b"1700000000002,u3,abc"])
-        >>> r.keys.tolist(), [d.reason for d in r.dead]
-        (['u1'], ['expected 3 columns, got 2', "`amount` 'abc' is not a number"])
+        >>> r.keys.tolist(), [(d.reason, d.message) for d in r.dead]
+        (['u1'], [('invalid_csv', 'expected 3 columns, got 2'), ('wrong_type', "`amount` 'abc' is not a number")])
     """
 
     def __init__(self, schema: Schema, header: Sequence[str] | None = None, delimiter: str = ",") -> None:
@@ -436,23 +560,26 @@ class CsvDecoder:
                 raise _Blank
             row = next(csv.reader([text.rstrip("\r\n")], delimiter=delim, strict=True))
             if len(row) != ncols:
-                raise ValueError(f"expected {ncols} columns, got {len(row)}")
+                raise _BadColumns(f"expected {ncols} columns, got {len(row)}")
             return row
 
-        def reason(line: Any, exc: Exception) -> str | None:
+        def reason(line: Any, exc: Exception) -> Why | None:
             if isinstance(exc, _Blank):
                 return None
-            if isinstance(exc, UnicodeDecodeError):
-                return f"invalid UTF-8: {exc.reason} at byte {exc.start}"
+            bad_utf8 = utf8_error(line)
+            if bad_utf8 is not None:
+                return bad_utf8
+            if isinstance(exc, _BadColumns):
+                return "invalid_csv", str(exc)
             if isinstance(exc, csv.Error):
-                return f"invalid CSV: {exc}"
-            return str(exc)
+                return "invalid_csv", f"can't be split into columns (csv: {exc})"
+            return "undecodable", f"can't be read ({type(exc).__name__}: {exc})"
 
         def raw_of(i: int) -> str:
             return raw_text(lines[i])
 
         rows, row_line, dead = _decode_all(lines, parse, reason, raw_of, source, first_position)
-        reasons: dict[int, list[str]] = {}
+        reasons: Reasons = {}
         ix = self._index
 
         def column(name: str) -> list[Any]:
@@ -477,7 +604,7 @@ class CsvDecoder:
         )
 
     def _numbers(
-        self, name: str, texts: list[str], reasons: dict[int, list[str]], integer: bool = False
+        self, name: str, texts: list[str], reasons: Reasons, integer: bool = False
     ) -> np.ndarray:
         dtype = np.int64 if integer else np.float64
         try:
@@ -492,9 +619,13 @@ class CsvDecoder:
                 out[r] = int(text) if integer else float(text)
             except (ValueError, OverflowError):
                 out[r] = filler
-                reasons.setdefault(r, []).append(f"`{name}` {text!r} is not {what}")
+                reasons.setdefault(r, []).append(("wrong_type", f"`{name}` {text!r} is not {what}"))
         return out
 
 
 class _Blank(Exception):
     """A blank line: skipped, not a record."""
+
+
+class _BadColumns(ValueError):
+    """A CSV line with the wrong number of columns."""

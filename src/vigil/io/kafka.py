@@ -45,7 +45,15 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from vigil.errors import ConfigError, SinkError, SourceError
 from vigil.io.base import Records
-from vigil.io.decode import _decode_all, _json_reason, _make_extractor, _Scalar, _Validator, raw_text
+from vigil.io.decode import (
+    RecordChecker,
+    _decode_all,
+    _make_extractor,
+    _Scalar,
+    _Validator,
+    json_reason,
+    raw_text,
+)
 from vigil.io.schema import Schema
 
 if TYPE_CHECKING:
@@ -205,6 +213,7 @@ class KafkaTimeDecoder:
         self._decode_line = msgspec.json.Decoder(row_type).decode
         self._extract = _make_extractor(len(schema.fields), len(schema.extra_columns))
         self._validator = _Validator(schema)
+        self._reason = json_reason(RecordChecker(schema, time_in_record=False))
 
     def decode_indexed(
         self, lines: list[bytes], ts_ms: list[int], source: str
@@ -213,7 +222,7 @@ class KafkaTimeDecoder:
         def raw_of(i: int) -> str:
             return raw_text(lines[i])
 
-        rows, row_line, dead = _decode_all(lines, self._decode_line, _json_reason, raw_of, source, 0)
+        rows, row_line, dead = _decode_all(lines, self._decode_line, self._reason, raw_of, source, 0)
         keys, _, nums, extras = self._extract(rows, len(rows))
         ts_all = np.asarray(ts_ms, np.int64)
         ts = ts_all if row_line is None else ts_all[row_line]

@@ -77,8 +77,8 @@ class KafkaSource:
         group_id: consumer group for committed offsets and lag (never joined: partitions are assigned).
         name: source name (dead letters, logs); default ``kafka:<topic>``.
         dead_letter_topic: if set, undecodable messages are also produced there, with their original
-            value and key and the headers ``vigil.reason``, ``vigil.source.topic``,
-            ``vigil.source.partition``, ``vigil.source.offset``.
+            value and key and the headers ``vigil.reason`` (the reason code, :mod:`vigil.io.reasons`),
+            ``vigil.message``, ``vigil.source.topic``, ``vigil.source.partition``, ``vigil.source.offset``.
         stop_at_end: make the source finite: ``at_end`` once every partition reached its end
             (for tests and ``vigil run --until-end``). Otherwise a Kafka source never ends.
         max_prefetch_bytes: cap of librdkafka's prefetch queue.
@@ -337,7 +337,7 @@ class KafkaSourceReader:
             seen = set(row_line.tolist() if row_line is not None else range(len(recs)))
             seen.update(d.position for d in recs.dead)
             recs.dead += [
-                DeadLetter("empty message value (null or blank)", raw_text(values[i]), self.name, i)
+                DeadLetter("empty_value", "empty message value (null or blank)", raw_text(values[i]), self.name, i)
                 for i in range(n) if i not in seen
             ]
             recs.dead.sort(key=lambda d: d.position)
@@ -370,6 +370,7 @@ class KafkaSourceReader:
                 continue
             headers = [
                 ("vigil.reason", d.reason.encode()),
+                ("vigil.message", d.message.encode()),
                 ("vigil.source.topic", self.topic.encode()),
                 ("vigil.source.partition", str(m.partition()).encode()),
                 ("vigil.source.offset", str(m.offset()).encode()),

@@ -40,8 +40,9 @@ Examples:
     ... ], source="demo", first_position=1)
     >>> list(zip(recs.keys, recs.extra["metric"], recs.cols["value"].tolist()))
     [('web1', 'cpu.usage_user', 12.5), ('web1', 'cpu.usage_system', 3.0), ('web1', 'mem.used_percent', 41.2)]
-    >>> int(recs.ts_ms[0]), [(d.position, d.reason) for d in recs.dead]
-    (1700000000000, [(3, "field `usage_user` value 'oops' is not a number (1.5, 12i, 12u), a string or a boolean")])
+    >>> int(recs.ts_ms[0]), [(d.position, d.reason, d.message) for d in recs.dead]  # doctest: +NORMALIZE_WHITESPACE
+    (1700000000000, [(3, 'wrong_type',
+                      "field `usage_user` value 'oops' is not a number (1.5, 12i, 12u), a string or a boolean")])
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ import numpy as np
 
 from vigil.errors import ConfigError, SourceError
 from vigil.io.base import DeadLetter, Records
-from vigil.io.decode import raw_text
+from vigil.io.decode import raw_text, utf8_error
 from vigil.io.files import CHUNK_BYTES, Pace, _FileReader, _FileSource
 from vigil.io.schema import MAX_TS_MS_DEFAULT, MIN_TS_MS_DEFAULT, Schema
 
@@ -74,7 +75,11 @@ _UNESCAPE = re.compile(r"\\([ ,=])")
 
 
 class _Bad(Exception):
-    """A line that can't be read; the message is the dead letter's reason."""
+    """A line that can't be read: ``_Bad(message)`` or ``_Bad(message, code)`` (default ``invalid_line``)."""
+
+    def __init__(self, message: str, code: str = "invalid_line") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Rows:
@@ -94,10 +99,10 @@ class _Rows:
         o = self.opts
         host = tags.pop(o.host_tag, None) or o.default_host
         if host is None:
-            raise _Bad(f"no `{o.host_tag}` tag (set default_host to accept untagged samples)")
+            raise _Bad(f"no `{o.host_tag}` tag (set default_host to accept untagged samples)", "missing_field")
         if not o.min_ts_ms <= ts_ms <= o.max_ts_ms:
             raise _Bad(f"time {ts_ms} ms is outside [{o.min_ts_ms}, {o.max_ts_ms}] (min_ts_ms, max_ts_ms); "
-                       f"wrong precision / json_timestamp_units?")
+                       f"wrong precision / json_timestamp_units?", "absurd_timestamp")
         suffix = ""
         if o.fold_tags and tags:
             folded = sorted((k, v) for k, v in tags.items() if k not in o.ignore_tags)
@@ -110,8 +115,8 @@ class _Rows:
             self.metrics.append(f"{measurement}.{name}{suffix}")
             self.lines.append(index)
 
-    def bad(self, index: int, reason: str, raw: bytes | str) -> None:
-        self.dead.append(DeadLetter(reason, raw_text(raw), self.source, self.first_position + index))
+    def bad(self, index: int, code: str, message: str, raw: bytes | str) -> None:
+        self.dead.append(DeadLetter(code, message, raw_text(raw), self.source, self.first_position + index))
 
     def records(self) -> tuple[Records, np.ndarray]:
         n = len(self.ts)
@@ -201,9 +206,10 @@ def _number(key: str, v: str) -> float | None:
             raise ValueError
         x = float(int(v[:-1])) if v[-1] in "iu" else float(v)
     except (ValueError, OverflowError):
-        raise _Bad(f"field `{key}` value {v!r} is not a number (1.5, 12i, 12u), a string or a boolean") from None
+        raise _Bad(f"field `{key}` value {v!r} is not a number (1.5, 12i, 12u), a string or a boolean",
+                   "wrong_type") from None
     if not math.isfinite(x):
-        raise _Bad(f"field `{key}` value {v!r} is not finite")
+        raise _Bad(f"field `{key}` value {v!r} is not finite", "not_finite")
     return x
 
 
@@ -234,12 +240,12 @@ def _influx_line(text: str, rows: _Rows, index: int, precision_ns: int) -> None:
     if len(rest) == 2:
         stamp = rest[1]
         if not stamp.lstrip("-").isdigit():
-            raise _Bad(f"timestamp {stamp!r} is not an integer")
+            raise _Bad(f"timestamp {stamp!r} is not an integer", "invalid_timestamp")
         ts_ms = int(stamp) * precision_ns // 1_000_000
     elif rows.opts.default_time_ms is not None:
         ts_ms = int(rows.opts.default_time_ms())
     else:
-        raise _Bad("no timestamp (pass default_time_ms to stamp samples with their arrival time)")
+        raise _Bad("no timestamp (pass default_time_ms to stamp samples with their arrival time)", "missing_field")
     if fields:
         rows.add(index, measurement, tags, fields, ts_ms)
 
@@ -288,7 +294,7 @@ class InfluxDecoder:
             try:
                 text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
             except UnicodeDecodeError as e:
-                rows.bad(i, f"invalid UTF-8: {e.reason} at byte {e.start}", raw)
+                rows.bad(i, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw)
                 continue
             for line in text.split("\n") if "\n" in text else (text,):
                 line = line.strip()
@@ -297,7 +303,7 @@ class InfluxDecoder:
                 try:
                     _influx_line(line, rows, i, prec)
                 except _Bad as e:
-                    rows.bad(i, str(e), line)
+                    rows.bad(i, e.code, str(e), line)
         return rows.records()
 
 
@@ -323,8 +329,10 @@ class TelegrafJsonDecoder:
         >>> dec = TelegrafJsonDecoder()
         >>> r = dec.decode([b'{"fields":{"load1":0.5,"n_users":2},"name":"system","tags":{"host":"h1"},'
         ...                 b'"timestamp":1700000000}', b'{"name":"cpu"}'], first_position=1)
-        >>> r.extra["metric"].tolist(), r.ts_ms.tolist(), [(d.position, d.reason) for d in r.dead]
-        (['system.load1', 'system.n_users'], [1700000000000, 1700000000000], [(2, 'missing `timestamp`')])
+        >>> r.extra["metric"].tolist(), r.ts_ms.tolist()
+        (['system.load1', 'system.n_users'], [1700000000000, 1700000000000])
+        >>> [(d.position, d.reason, d.message) for d in r.dead]
+        [(2, 'missing_field', 'missing `timestamp`')]
     """
 
     def __init__(
@@ -362,24 +370,46 @@ class TelegrafJsonDecoder:
                     continue
                 try:
                     m = self._decode_one(line)
-                except msgspec.ValidationError as e:
-                    rows.bad(i, str(e), line)
-                    continue
-                except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                    rows.bad(i, f"invalid JSON: {e}", line)
+                except Exception as e:  # noqa: BLE001 - every failure is data
+                    rows.bad(i, *self._why(line, e), line)
                     continue
                 for j, metric in enumerate(m.metrics if m.metrics is not None else (m,)):
                     try:
                         self._metric(metric, rows, i)
                     except _Bad as e:
                         where = f"metrics[{j}]: " if m.metrics is not None else ""
-                        rows.bad(i, where + str(e), line)
+                        rows.bad(i, e.code, where + str(e), line)
         return rows.records()
+
+    @staticmethod
+    def _why(line: bytes | str, exc: Exception) -> tuple[str, str]:
+        """Why a Telegraf JSON line failed to decode, worked out from the line itself."""
+        bad_utf8 = utf8_error(line)
+        if bad_utf8 is not None:
+            return bad_utf8
+        try:
+            obj = msgspec.json.decode(line)
+        except msgspec.DecodeError as e:
+            return "invalid_json", f"not valid JSON (parser: {e})"
+        if not isinstance(obj, dict):
+            return "not_an_object", "expected a JSON object ({...}) as Telegraf writes"
+        expected: dict[str, tuple[type | tuple[type, ...], str]] = {
+            "name": (str, "text"), "timestamp": ((int, float), "a number"), "fields": (dict, "an object"),
+            "tags": (dict, "an object of text values"), "metrics": (list, "an array of metrics"),
+        }
+        for key, (types, words) in expected.items():
+            v = obj.get(key)
+            if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+                return "wrong_type", f"`{key}` must be {words}; got {v!r:.60}"
+        tags = obj.get("tags") or {}
+        if any(not isinstance(v, str) for v in tags.values()):
+            return "wrong_type", "`tags` values must be text"
+        return "undecodable", f"not a Telegraf metric ({type(exc).__name__}: {exc})"
 
     def _metric(self, m: _TelegrafMetric, rows: _Rows, index: int) -> None:
         for name in ("name", "timestamp", "fields"):
             if getattr(m, name) is None:
-                raise _Bad(f"missing `{name}`")
+                raise _Bad(f"missing `{name}`", "missing_field")
         assert m.name is not None and m.fields is not None and m.timestamp is not None
         ts = m.timestamp
         if isinstance(ts, int) and self._ms_per_unit >= 1:
@@ -388,7 +418,7 @@ class TelegrafJsonDecoder:
             ts_ms = ts // round(1 / self._ms_per_unit)
         else:
             if not math.isfinite(ts):
-                raise _Bad(f"`timestamp` {ts!r} is not finite")
+                raise _Bad(f"`timestamp` {ts!r} is not finite", "not_finite")
             ts_ms = round(ts * self._ms_per_unit)
         fields = [
             (k, float(v)) for k, v in m.fields.items()
@@ -458,14 +488,14 @@ def decode_kafka_values(
     Examples:
         >>> recs, msg = decode_kafka_values([b"cpu,host=a x=1,y=2 1700000000000000000", None])
         >>> recs.extra["metric"].tolist(), msg.tolist(), [(d.position, d.reason) for d in recs.dead]
-        (['cpu.x', 'cpu.y'], [0, 0], [(1, 'empty message value (null or blank)')])
+        (['cpu.x', 'cpu.y'], [0, 0], [(1, 'empty_value')])
     """
     dec = decoder if decoder is not None else metric_decoder(format, **options)
     raw = [b"" if v is None else v for v in values]
     recs, row_msg = dec.decode_indexed(raw, source, 0)
     blank = [i for i, v in enumerate(raw) if not v.strip()]
     if blank:
-        recs.dead += [DeadLetter("empty message value (null or blank)", "", source, i) for i in blank]
+        recs.dead += [DeadLetter("empty_value", "empty message value (null or blank)", "", source, i) for i in blank]
         recs.dead.sort(key=lambda d: d.position)
     return recs, row_msg
 
@@ -555,8 +585,8 @@ class InfluxLineFileSource(_MetricFileSource):
         >>> b.extra["metric"].tolist(), r.position()
         (['cpu.sys'], 44)
         >>> b = r.read_batch(100, 10)
-        >>> len(b), [(d.position, d.reason) for d in b.dead], r.position(), r.at_end
-        (0, [(2, 'no field set (expected `measurement[,tag=v] field=1.2 [timestamp]`)')], 48, True)
+        >>> len(b), [(d.position, d.reason, d.message) for d in b.dead], r.position(), r.at_end
+        (0, [(2, 'invalid_line', 'no field set (expected `measurement[,tag=v] field=1.2 [timestamp]`)')], 48, True)
     """
 
     _decoder_cls = InfluxDecoder

@@ -23,9 +23,10 @@ itself, as Prometheus's ``rate()`` does. The first scrape of a series gives no r
 compare with); neither does a series whose timestamps did not advance. Gauges pass through as they are.
 
 **Failures** never raise: an unreachable target, a timeout, an HTTP error status, an oversized or
-unparseable body each become a dead letter for that target and scrape (reason ``target unreachable:
-...``, ``scrape failed: HTTP 503 ...``, ``unparseable exposition: ...``; ``raw`` = the URL, ``position``
-= the scrape number), counted in ``stats["failed"]``, and the other targets' samples still flow. As in
+unparseable body each become a dead letter for that target and scrape (reason code ``unreachable``,
+``scrape_failed``, ``too_large`` or ``invalid_utf8``, with a message such as ``target unreachable: ...``
+or ``scrape failed: HTTP 503 ...``; ``raw`` = the URL, ``position`` = the scrape number), counted in
+``stats["failed"]``, and the other targets' samples still flow. As in
 Prometheus, a scrape whose body can't be parsed is rejected whole.
 
 **Pacing**: targets are fetched in parallel by worker threads; ``read_batch`` starts a scrape when one
@@ -73,19 +74,23 @@ def _http_fetch(url: str, timeout_s: float, max_bytes: int) -> tuple[str, str]:
     except urllib.error.HTTPError as e:
         raise _ScrapeError(f"scrape failed: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        raise _ScrapeError(f"target unreachable: {e.reason}") from None
+        raise _ScrapeError(f"target unreachable: {e.reason}", "unreachable") from None
     except (TimeoutError, OSError) as e:
-        raise _ScrapeError(f"target unreachable: {type(e).__name__}: {e}") from None
+        raise _ScrapeError(f"target unreachable: {type(e).__name__}: {e}", "unreachable") from None
     if len(body) > max_bytes:
-        raise _ScrapeError(f"scrape failed: body larger than max_body_bytes ({max_bytes})")
+        raise _ScrapeError(f"scrape failed: body larger than max_body_bytes ({max_bytes})", "too_large")
     try:
         return ctype, body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _ScrapeError(f"unparseable exposition: invalid UTF-8 at byte {e.start}") from None
+        raise _ScrapeError(f"unparseable exposition: invalid UTF-8 at byte {e.start}", "invalid_utf8") from None
 
 
 class _ScrapeError(Exception):
-    """A failed scrape; the message is the dead letter's reason."""
+    """A failed scrape: the message and the dead letter's reason code (default ``scrape_failed``)."""
+
+    def __init__(self, message: str, code: str = "scrape_failed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _target_url(target: str) -> str:
@@ -268,14 +273,14 @@ class PrometheusScrapeReader:
             try:
                 samples = fut.result()
             except _ScrapeError as e:
-                reason = str(e)
+                code, reason = e.code, str(e)
             except Exception as e:  # noqa: BLE001 - a scrape failure is data, never a crash
-                reason = f"scrape failed: {type(e).__name__}: {e}"
+                code, reason = "scrape_failed", f"scrape failed: {type(e).__name__}: {e}"
             else:
                 self._rows(url, samples, hosts, ts, values, names)
                 continue
             self.stats["failed"] += 1
-            dead.append(DeadLetter(reason, url, src.name, self._scrapes))
+            dead.append(DeadLetter(code, reason, url, src.name, self._scrapes))
         n = len(ts)
         keys = np.empty(n, object)
         keys[:] = hosts

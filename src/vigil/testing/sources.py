@@ -40,7 +40,7 @@ def _rows(recs: Records) -> list[Row]:
 
 
 def _dead(recs: Records) -> list[Row]:
-    return [(d.reason, d.raw, d.source, json.dumps(d.position)) for d in recs.dead]
+    return [(d.reason, d.message, d.raw, d.source, json.dumps(d.position)) for d in recs.dead]
 
 
 class _Run:
