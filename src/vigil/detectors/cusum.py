@@ -32,7 +32,8 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.detectors.ewzscore import ew_learn, ew_std, grow_rows
+from vigil.stats.ew import halflife_decay, west_learn, west_std
+from vigil.stats.slots import grow_rows
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _NCOL = 9  # per-key state: events learned, W, W2, EW mean, EW variance, S+, S-, rows S+ > 0, rows S- > 0
@@ -61,7 +62,7 @@ def _cusum_kernel(
             continue
         cnt = st[k, 0]
         mean = st[k, 3]
-        std = ew_std(st, k)
+        std = west_std(st, k)
         if cnt > 0:
             out_mean[i] = target if has_target else mean
             out_std[i] = std
@@ -86,7 +87,7 @@ def _cusum_kernel(
             st[k, 6] = sn
             st[k, 7] = rp
             st[k, 8] = rn
-        ew_learn(st, k, v, decay)
+        west_learn(st, k, v, decay)
 
 
 @register
@@ -156,7 +157,7 @@ class CUSUM(BaseDetector):
         self.min_count = int(min_count)
         self.threshold = self.h
         self.fields = (field,)
-        self._decay = 2.0 ** (-1.0 / self.halflife)
+        self._decay = halflife_decay(self.halflife)
         self.st = np.zeros((64, _NCOL), np.float64)
 
     def params(self) -> dict[str, Any]:

@@ -27,47 +27,14 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.stats.ew import halflife_decay
+from vigil.stats.ew import west_learn as ew_learn
+from vigil.stats.ew import west_std as ew_std
+from vigil.stats.slots import grow_rows
+from vigil.stats.special import two_sided_tail
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _NCOL = 5  # per-key state columns: events learned, total weight W, sum of squared weights W2, mean, variance
-
-
-def grow_rows(arr: np.ndarray, top: int, fill: float | int | bool = 0) -> np.ndarray:
-    """``arr`` with at least ``top`` rows (doubling), new rows set to ``fill``; ``arr`` itself if big enough."""
-    if arr.shape[0] >= top:
-        return arr
-    grown = np.full((max(top, 2 * arr.shape[0]), *arr.shape[1:]), fill, arr.dtype)
-    grown[: arr.shape[0]] = arr
-    return grown
-
-
-# Per-key exponentially weighted state, one row of ``st``: count, sum of weights, sum of squared
-# weights, mean, variance (West's incremental update). Shared with CUSUM's baseline.
-
-
-@numba.njit(cache=True, inline="always")
-def ew_std(st: Any, k: int) -> float:
-    """Standard deviation of key k, 0 while undefined.
-
-    With the reliability-weights bias correction: the ordinary sample standard deviation while the
-    weights are equal.
-    """
-    w_sum = st[k, 1]
-    den = w_sum * w_sum - st[k, 2]
-    return math.sqrt(st[k, 4] * w_sum * w_sum / den) if den > 0.0 else 0.0
-
-
-@numba.njit(cache=True, inline="always")
-def ew_learn(st: Any, k: int, v: float, f: float) -> None:
-    """Learn value v for key k, earlier weights multiplied by f (the decay)."""
-    w_sum = f * st[k, 1] + 1.0
-    w = 1.0 / w_sum
-    d = v - st[k, 3]
-    st[k, 0] += 1.0
-    st[k, 1] = w_sum
-    st[k, 2] = f * f * st[k, 2] + 1.0
-    st[k, 3] += w * d
-    st[k, 4] = (1.0 - w) * (st[k, 4] + w * d * d)
 
 
 @numba.njit(cache=True)
@@ -97,7 +64,7 @@ def _ewz_kernel(
             z = (v - mean) / std
             out_z[i] = z
             out_score[i] = abs(z)
-            out_cal[i] = math.erf(abs(z) * 0.7071067811865476)
+            out_cal[i] = two_sided_tail(z)
             out_ready[i] = True
         if cnt > 0:
             out_mean[i] = mean
@@ -183,7 +150,7 @@ class EWZScore(BaseDetector):
         self.halflife_time = halflife_time
         self.halflife_ms = 0 if halflife_time is None else duration_param("halflife_time", halflife_time)
         events = 50.0 if halflife is None else float(halflife)
-        self._decay = 2.0 ** (-1.0 / events)  # weight kept by earlier events per new event
+        self._decay = halflife_decay(events)  # weight kept by earlier events per new event
         self.threshold = float(threshold)
         self.min_count = int(min_count)
         self.protect = bool(protect)

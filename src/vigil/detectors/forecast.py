@@ -30,6 +30,9 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.stats.ew import ew_mean_step, ew_step, halflife_alpha
+from vigil.stats.slots import grow_rows_pow2, reset_rows
+from vigil.stats.special import two_sided_tail_many
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 
@@ -87,28 +90,6 @@ def make_forecaster(spec: dict[str, Any] | Forecaster) -> Forecaster:
     return spec
 
 
-def grow_rows(arr: np.ndarray, top: int) -> np.ndarray:
-    """``arr`` with at least ``top`` rows (doubling, zero-filled), or ``arr`` itself if it is big enough."""
-    if arr.shape[0] >= top:
-        return arr
-    cap = max(64, arr.shape[0])
-    while cap < top:
-        cap *= 2
-    grown = np.zeros((cap, *arr.shape[1:]), arr.dtype)
-    grown[: arr.shape[0]] = arr
-    return grown
-
-
-def reset_rows(arr: np.ndarray, slots: Int32Array) -> None:
-    """Zero the rows of ``slots`` that exist in ``arr``."""
-    arr[slots[(slots >= 0) & (slots < arr.shape[0])]] = 0
-
-
-def halflife_alpha(halflife: float) -> float:
-    """Smoothing weight of an exponentially weighted statistic whose half-life is ``halflife`` events."""
-    return 1.0 - 2.0 ** (-1.0 / float(halflife))
-
-
 @numba.njit(cache=True)
 def _ew_kernel(slots: Any, x: Any, alpha: float, st: Any, out: Any) -> None:  # pragma: no cover - compiled
     for i in range(slots.shape[0]):
@@ -117,9 +98,7 @@ def _ew_kernel(slots: Any, x: Any, alpha: float, st: Any, out: Any) -> None:  # 
         out[i] = st[k, 1] if cnt > 0.0 else np.nan
         v = x[i]
         if math.isfinite(v):
-            cnt += 1.0
-            st[k, 1] += max(alpha, 1.0 / cnt) * (v - st[k, 1])  # 1/n for the first events: an unbiased start
-            st[k, 0] = cnt
+            st[k, 0], st[k, 1] = ew_mean_step(cnt, st[k, 1], v, alpha)  # 1/n for the first events: unbiased start
 
 
 @register_forecaster
@@ -143,7 +122,7 @@ class EWForecaster:
 
     def predict_learn_many(self, slots: Int32Array, ts_ms: Int64Array, x: Float64Array) -> Float64Array:
         if len(slots):
-            self.st = grow_rows(self.st, int(slots.max()) + 1)
+            self.st = grow_rows_pow2(self.st, int(slots.max()) + 1)
         out = np.empty(len(slots), np.float64)
         _ew_kernel(slots, x, self._alpha, self.st, out)
         return out
@@ -188,13 +167,7 @@ def _residual_kernel(
             out_z[i] = z
             out_ready[i] = True
         if not (protect and abs(z) > threshold):
-            cnt += 1.0
-            w = max(alpha, 1.0 / cnt)
-            d = r - mean
-            inc = w * d
-            rs[k, 1] = mean + inc
-            rs[k, 2] = (1.0 - w) * (var + d * inc)
-            rs[k, 0] = cnt
+            rs[k, 0], rs[k, 1], rs[k, 2] = ew_step(cnt, mean, var, r, alpha)
 
 
 @register
@@ -272,14 +245,14 @@ class ForecastResidual(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         yhat = np.asarray(self.forecaster.predict_learn_many(slots, ts_ms, x), np.float64)
         if len(slots):
-            self.rs = grow_rows(self.rs, int(slots.max()) + 1)
+            self.rs = grow_rows_pow2(self.rs, int(slots.max()) + 1)
         m = len(slots)
         z, ready = np.empty(m, np.float64), np.empty(m, np.bool_)
         mean, std = np.empty(m, np.float64), np.empty(m, np.float64)
         _residual_kernel(slots, x, yhat, self._alpha, self.min_residuals, self.threshold, self.protect, self.rs,
                          z, ready, mean, std)  # fmt: skip
         score = np.abs(z)
-        calibrated = np.asarray(_erf_tail(score), np.float64)
+        calibrated = np.asarray(two_sided_tail_many(score), np.float64)
         flag = ready & (score > self.threshold)
         return Verdicts(
             score, calibrated, flag, flag, ready,
@@ -305,8 +278,3 @@ class ForecastResidual(BaseDetector):
     def _restore(self, state: dict[str, Any]) -> None:
         self.forecaster.restore(state["forecaster"])
         self.rs = np.array(state["residuals"], np.float64).reshape(-1, 3)
-
-
-@numba.vectorize(["float64(float64)"], cache=True)
-def _erf_tail(z: float) -> float:  # pragma: no cover - compiled
-    return math.erf(z * 0.7071067811865476)

@@ -41,7 +41,8 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import register
-from vigil.detectors.forecast import ForecastResidual, grow_rows, register_forecaster, reset_rows
+from vigil.detectors.forecast import ForecastResidual, register_forecaster
+from vigil.stats.slots import grow_rows_pow2, reset_rows
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 
@@ -221,9 +222,9 @@ class HoltWintersForecaster:
     def predict_learn_many(self, slots: Int32Array, ts_ms: Int64Array, x: Float64Array) -> Float64Array:
         if len(slots):
             top = int(slots.max()) + 1
-            self.st = grow_rows(self.st, top)
-            self.season = grow_rows(self.season, top)
-            self.buf = grow_rows(self.buf, top)
+            self.st = grow_rows_pow2(self.st, top)
+            self.season = grow_rows_pow2(self.season, top)
+            self.buf = grow_rows_pow2(self.buf, top)
         out = np.empty(len(slots), np.float64)
         hw_kernel(slots, np.asarray(x, np.float64), self.alpha, self.beta, self.gamma, self.period or 0,
                   self.max_period, self.min_autocorr, self.st, self.season, self.buf, out)  # fmt: skip

@@ -32,7 +32,8 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
-from vigil.detectors.forecast import grow_rows, reset_rows
+from vigil.stats.ring import rolling_moments_push
+from vigil.stats.slots import grow_rows_pow2, reset_rows
 from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array
 
 _LN10 = math.log(10.0)
@@ -94,30 +95,8 @@ def _likelihood_kernel(
             out_fire[i] = flagged and st[k, 4] == 0.0  # the first flagged row of a run
             st[k, 4] = 1.0 if flagged else 0.0
         # learn m into the rolling window (float32 entries; the statistics use the stored, rounded value)
-        mf = np.float32(m)
-        mv = float(mf)
-        pos = nl % lw
-        if nl < lw:
-            d = mv - mu
-            mu += d / (nl + 1)
-            m2 += d * (mv - mu)
-        else:
-            old = float(long[k, pos])
-            new_mu = mu + (mv - old) / lw
-            m2 += (mv - old) * (mv - new_mu + old - mu)
-            mu = new_mu
-        long[k, pos] = mf
-        nl += 1
-        if nl % lw == 0:  # once per window, recompute exactly: no drift from the sliding updates
-            acc = 0.0
-            for j in range(lw):
-                acc += float(long[k, j])
-            mu = acc / lw
-            m2 = 0.0
-            for j in range(lw):
-                d = float(long[k, j]) - mu
-                m2 += d * d
-        st[k, 1] = nl
+        mu, m2 = rolling_moments_push(long[k], nl, mu, m2, float(np.float32(m)))
+        st[k, 1] = nl + 1
         st[k, 2] = mu
         st[k, 3] = m2
 
@@ -169,7 +148,7 @@ class AnomalyLikelihood:
         """Score then learn each valid row: nines, likelihood, ready, fire, short_mean, long_mean, long_std."""
         if len(slots):
             top = int(slots.max()) + 1
-            self.st, self.short, self.long = (grow_rows(a, top) for a in (self.st, self.short, self.long))
+            self.st, self.short, self.long = (grow_rows_pow2(a, top) for a in (self.st, self.short, self.long))
         m = len(slots)
         out = {name: np.empty(m, np.float64) for name in ("nines", "likelihood", "short_mean", "long_mean", "long_std")}
         ready, fire = np.empty(m, np.bool_), np.empty(m, np.bool_)

@@ -28,40 +28,9 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.detectors.ewzscore import grow_rows
+from vigil.stats.ring import SortedRings, median_scale, ring_push
+from vigil.stats.special import two_sided_tail
 from vigil.types import Float64Array, Int32Array, Int64Array
-
-MAD_TO_Z = 0.6745  # MAD / 0.6745 estimates the sd of Gaussian data
-MEAN_AD_TO_SD = 1.2533141373155003  # sqrt(pi / 2): mean absolute deviation -> sd of Gaussian data
-
-
-@numba.njit(cache=True)
-def _median_scale(s: Any, n: int) -> tuple[float, float]:
-    """Median and scale (MAD / 0.6745, else 1.2533 * mean absolute deviation, else 0) of sorted ``s[:n]``."""
-    h = n // 2
-    med = s[h] if n % 2 == 1 else (s[h - 1] + s[h]) / 2.0
-    # deviations grow outwards from the median on both sides: merge the two runs up to the middle one
-    r = np.searchsorted(s[:n], med)
-    lo = r - 1
-    lower = 0.0
-    upper = 0.0
-    for t in range(h + 1):
-        if lo >= 0 and (r >= n or med - s[lo] <= s[r] - med):
-            d = med - s[lo]
-            lo -= 1
-        else:
-            d = s[r] - med
-            r += 1
-        if t == h - 1:
-            lower = d
-        upper = d
-    mad = upper if n % 2 == 1 else (lower + upper) / 2.0
-    if mad > 0.0:
-        return med, mad / MAD_TO_Z
-    total = 0.0
-    for j in range(n):
-        total += abs(s[j] - med)
-    return med, MEAN_AD_TO_SD * (total / n)
 
 
 @numba.njit(cache=True)
@@ -69,7 +38,6 @@ def _mad_kernel(
     slots: Any, x: Any, min_count: int, ring: Any, srt: Any, pos: Any, cnt: Any,
     out_z: Any, out_score: Any, out_cal: Any, out_ready: Any, out_med: Any, out_scale: Any, out_n: Any,
 ) -> None:  # fmt: skip
-    size = ring.shape[1]
     for i in range(slots.shape[0]):
         k = slots[i]
         v = x[i]
@@ -85,28 +53,16 @@ def _mad_kernel(
         if not math.isfinite(v):  # missing or inf: neither scored nor learned
             continue
         if n >= min_count:
-            med, scale = _median_scale(s, n)
+            med, scale = median_scale(s, n)
             out_med[i] = med
             out_scale[i] = scale
             if scale > 0.0:
                 z = (v - med) / scale
                 out_z[i] = z
                 out_score[i] = abs(z)
-                out_cal[i] = math.erf(abs(z) * 0.7071067811865476)
+                out_cal[i] = two_sided_tail(z)
                 out_ready[i] = True
-        if n == size:  # the window is full: the oldest value leaves the sorted row
-            old = ring[k, pos[k]]
-            j = np.searchsorted(s[:n], old)
-            for t in range(j, n - 1):
-                s[t] = s[t + 1]
-            n -= 1
-        j = np.searchsorted(s[:n], v, side="right")
-        for t in range(n, j, -1):
-            s[t] = s[t - 1]
-        s[j] = v
-        cnt[k] = n + 1
-        ring[k, pos[k]] = v
-        pos[k] = (pos[k] + 1) % size
+        ring_push(ring, srt, pos, cnt, k, v)
 
 
 @register
@@ -156,10 +112,7 @@ class RobustZScore(BaseDetector):
         self.threshold = float(threshold)
         self.min_count = int(min_count)
         self.fields = (field,)
-        self.ring = np.zeros((16, self.window), np.float64)
-        self.srt = np.zeros((16, self.window), np.float64)
-        self.pos = np.zeros(16, np.int64)
-        self.cnt = np.zeros(16, np.int64)
+        self.win = SortedRings(self.window)
 
     def params(self) -> dict[str, Any]:
         return {"field": self.field, "window": self.window, "threshold": self.threshold, "min_count": self.min_count}
@@ -174,16 +127,12 @@ class RobustZScore(BaseDetector):
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
         x = np.asarray(X[self.field], np.float64)
         m = len(slots)
+        w = self.win
         if m:
-            top = int(slots.max()) + 1
-            self.ring = grow_rows(self.ring, top)
-            self.srt = grow_rows(self.srt, top)
-            self.pos = grow_rows(self.pos, top)
-            self.cnt = grow_rows(self.cnt, top)
+            w._grow_slots(int(slots.max()) + 1)
         z, score, cal, med, scale, n = (np.empty(m, np.float64) for _ in range(6))
         ready = np.empty(m, np.bool_)
-        _mad_kernel(slots, x, self.min_count, self.ring, self.srt, self.pos, self.cnt,
-                    z, score, cal, ready, med, scale, n)  # fmt: skip
+        _mad_kernel(slots, x, self.min_count, w.ring, w.srt, w.pos, w.cnt, z, score, cal, ready, med, scale, n)
         flag = ready & (score > self.threshold)
         return Verdicts(score, cal, flag, flag, ready, {"value": x, "z": z, "median": med, "scale": scale, "count": n})
 
@@ -198,17 +147,15 @@ class RobustZScore(BaseDetector):
         )
 
     def reset_slots(self, slots: Int32Array) -> None:
-        slots = slots[slots < self.cnt.shape[0]]
-        self.ring[slots] = 0.0
-        self.srt[slots] = 0.0
-        self.pos[slots] = 0
-        self.cnt[slots] = 0
+        self.win.reset_slots(slots)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"ring": self.ring.copy(), "sorted": self.srt.copy(), "pos": self.pos.copy(), "count": self.cnt.copy()}
+        w = self.win
+        return {"ring": w.ring.copy(), "sorted": w.srt.copy(), "pos": w.pos.copy(), "count": w.cnt.copy()}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.ring = np.array(state["ring"], np.float64).reshape(-1, self.window)
-        self.srt = np.array(state["sorted"], np.float64).reshape(-1, self.window)
-        self.pos = np.array(state["pos"], np.int64)
-        self.cnt = np.array(state["count"], np.int64)
+        w = self.win
+        w.ring = np.array(state["ring"], np.float64).reshape(-1, self.window)
+        w.srt = np.array(state["sorted"], np.float64).reshape(-1, self.window)
+        w.pos = np.array(state["pos"], np.int64)
+        w.cnt = np.array(state["count"], np.int64)

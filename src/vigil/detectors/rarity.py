@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.detectors.ewzscore import grow_rows
+from vigil.stats.slots import grow_rows
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _BASE = 6  # per-key state columns before the per-scale ones: rows, lo, hi, width, suppression left, detections

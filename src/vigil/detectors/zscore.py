@@ -31,6 +31,8 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.stats.ew import ew_step, halflife_alpha
+from vigil.stats.special import two_sided_tail
 from vigil.stats.timewindow import CNT, TimeWindowState, evict, insert, load, mean_std, reserve, store
 from vigil.types import Float64Array, Int32Array, Int64Array
 
@@ -75,7 +77,7 @@ def _zscore_kernel(
         out_z[i] = z
         out_score[i] = abs(z)
         # calibrated: two-sided Gaussian tail probability, erf(|z| / sqrt 2)
-        out_cal[i] = math.erf(abs(z) * 0.7071067811865476)
+        out_cal[i] = two_sided_tail(z)
         out_basis[i] = basis
         out_mean[i] = mean
         out_std[i] = std
@@ -83,13 +85,7 @@ def _zscore_kernel(
             n, sh, a, b, ev = insert(off, c, h, n, newest, sh, a, b, ev, ts[i], v, window_ms, pool_ts, pool_x)
             if alpha > 0.0:
                 # exponentially weighted mean/variance; the first events use 1/n so the start is unbiased
-                cnt = ew[k, 0] + 1.0
-                w = max(alpha, 1.0 / cnt)
-                d = v - ew[k, 1]
-                inc = w * d
-                ew[k, 1] += inc
-                ew[k, 2] = (1.0 - w) * (ew[k, 2] + d * inc)
-                ew[k, 0] = cnt
+                ew[k, 0], ew[k, 1], ew[k, 2] = ew_step(ew[k, 0], ew[k, 1], ew[k, 2], v, alpha)
         store(k, ist, fst, off, c, h, n, newest, sh, a, b, ev)
     return slots.shape[0]
 
@@ -153,7 +149,7 @@ class SlidingZScore(BaseDetector):
         self.protect = bool(protect)
         self.transform = transform
         self.fields = (field,)
-        self._alpha = 0.0 if baseline_halflife is None else 1.0 - 2.0 ** (-1.0 / float(baseline_halflife))
+        self._alpha = 0.0 if baseline_halflife is None else halflife_alpha(baseline_halflife)
         self.win = TimeWindowState(self.window_ms)
         self.ew = np.zeros((self.win.capacity, 3), np.float64)  # count, mean, variance
 
