@@ -16,6 +16,10 @@ Semantics (checked for every registered detector by :mod:`vigil.testing.detector
 * **State** is plain data: :meth:`Detector.snapshot` returns numbers, strings, lists, dicts and numpy
   arrays only (no pickle at rest); :meth:`Detector.from_snapshot` rebuilds a detector whose later
   verdicts equal the uninterrupted run's.
+* **Per-key slices**: :meth:`BaseDetector.export_slots` gives one key's state as plain data and
+  :meth:`BaseDetector.import_slots` puts it into a slot of another instance with the same params (Flink
+  keyed state, late scoring, moving a key); its later verdicts equal the uninterrupted run's, unless
+  :meth:`BaseDetector.slice_caveat` says why not (state shared by all keys, or a model that isn't plain data).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from vigil.stats.slots import SlotArrays
 from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array, parse_duration_ms
 
 
@@ -101,10 +106,15 @@ class Detector(Protocol):
         ...
 
 
-class BaseDetector:
+class BaseDetector(SlotArrays):
     """Defaults shared by Vigil's detectors: the ``*_one`` / ``*_many`` verbs derived from :meth:`process_many`.
 
     Subclasses implement ``process_many``, ``params``, ``snapshot``, ``_restore`` and ``reset_slots``.
+
+    Per-key slices (:meth:`export_slots` / :meth:`import_slots`) default to struct of arrays: a subclass lists
+    its per-slot arrays (first axis = slot) in ``_slot_arrays`` and grows them in ``_grow_slots(top)``; parts
+    that slice themselves (a time window, a forecaster, an inner detector) are listed in ``_slot_parts`` and
+    exported under their attribute name. A slot's slice is everything that key's later verdicts depend on.
     """
 
     kind: ClassVar[str] = "detector"
@@ -157,6 +167,30 @@ class BaseDetector:
     def describe(self, stats: dict[str, Any]) -> str:
         """One readable sentence for a flagged row (subclasses say more)."""
         return f"{self.kind} score beyond {self.threshold:g}"
+
+    def fresh(self) -> Any:
+        """An empty detector with the same params (subclasses share immutable heavy parts such as models).
+
+        With :meth:`import_slots`, the cheap way to score a few keys on the side (late events) or to host one
+        key's slice (a Flink operator), instead of a copy of every key's state.
+        """
+        return type(self)(**self.params())
+
+    def slice_caveat(self) -> str | None:
+        """Why a key's later verdicts depend on more than its :meth:`export_slots` slice, or ``None``.
+
+        ``None`` (the default) means the slice is everything: imported into a fresh instance it continues
+        the key exactly. Otherwise the reason (state shared by all keys, a model that is not plain data);
+        such a detector can't run per key (:class:`~vigil.dataflow.keyed.KeyedDetector` refuses it).
+        """
+        return None
+
+    def _skip_checks(self) -> dict[str, str]:
+        """Conformance checks that don't apply, with the reason (subclasses add theirs to these)."""
+        caveat = self.slice_caveat()
+        if caveat is None:
+            return {}
+        return {"check_slots_continue_elsewhere": caveat}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

@@ -128,6 +128,7 @@ class CUSUM(BaseDetector):
 
     kind: ClassVar[str] = "cusum"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st",)
 
     def __init__(
         self,
@@ -175,7 +176,7 @@ class CUSUM(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         m = len(slots)
         if m:
-            self.st = grow_rows(self.st, int(slots.max()) + 1)
+            self._grow_slots(int(slots.max()) + 1)
         z, score, pos, neg, run, mean, std = (np.empty(m, np.float64) for _ in range(7))
         ready = np.empty(m, np.bool_)
         flag = np.empty(m, np.bool_)
@@ -198,6 +199,9 @@ class CUSUM(BaseDetector):
             f"{int(stats.get('run', 0))} events (baseline {float(stats.get('mean', np.nan)):.4g}, "
             f"sd {float(stats.get('std', np.nan)):.3g})"
         )
+
+    def _grow_slots(self, top: int) -> None:
+        self.st = grow_rows(self.st, top)
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.st[slots[slots < self.st.shape[0]]] = 0.0

@@ -29,12 +29,15 @@ its percentile as ``rank_<name>`` in ``rank`` mode, and every member's own stats
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register, registry
+from vigil.stats.slots import as_slots, split_none
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _COMBINES = ("max", "mean", "rank")
@@ -177,9 +180,39 @@ class Ensemble(BaseDetector):
         ]
 
     def _skip_checks(self) -> dict[str, str]:
+        skips = super()._skip_checks()
         if self.combine == "rank":
-            return {"check_reset_slots": "rank histories are per member over all keys, not per key"}
-        return {}
+            why = "rank histories are per member over all keys, not per key"
+            skips.update({"check_reset_slots": why, "check_import_none_resets": why})
+        return skips
+
+    def slice_caveat(self) -> str | None:
+        if self.combine == "rank":
+            return "rank mode ranks each member's score among recent scores of all keys: state no key's slice holds"
+        for name, d in zip(self.names, self.members, strict=True):
+            caveat = d.slice_caveat()
+            if caveat is not None:
+                return f"member {name}: {caveat}"
+        return None
+
+    def fresh(self) -> Ensemble:
+        """An empty twin whose members are their own :meth:`~BaseDetector.fresh` twins."""
+        twin = copy.copy(self)
+        twin.members = [d.fresh() for d in self.members]
+        twin.rank_buf = np.zeros_like(self.rank_buf)
+        twin.rank_count = np.zeros_like(self.rank_count)
+        return twin
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """Per slot ``{"members": [member slices]}`` (in ``rank`` mode the shared rank history is not included)."""
+        per_member = [d.export_slots(slots) for d in self.members]
+        return [{"members": [m[i] for m in per_member]} for i in range(len(as_slots(slots)))]
+
+    def import_slots(self, slots: Int32Array, states: Sequence[dict[str, Any] | None]) -> None:
+        slots = as_slots(slots)
+        split_none(slots, states)
+        for j, d in enumerate(self.members):
+            d.import_slots(slots, [None if s is None else s["members"][j] for s in states])
 
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
         m = len(slots)

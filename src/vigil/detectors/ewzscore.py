@@ -123,6 +123,7 @@ class EWZScore(BaseDetector):
 
     kind: ClassVar[str] = "ew_zscore"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st", "last_ts")
 
     def __init__(
         self,
@@ -175,9 +176,7 @@ class EWZScore(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         m = len(slots)
         if m:
-            top = int(slots.max()) + 1
-            self.st = grow_rows(self.st, top)
-            self.last_ts = grow_rows(self.last_ts, top)
+            self._grow_slots(int(slots.max()) + 1)
         z, score, cal, mean, std, n = (np.empty(m, np.float64) for _ in range(6))
         ready = np.empty(m, np.bool_)
         _ewz_kernel(
@@ -186,6 +185,10 @@ class EWZScore(BaseDetector):
         )  # fmt: skip
         flag = ready & (score > self.threshold)
         return Verdicts(score, cal, flag, flag, ready, {"value": x, "z": z, "mean": mean, "std": std, "count": n})
+
+    def _grow_slots(self, top: int) -> None:
+        self.st = grow_rows(self.st, top)
+        self.last_ts = grow_rows(self.last_ts, top)
 
     def describe(self, stats: dict[str, Any]) -> str:
         """E.g. "latency_ms 930 is 6.1 sd above the usual 120 (sd 41.2, EW over ~50 events)"."""

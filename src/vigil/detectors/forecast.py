@@ -7,6 +7,9 @@ Two parts, each keyed by slot and vectorized over a micro-batch:
   forecasts the key's next value from the state left by the earlier rows, *then* learns the row
   (prequential). ``yhat`` is NaN where the forecaster can't forecast yet (warm-up). A non-finite ``x`` is
   not learned and leaves the forecaster's state untouched.
+* A forecaster that keeps its per-key state as arrays by slot also gives per-key slices
+  (``export_slots`` / ``import_slots``, :class:`~vigil.stats.slots.SlotArrays`), which the detector's
+  slices include; both built-in forecasters do.
 * :class:`ForecastResidual` scores the residual ``r = x - yhat`` against the key's exponentially weighted
   mean and standard deviation of earlier residuals: ``z = (r - mean_r) / std_r``, score ``|z|`` (a residual
   z-score). Centring on ``mean_r`` absorbs a forecaster's steady bias.
@@ -31,7 +34,7 @@ import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
 from vigil.stats.ew import ew_mean_step, ew_step, halflife_alpha
-from vigil.stats.slots import grow_rows_pow2, reset_rows
+from vigil.stats.slots import SlotArrays, grow_rows_pow2, reset_rows
 from vigil.stats.special import two_sided_tail_many
 from vigil.types import Float64Array, Int32Array, Int64Array
 
@@ -102,7 +105,7 @@ def _ew_kernel(slots: Any, x: Any, alpha: float, st: Any, out: Any) -> None:  # 
 
 
 @register_forecaster
-class EWForecaster:
+class EWForecaster(SlotArrays):
     """Forecast = the key's exponentially weighted mean of earlier values (half-life in events).
 
     Examples:
@@ -112,6 +115,7 @@ class EWForecaster:
     """
 
     kind: ClassVar[str] = "ew"
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st",)
 
     def __init__(self, *, halflife: float = 20.0) -> None:
         if halflife <= 0:
@@ -122,7 +126,7 @@ class EWForecaster:
 
     def predict_learn_many(self, slots: Int32Array, ts_ms: Int64Array, x: Float64Array) -> Float64Array:
         if len(slots):
-            self.st = grow_rows_pow2(self.st, int(slots.max()) + 1)
+            self._grow_slots(int(slots.max()) + 1)
         out = np.empty(len(slots), np.float64)
         _ew_kernel(slots, x, self._alpha, self.st, out)
         return out
@@ -135,6 +139,9 @@ class EWForecaster:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.st = np.array(state["st"], np.float64).reshape(-1, 2)
+
+    def _grow_slots(self, top: int) -> None:
+        self.st = grow_rows_pow2(self.st, top)
 
     def reset_slots(self, slots: Int32Array) -> None:
         reset_rows(self.st, slots)
@@ -203,6 +210,8 @@ class ForecastResidual(BaseDetector):
 
     kind: ClassVar[str] = "forecast_residual"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("rs",)
+    _slot_parts: ClassVar[tuple[str, ...]] = ("forecaster",)
 
     def __init__(
         self,
@@ -245,7 +254,7 @@ class ForecastResidual(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         yhat = np.asarray(self.forecaster.predict_learn_many(slots, ts_ms, x), np.float64)
         if len(slots):
-            self.rs = grow_rows_pow2(self.rs, int(slots.max()) + 1)
+            self._grow_slots(int(slots.max()) + 1)
         m = len(slots)
         z, ready = np.empty(m, np.float64), np.empty(m, np.bool_)
         mean, std = np.empty(m, np.float64), np.empty(m, np.float64)
@@ -267,6 +276,14 @@ class ForecastResidual(BaseDetector):
             f"{self.field} {float(stats.get('value', np.nan)):.6g} is {abs(z):.1f} sd {side} its forecast "
             f"{float(stats.get('forecast', np.nan)):.6g} (residual sd {float(stats.get('resid_std', np.nan)):.3g})"
         )
+
+    def _grow_slots(self, top: int) -> None:
+        self.rs = grow_rows_pow2(self.rs, top)
+
+    def slice_caveat(self) -> str | None:
+        if isinstance(self.forecaster, SlotArrays):
+            return None
+        return f"forecaster {self.forecaster.kind!r} keeps no per-key slices (it has no export_slots/import_slots)"
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.forecaster.reset_slots(slots)

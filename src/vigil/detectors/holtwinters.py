@@ -42,7 +42,7 @@ import numpy as np
 
 from vigil.detectors.base import register
 from vigil.detectors.forecast import ForecastResidual, register_forecaster
-from vigil.stats.slots import grow_rows_pow2, reset_rows
+from vigil.stats.slots import SlotArrays, grow_rows_pow2, reset_rows
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 
@@ -175,7 +175,7 @@ def _unit(name: str, value: float, low_open: bool) -> float:
 
 
 @register_forecaster
-class HoltWintersForecaster:
+class HoltWintersForecaster(SlotArrays):
     """Additive Holt-Winters one-step-ahead forecasts per key (the recursion and warm-up of the module docstring).
 
     Examples:
@@ -186,6 +186,7 @@ class HoltWintersForecaster:
     """
 
     kind: ClassVar[str] = "holt_winters"
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st", "season", "buf")
 
     def __init__(
         self,
@@ -221,10 +222,7 @@ class HoltWintersForecaster:
 
     def predict_learn_many(self, slots: Int32Array, ts_ms: Int64Array, x: Float64Array) -> Float64Array:
         if len(slots):
-            top = int(slots.max()) + 1
-            self.st = grow_rows_pow2(self.st, top)
-            self.season = grow_rows_pow2(self.season, top)
-            self.buf = grow_rows_pow2(self.buf, top)
+            self._grow_slots(int(slots.max()) + 1)
         out = np.empty(len(slots), np.float64)
         hw_kernel(slots, np.asarray(x, np.float64), self.alpha, self.beta, self.gamma, self.period or 0,
                   self.max_period, self.min_autocorr, self.st, self.season, self.buf, out)  # fmt: skip
@@ -251,6 +249,11 @@ class HoltWintersForecaster:
         self.st = np.array(state["st"], np.float64).reshape(-1, 4)
         self.season = np.array(state["season"], np.float64).reshape(-1, self.season.shape[1])
         self.buf = np.array(state["buf"], np.float64).reshape(-1, self.warmup_len)
+
+    def _grow_slots(self, top: int) -> None:
+        self.st = grow_rows_pow2(self.st, top)
+        self.season = grow_rows_pow2(self.season, top)
+        self.buf = grow_rows_pow2(self.buf, top)
 
     def reset_slots(self, slots: Int32Array) -> None:
         for arr in (self.st, self.season, self.buf):

@@ -48,6 +48,7 @@ events score about 0.99 at height 8), so a raw threshold would not carry over be
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,7 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.stats.slots import as_slots, split_none
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 PADDING = 0.15  # River's: split points fall in the middle 70 % of a node's range
@@ -347,6 +349,7 @@ class HalfSpaceTrees(BaseDetector):
 
     kind: ClassVar[str] = "half_space_trees"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("mass", "count", "warm", "lo", "hi")
 
     def __init__(
         self,
@@ -438,13 +441,35 @@ class HalfSpaceTrees(BaseDetector):
 
     def _skip_checks(self) -> dict[str, str]:
         if self.per_key:
-            return {}
-        return {"check_reset_slots": "per_key=False keeps one model for all keys: there is no per-slot state to reset"}
+            return super()._skip_checks()
+        why = "per_key=False keeps one model for all keys: there is no per-slot state to reset"
+        return {**super()._skip_checks(), "check_reset_slots": why, "check_import_none_resets": why}
+
+    def slice_caveat(self) -> str | None:
+        return None if self.per_key else "per_key=False keeps one model for all keys: a key's slice is empty"
+
+    def fresh(self) -> HalfSpaceTrees:
+        """An empty twin sharing the (immutable) trees and their leaf index; no tree is rebuilt."""
+        twin = copy.copy(self)
+        twin._alloc(1)
+        return twin
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        if not self.per_key:
+            return [{} for _ in as_slots(slots).tolist()]
+        return super().export_slots(slots)
+
+    def import_slots(self, slots: Int32Array, states: Sequence[dict[str, Any] | None]) -> None:
+        if not self.per_key:
+            split_none(as_slots(slots), states)  # checks the lengths; the one global model is not a key's
+            return
+        super().import_slots(slots, states)
 
     def _ensure(self, slots: Int32Array) -> None:
-        if not self.per_key or not len(slots):
-            return
-        top = int(slots.max()) + 1
+        if self.per_key and len(slots):
+            self._grow_slots(int(slots.max()) + 1)
+
+    def _grow_slots(self, top: int) -> None:
         cap = self.count.shape[0]
         if top <= cap:
             return

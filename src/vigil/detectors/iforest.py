@@ -30,6 +30,7 @@ isolates least surprisingly in expectation), and ``stats["imputed"]`` counts the
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -354,6 +355,10 @@ class IsolationForestDetector(BaseDetector):
 
     def reset_slots(self, slots: Int32Array) -> None:
         return None  # no per-key state
+
+    def fresh(self) -> IsolationForestDetector:
+        """A twin sharing the loaded artifact and its ONNX session (the detector has no state to empty)."""
+        return copy.copy(self)
 
     def snapshot(self) -> dict[str, Any]:
         return {}

@@ -33,7 +33,7 @@ import numpy as np
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
 from vigil.stats.ring import rolling_moments_push
-from vigil.stats.slots import grow_rows_pow2, reset_rows
+from vigil.stats.slots import SlotArrays, grow_rows_pow2, reset_rows
 from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array
 
 _LN10 = math.log(10.0)
@@ -101,7 +101,7 @@ def _likelihood_kernel(
         st[k, 3] = m2
 
 
-class AnomalyLikelihood:
+class AnomalyLikelihood(SlotArrays):
     """Per-key online anomaly likelihood of a raw score stream (see the module docstring).
 
     Args:
@@ -118,6 +118,8 @@ class AnomalyLikelihood:
         >>> out["ready"][19:21].tolist(), round(float(out["nines"][-1]), 1)
         ([False, True], 50.4)
     """
+
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st", "short", "long")
 
     def __init__(self, *, short_window: int = 10, long_window: int = 1000, min_history: int = 100,
                  min_std: float = 1e-3) -> None:  # fmt: skip
@@ -147,8 +149,7 @@ class AnomalyLikelihood:
     ) -> dict[str, np.ndarray]:
         """Score then learn each valid row: nines, likelihood, ready, fire, short_mean, long_mean, long_std."""
         if len(slots):
-            top = int(slots.max()) + 1
-            self.st, self.short, self.long = (grow_rows_pow2(a, top) for a in (self.st, self.short, self.long))
+            self._grow_slots(int(slots.max()) + 1)
         m = len(slots)
         out = {name: np.empty(m, np.float64) for name in ("nines", "likelihood", "short_mean", "long_mean", "long_std")}
         ready, fire = np.empty(m, np.bool_), np.empty(m, np.bool_)
@@ -158,6 +159,9 @@ class AnomalyLikelihood:
             out["short_mean"], out["long_mean"], out["long_std"],
         )  # fmt: skip
         return {**out, "ready": ready, "fire": fire}
+
+    def _grow_slots(self, top: int) -> None:
+        self.st, self.short, self.long = (grow_rows_pow2(a, top) for a in (self.st, self.short, self.long))
 
     def snapshot(self) -> dict[str, Any]:
         """State as plain data (copies)."""
@@ -228,6 +232,7 @@ class Calibrated(BaseDetector):
 
     kind: ClassVar[str] = "calibrated"
     state_version: ClassVar[int] = 1
+    _slot_parts: ClassVar[tuple[str, ...]] = ("inner", "lik")
 
     def __init__(
         self,
@@ -286,6 +291,14 @@ class Calibrated(BaseDetector):
     def reset_slots(self, slots: Int32Array) -> None:
         self.inner.reset_slots(slots)
         self.lik.reset_slots(slots)
+
+    def slice_caveat(self) -> str | None:
+        return self.inner.slice_caveat()  # type: ignore[no-any-return]
+
+    def fresh(self) -> Calibrated:
+        """An empty twin sharing the inner detector's heavy parts (see :meth:`BaseDetector.fresh`)."""
+        twin = Calibrated(self.inner.fresh(), threshold=self.likelihood_threshold, **self.lik.params())
+        return twin
 
     def snapshot(self) -> dict[str, Any]:
         return {"inner": self.inner.snapshot(), "likelihood": self.lik.snapshot()}

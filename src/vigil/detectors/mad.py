@@ -99,6 +99,7 @@ class RobustZScore(BaseDetector):
 
     kind: ClassVar[str] = "robust_zscore"
     state_version: ClassVar[int] = 1
+    _slot_parts: ClassVar[tuple[str, ...]] = ("win",)
 
     def __init__(self, *, field: str = "value", window: int = 50, threshold: float = 3.5, min_count: int = 10) -> None:
         if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 2:

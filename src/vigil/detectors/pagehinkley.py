@@ -113,6 +113,7 @@ class PageHinkley(BaseDetector):
 
     kind: ClassVar[str] = "page_hinkley"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st",)
 
     def __init__(
         self,
@@ -154,11 +155,7 @@ class PageHinkley(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         m = len(slots)
         if m:
-            top = int(slots.max()) + 1
-            if self.st.shape[0] < top:
-                old = self.st
-                self.st = np.tile(_FRESH, (max(top, 2 * old.shape[0]), 1))
-                self.st[: old.shape[0]] = old
+            self._grow_slots(int(slots.max()) + 1)
         score, up, down, mean, n = (np.empty(m, np.float64) for _ in range(5))
         ready = np.empty(m, np.bool_)
         flag = np.empty(m, np.bool_)
@@ -176,6 +173,12 @@ class PageHinkley(BaseDetector):
             f"{self.threshold:g} (running mean {float(stats.get('mean', np.nan)):.4g} over "
             f"{int(stats.get('count', 0))} events)"
         )
+
+    def _grow_slots(self, top: int) -> None:
+        if self.st.shape[0] < top:
+            old = self.st
+            self.st = np.tile(_FRESH, (max(top, 2 * old.shape[0]), 1))
+            self.st[: old.shape[0]] = old
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.st[slots[slots < self.st.shape[0]]] = _FRESH

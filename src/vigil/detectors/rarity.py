@@ -215,6 +215,7 @@ class LevelRarity(BaseDetector):
 
     kind: ClassVar[str] = "level_rarity"
     state_version: ClassVar[int] = 2
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st", "cnt", "hist")
 
     def __init__(
         self,
@@ -324,10 +325,7 @@ class LevelRarity(BaseDetector):
         x = np.asarray(X[self.field], np.float64)
         m = len(slots)
         if m:
-            top = int(slots.max()) + 1
-            self.st = grow_rows(self.st, top)
-            self.cnt = grow_rows(self.cnt, top)
-            self.hist = grow_rows(self.hist, top)
+            self._grow_slots(int(slots.max()) + 1)
         score, rarity, level, det, hrar = (np.empty(m, np.float64) for _ in range(5))
         ready = np.empty(m, np.bool_)
         _rarity_kernel(
@@ -348,6 +346,11 @@ class LevelRarity(BaseDetector):
             f"({float(stats.get('level', np.nan)):g}, rarity {float(stats.get('rarity', np.nan)):.1f} nines; "
             f"{float(stats.get('detections', 0.0)):g} earlier detections)"
         )
+
+    def _grow_slots(self, top: int) -> None:
+        self.st = grow_rows(self.st, top)
+        self.cnt = grow_rows(self.cnt, top)
+        self.hist = grow_rows(self.hist, top)
 
     def reset_slots(self, slots: Int32Array) -> None:
         slots = slots[(slots >= 0) & (slots < self.st.shape[0])]

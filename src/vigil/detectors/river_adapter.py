@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.stats.slots import as_slots, split_none
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 INSTALL_HINT = "River is not installed: `pip install vigil[river]` (or `pip install river`) to use the river detector"
@@ -158,11 +159,30 @@ class RiverDetector(BaseDetector):
         ]
 
     def _skip_checks(self) -> dict[str, str]:
-        skips = {"check_snapshot_roundtrip": "River models persist only by pickle, not allowed at rest; "
+        skips = {**super()._skip_checks(),
+                 "check_snapshot_roundtrip": "River models persist only by pickle, not allowed at rest; "
                  "a restored RiverDetector restarts its models (module docstring)"}  # fmt: skip
         if not self.per_key:
-            skips["check_reset_slots"] = "per_key=False keeps one model for all keys: no per-slot state to reset"
+            why = "per_key=False keeps one model for all keys: no per-slot state to reset"
+            skips["check_reset_slots"] = skips["check_import_none_resets"] = why
         return skips
+
+    def slice_caveat(self) -> str | None:
+        return ("River models persist only by pickle, not allowed at rest: a key's slice can't carry its model "
+                "(importing a slice restarts the key's model)")  # fmt: skip
+
+    def fresh(self) -> RiverDetector:
+        """An empty twin sharing the prototype model (cloned per key), so River is not imported again."""
+        twin = copy.copy(self)
+        twin._models, twin._learned = {}, {}
+        return twin
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        return [{} for _ in as_slots(slots).tolist()]  # the models are not plain data (see slice_caveat)
+
+    def import_slots(self, slots: Int32Array, states: Any) -> None:
+        split_none(as_slots(slots), states)
+        self.reset_slots(as_slots(slots).astype(np.int32))  # every imported key restarts its model
 
     def _slot(self, slot: int) -> int:
         return slot if self.per_key else 0

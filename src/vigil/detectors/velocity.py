@@ -70,6 +70,8 @@ class VelocityRule(BaseDetector):
     kind: ClassVar[str] = "velocity"
     live_params: ClassVar[frozenset[str]] = frozenset({"max_count"})
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("firing",)
+    _slot_parts: ClassVar[tuple[str, ...]] = ("win",)
 
     def __init__(self, *, window: str | int = "60s", max_count: int = 5) -> None:
         self.window = window
@@ -92,11 +94,7 @@ class VelocityRule(BaseDetector):
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
         m = len(slots)
         if m:
-            self.win.ensure_capacity(int(slots.max()) + 1)
-            if self.firing.shape[0] < self.win.capacity:
-                grown = np.zeros(self.win.capacity, np.bool_)
-                grown[: self.firing.shape[0]] = self.firing
-                self.firing = grown
+            self._grow_slots(int(slots.max()) + 1)
         count = np.empty(m, np.int64)
         fire = np.empty(m, np.bool_)
         w = self.win
@@ -116,6 +114,13 @@ class VelocityRule(BaseDetector):
             score, calibrated, flag, fire, np.ones(m, np.bool_),
             {"count": score, "window_ms": np.full(m, float(self.window_ms))},
         )  # fmt: skip
+
+    def _grow_slots(self, top: int) -> None:
+        self.win.ensure_capacity(top)
+        if self.firing.shape[0] < self.win.capacity:
+            grown = np.zeros(self.win.capacity, np.bool_)
+            grown[: self.firing.shape[0]] = self.firing
+            self.firing = grown
 
     def describe(self, stats: dict[str, Any]) -> str:
         return f"{int(stats.get('count', 0))} events in the last {_fmt_ms(self.window_ms)} (limit {self.max_count})"

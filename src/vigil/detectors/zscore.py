@@ -118,6 +118,8 @@ class SlidingZScore(BaseDetector):
 
     kind: ClassVar[str] = "sliding_zscore"
     state_version: ClassVar[int] = 1
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("ew",)
+    _slot_parts: ClassVar[tuple[str, ...]] = ("win",)
 
     def __init__(
         self,
@@ -167,21 +169,20 @@ class SlidingZScore(BaseDetector):
             {"field": "value", "window": "5s", "min_count": 4, "baseline_halflife": 20, "transform": "log"},
         ]
 
-    def _ensure(self, slots: Int32Array) -> None:
-        if len(slots):
-            top = int(slots.max()) + 1
-            self.win.ensure_capacity(top)
-            if self.ew.shape[0] < self.win.capacity:
-                grown = np.zeros((self.win.capacity, 3), np.float64)
-                grown[: self.ew.shape[0]] = self.ew
-                self.ew = grown
+    def _grow_slots(self, top: int) -> None:
+        self.win.ensure_capacity(top)
+        if self.ew.shape[0] < self.win.capacity:
+            grown = np.zeros((self.win.capacity, 3), np.float64)
+            grown[: self.ew.shape[0]] = self.ew
+            self.ew = grown
 
     def process_many(self, slots: Int32Array, ts_ms: Int64Array, X: dict[str, Float64Array]) -> Verdicts:
         x = raw = np.asarray(X[self.field], np.float64)
         if self.transform == "log":
             with np.errstate(divide="ignore", invalid="ignore"):
                 x = np.where(x > 0, np.log(x), np.nan)
-        self._ensure(slots)
+        if len(slots):
+            self._grow_slots(int(slots.max()) + 1)
         m = len(slots)
         z = np.empty(m, np.float64)
         score = np.empty(m, np.float64)

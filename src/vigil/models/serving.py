@@ -32,6 +32,7 @@ The ``clock`` is not a parameter (not plain data): a detector rebuilt from ``par
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -46,6 +47,7 @@ import numpy as np
 from vigil.detectors.base import BaseDetector, Verdicts, register, registry
 from vigil.detectors.iforest import IsolationForestDetector
 from vigil.models.registry import ModelRegistry, RegistryError, version_number
+from vigil.stats.slots import as_slots, split_none
 from vigil.types import Float64Array, Int32Array, Int64Array
 
 _VERSION_OF_FALLBACK = 0.0
@@ -304,6 +306,33 @@ class RegistryModelDetector(BaseDetector):
         """Forget expired key slots (the model holds no per-key state; the fallbacks do)."""
         for d in self.fallbacks:
             d.reset_slots(slots)
+
+    def slice_caveat(self) -> str | None:
+        """The first fallback detector's caveat (the served model holds no per-key state)."""
+        for d in self.fallbacks:
+            caveat = d.slice_caveat()
+            if caveat is not None:
+                return f"fallback {d.kind}: {caveat}"
+        return None
+
+    def fresh(self) -> RegistryModelDetector:
+        """An empty twin serving the same loaded model (no registry read, no reload); fresh fallbacks."""
+        twin = copy.copy(self)
+        twin._cache = dict(self._cache)
+        twin.fallbacks = [d.fresh() for d in self.fallbacks]
+        return twin
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """Per slot ``{"fallback": [fallback slices]}``: the served model is global and holds no per-key state."""
+        per = [d.export_slots(slots) for d in self.fallbacks]
+        return [{"fallback": [f[i] for f in per]} for i in range(len(as_slots(slots)))]
+
+    def import_slots(self, slots: Int32Array, states: Any) -> None:
+        """Load :meth:`export_slots` output into ``slots`` (``None`` resets a slot's fallbacks)."""
+        slots = as_slots(slots)
+        split_none(slots, states)
+        for j, d in enumerate(self.fallbacks):
+            d.import_slots(slots, [None if s is None else s["fallback"][j] for s in states])
 
     def snapshot(self) -> dict[str, Any]:
         """The version in use and the fallback detectors' states."""

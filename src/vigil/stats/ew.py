@@ -29,11 +29,12 @@ weights: exact for equal weights (the 1/n phase, or ``f = 1``), the weight-poole
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
 
+from vigil.stats.slots import SlotArrays
 from vigil.types import Float64Array
 
 
@@ -135,7 +136,7 @@ def merge(
     return w, mean, var
 
 
-class EWMoments:
+class EWMoments(SlotArrays):
     """EW mean and variance of many keys (smoothing weight with a 1/n start), struct of arrays by slot.
 
     Args:
@@ -150,6 +151,8 @@ class EWMoments:
         >>> ew.export_slots(np.array([0]))[0]["st"].tolist()
         [2.0, 2.0, 1.0]
     """
+
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("st",)
 
     def __init__(self, halflife: float, capacity: int = 64) -> None:
         if not halflife > 0:
@@ -185,18 +188,3 @@ class EWMoments:
         """Forget ``slots``."""
         slots = np.asarray(slots, np.int64)
         self.st[slots[slots < self.st.shape[0]]] = 0.0
-
-    def export_slots(self, slots: np.ndarray) -> list[dict[str, Any]]:
-        """One plain-data dict per slot."""
-        slots = np.asarray(slots, np.int64)
-        if len(slots):
-            self._grow_slots(int(slots.max()) + 1)
-        return [{"st": self.st[s].copy()} for s in slots.tolist()]
-
-    def import_slots(self, slots: np.ndarray, states: list[dict[str, Any] | None]) -> None:
-        """Load :meth:`export_slots` output into ``slots`` (``None`` resets a slot)."""
-        slots = np.asarray(slots, np.int64)
-        if len(slots):
-            self._grow_slots(int(slots.max()) + 1)
-        for s, state in zip(slots.tolist(), states, strict=True):
-            self.st[s] = 0.0 if state is None else np.asarray(state["st"], np.float64)

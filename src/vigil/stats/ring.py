@@ -18,10 +18,12 @@ The ``@njit`` helpers are called from the detectors' numba kernels (one compiled
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
+
+from vigil.stats.slots import SlotArrays
 
 MAD_TO_Z = 0.6745  # MAD / 0.6745 estimates the sd of Gaussian data
 MEAN_AD_TO_SD = 1.2533141373155003  # sqrt(pi / 2): mean absolute deviation -> sd of Gaussian data
@@ -123,7 +125,7 @@ def _rings_kernel(slots: Any, x: Any, ring: Any, srt: Any, pos: Any, cnt: Any, o
             ring_push(ring, srt, pos, cnt, k, x[i])
 
 
-class SortedRings:
+class SortedRings(SlotArrays):
     """The last ``window`` values of many keys, in arrival order and sorted (see the module docstring).
 
     Args:
@@ -135,7 +137,11 @@ class SortedRings:
         >>> n, med, scale = r.update(np.zeros(5, np.int32), np.array([5.0, 1.0, 3.0, 100.0, 2.0]))
         >>> n.tolist(), med.tolist()   # before each row; the 4th row's median is of (5, 1, 3)
         ([0, 1, 2, 3, 3], [nan, 5.0, 3.0, 3.0, 3.0])
+        >>> r.export_slots(np.array([0]))[0]["ring"].tolist()   # slices: see vigil.stats.slots
+        [100.0, 2.0, 3.0]
     """
+
+    _slot_arrays: ClassVar[tuple[str, ...]] = ("ring", "srt", "pos", "cnt")
 
     def __init__(self, window: int, capacity: int = 16) -> None:
         if int(window) != window or window < 1:

@@ -88,11 +88,14 @@ def split_none(slots: np.ndarray, states: Sequence[Any]) -> tuple[np.ndarray, li
 class SlotArrays:
     """Mixin: per-key slices of state kept as arrays whose first axis is the key slot (module docstring).
 
-    Subclasses set ``_slot_arrays`` (attribute names) and implement ``_grow_slots(top)`` and ``reset_slots``.
-    A slot never seen exports the state of a fresh slot.
+    Subclasses set ``_slot_arrays`` (attribute names) and implement ``_grow_slots(top)`` and ``reset_slots``
+    (which must reset the parts too). ``_slot_parts`` names attributes that slice themselves (they have
+    ``export_slots`` / ``import_slots``); their slices travel under the attribute's name. A slot never seen
+    exports the state of a fresh slot.
     """
 
     _slot_arrays: ClassVar[tuple[str, ...]] = ()
+    _slot_parts: ClassVar[tuple[str, ...]] = ()
 
     def _grow_slots(self, top: int) -> None:
         """Grow every array in ``_slot_arrays`` to at least ``top`` rows (fresh rows = a never-seen slot)."""
@@ -109,7 +112,11 @@ class SlotArrays:
         if len(slots) and self._slot_arrays:
             self._grow_slots(int(slots.max()) + 1)
         arrays = [(name, getattr(self, name)) for name in self._slot_arrays]
-        return [{name: row_value(arr, s) for name, arr in arrays} for s in slots.tolist()]
+        out = [{name: row_value(arr, s) for name, arr in arrays} for s in slots.tolist()]
+        for part in self._slot_parts:
+            for d, sub in zip(out, getattr(self, part).export_slots(slots), strict=True):
+                d[part] = sub
+        return out
 
     def import_slots(self, slots: Any, states: Sequence[dict[str, Any] | None]) -> None:
         """Load :meth:`export_slots` output into ``slots`` of this instance; ``None`` resets a slot."""
@@ -119,9 +126,14 @@ class SlotArrays:
             self._grow_slots(int(slots.max()) + 1)
         if len(reset):
             self.reset_slots(reset.astype(np.int32))
+        names = (*self._slot_arrays, *self._slot_parts)
         for s, state in load:
-            missing = [n for n in self._slot_arrays if n not in state]
+            missing = [n for n in names if n not in state]
             if missing:
                 raise ValueError(f"{type(self).__name__} slot state lacks {missing}; got keys {sorted(state)}")
             for name in self._slot_arrays:
                 put_row(getattr(self, name), s, state[name], name)
+        if load:
+            at = np.array([s for s, _ in load], np.int64)
+            for part in self._slot_parts:
+                getattr(self, part).import_slots(at, [state[part] for _, state in load])

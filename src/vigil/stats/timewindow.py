@@ -373,6 +373,45 @@ class TimeWindowState:
             "x": np.concatenate(x_parts) if x_parts else np.empty(0, np.float64),
         }
 
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """Per slot, its window as plain data: entries in time order, newest time, running sums (bit for bit).
+
+        A slot never seen exports an empty window. :meth:`import_slots` puts it into any slot of any
+        instance with the same ``window_ms``; later results are those of the uninterrupted run.
+        """
+        out = []
+        for k in np.asarray(slots, np.int64).tolist():
+            if k >= self.capacity:
+                out.append({"newest": int(_NO_TIME), "fst": np.zeros(N_FLOAT), "ts": np.empty(0, np.int64),
+                            "x": np.empty(0, np.float64)})  # fmt: skip
+                continue
+            n = int(self.ist[k, CNT])
+            idx = self.ist[k, OFF] + ((self.ist[k, HEAD] + np.arange(n)) & ((1 << int(self.ist[k, CLS])) - 1))
+            out.append({"newest": int(self.ist[k, NEWEST]), "fst": self.fst[k].copy(),
+                        "ts": self.pool_ts[idx] if n else np.empty(0, np.int64),
+                        "x": self.pool_x[idx] if n else np.empty(0, np.float64)})  # fmt: skip
+        return out
+
+    def import_slots(self, slots: Int32Array, states: list[dict[str, Any] | None]) -> None:
+        """Load :meth:`export_slots` output into ``slots`` (``None``: an empty window), growing as needed."""
+        slots = np.asarray(slots, np.int64)
+        if len(states) != len(slots):
+            raise ValueError(f"got {len(states)} window states for {len(slots)} slots")
+        if len(slots):
+            self.ensure_capacity(int(slots.max()) + 1)
+        for k, st in zip(slots.tolist(), states, strict=True):
+            one = np.array([k], np.int32)
+            self.reset_slots(one)
+            if st is None:
+                continue
+            ts = np.asarray(st["ts"], np.int64)
+            # entries are sorted and all inside the window anchored at the newest time: none is evicted
+            self.ist[k, NEWEST] = int(st["newest"])
+            if len(ts):
+                self.update(np.repeat(one, len(ts)), ts, np.asarray(st["x"], np.float64))
+            self.ist[k, NEWEST] = int(st["newest"])
+            self.fst[k] = np.asarray(st["fst"], np.float64)  # running sums bit for bit, as in from_snapshot
+
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> TimeWindowState:
         """Rebuild from :meth:`snapshot` output; later results are identical to the uninterrupted run."""

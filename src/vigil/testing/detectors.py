@@ -163,6 +163,100 @@ def check_reset_slots(factory: Factory) -> None:
     _same(det.process_many(zeros, later, Xl), fresh.process_many(zeros, later, Xl), "reset slot vs fresh slot")
 
 
+def _take(v: Verdicts, rows: np.ndarray) -> Verdicts:
+    return Verdicts(v.score[rows], v.calibrated[rows], v.flag[rows], v.fire[rows], v.ready[rows])
+
+
+def _rows(X: dict, rows: np.ndarray) -> dict:
+    return {k: v[rows] for k, v in X.items()}
+
+
+def check_slots_continue_elsewhere(factory: Factory) -> None:
+    """A key's slice exported mid-stream continues that key exactly elsewhere.
+
+    Imported into a fresh instance (from the factory and from :meth:`fresh`) at another slot number, and over
+    another key's slot of a running instance, the key's later events get the uninterrupted run's verdicts;
+    exporting changes nothing for the exporter.
+    """
+    slots, ts, X, _ = synthetic_stream()
+    whole = _run(factory(), slots, ts, X, [])
+    half = len(slots) // 2
+    det = factory()
+    det.process_many(slots[:half], ts[:half], _rows(X, np.arange(half)))
+    rng = np.random.default_rng(11)
+    keys = sorted(set(slots[half:].tolist()))
+    for key in rng.choice(keys, size=min(2, len(keys)), replace=False).tolist():
+        later = np.flatnonzero(slots[half:] == key) + half
+        state = det.export_slots(np.array([key], np.int32))
+        other = next(k for k in keys if k != key) if len(keys) > 1 else key
+        running = factory()
+        running.process_many(slots[:half], ts[:half], _rows(X, np.arange(half)))
+        for name, target, at in (("a fresh instance", factory(), key + 7), ("fresh()", det.fresh(), key + 3),
+                                 (f"a running instance over key {other}'s slot", running, other)):  # fmt: skip
+            target.import_slots(np.array([at], np.int32), state)
+            v = target.process_many(np.full(len(later), at, np.int32), ts[later], _rows(X, later))
+            _same(_take(whole, later), v, f"key {key}'s slice imported into {name} at slot {at} vs uninterrupted")
+    rest = np.arange(half, len(slots))
+    _same(_take(whole, rest), det.process_many(slots[rest], ts[rest], _rows(X, rest)), "exporter after exporting")
+
+
+def check_slots_codec_roundtrip(factory: Factory) -> None:
+    """Every key's slice survives the snapshot codec (msgpack, no pickle) and re-exports identically.
+
+    Imported at other slot numbers of a fresh instance, the keys continue as in the uninterrupted run (unless
+    the detector's ``slice_caveat()`` says its slices can't hold everything).
+    """
+    slots, ts, X, _ = synthetic_stream()
+    half = len(slots) // 2
+    det = factory()
+    det.process_many(slots[:half], ts[:half], _rows(X, np.arange(half)))
+    keys = np.unique(slots).astype(np.int32)
+    states = det.export_slots(keys)
+    assert len(states) == len(keys) and all(isinstance(s, dict) for s in states), "one dict per slot"
+    kind = f"detector/{det.kind}/slots"
+    blob = codec.encode(kind, det.state_version, {}, states)
+    moved = (keys[::-1] + 3).astype(np.int32)  # other slot numbers, in another order
+    twin = det.fresh()
+    twin.import_slots(moved, codec.decode(blob, kind=kind, version=det.state_version)["state"])
+    again = codec.encode(kind, det.state_version, {}, twin.export_slots(moved))
+    assert again == blob, "a slice imported and exported again differs from the original"
+    if det.slice_caveat() is None:
+        whole = _run(factory(), slots, ts, X, [])
+        rest = np.arange(half, len(slots))
+        remap = np.zeros(int(keys.max()) + 1, np.int32)
+        remap[keys] = moved
+        v = twin.process_many(remap[slots[rest]], ts[rest], _rows(X, rest))
+        _same(_take(whole, rest), v, "slices through the codec at other slots vs uninterrupted")
+
+
+def check_import_none_resets(factory: Factory) -> None:
+    """Importing ``None`` resets a slot, and a never-seen slot's slice is a fresh slot's: both behave as fresh."""
+    slots, ts, X, _ = synthetic_stream()
+    det = factory()
+    det.process_many(slots, ts, X)
+    unseen = int(slots.max()) + 5
+    det.import_slots(np.array([0, 1], np.int32), [None, det.export_slots(np.array([unseen], np.int32))[0]])
+    later = ts[-1] + 10_000_000 + np.arange(20, dtype=np.int64) * 100
+    Xl = {k: v[:20] for k, v in X.items()}
+    for at in (0, 1):
+        fresh = factory()
+        at_slots = np.full(20, at, np.int32)
+        _same(det.process_many(at_slots, later, Xl), fresh.process_many(at_slots, later, Xl),
+              f"slot {at} after importing {'None' if at == 0 else 'an unseen slot'} vs a fresh slot")  # fmt: skip
+
+
+def check_fresh_is_empty_and_independent(factory: Factory) -> None:
+    """``fresh()`` of a busy detector runs like a new one, and running it leaves the original untouched."""
+    slots, ts, X, _ = synthetic_stream()
+    det = factory()
+    det.process_many(slots, ts, X)
+    before = codec.encode("x", 1, {}, det.snapshot())
+    twin = det.fresh()
+    assert type(twin) is type(det) and twin.params() == det.params(), "fresh() changed the type or the params"
+    _same(_run(factory(), slots, ts, X, []), _run(twin, slots, ts, X, []), "fresh() vs a new detector")
+    assert codec.encode("x", 1, {}, det.snapshot()) == before, "running fresh() changed the original's state"
+
+
 def check_params_and_docs(factory: Factory) -> None:
     """Params rebuild an equal detector; the class has an executed Examples section."""
     det = factory()
@@ -202,6 +296,10 @@ ALL_CHECKS = [
     check_reset_slots,
     check_params_and_docs,
     check_quality_floor,
+    check_slots_continue_elsewhere,
+    check_slots_codec_roundtrip,
+    check_import_none_resets,
+    check_fresh_is_empty_and_independent,
 ]
 
 
