@@ -221,3 +221,30 @@ def session_add(
             p += 1
         o_slot[base:p] = k
     return o_slot[:p], o_start[:p], o_end[:p], o_acc[:p], o_touched[:p], late
+
+
+@numba.njit(cache=True)
+def fixed_insert(
+    index: Any, w_slot: Any, w_start: Any, acc: Any, live: Any, free: Any, counters: Any, p_slot: Any,
+    p_start: Any, p_acc: Any,
+) -> None:  # fmt: skip
+    """Add whole windows (slot, start, accumulator) that are not open yet (importing a key's slice).
+
+    The caller guarantees capacity for ``high_water + len(p_slot)`` accumulator rows.
+    """
+    n_free = counters[0]
+    top = counters[1]
+    for i in range(p_slot.shape[0]):
+        if n_free > 0:
+            n_free -= 1
+            idx = free[n_free]
+        else:
+            idx = top
+            top += 1
+        index[(np.int64(p_slot[i]), np.int64(p_start[i]))] = np.int64(idx)
+        w_slot[idx] = p_slot[i]
+        w_start[idx] = p_start[i]
+        live[idx] = True
+        acc[idx] = p_acc[i]
+    counters[0] = n_free
+    counters[1] = top

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 Emit = Literal["final", "current"]
+_ACC_NAMES = ("count", "sum", "m2", "min", "max")  # accumulator columns, in the kernels' order
 
 
 @dataclass(slots=True)
@@ -304,6 +305,47 @@ class WindowAggregator:
         idx = np.flatnonzero(self._live[:top] & np.isin(self._w_slot[:top], slots))
         K.fixed_remove(self._index, self._w_slot, self._w_start, idx, self._live, self._free, self._counters)
 
+    # -- per-key slices --------------------------------------------------------------------------------
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """Per slot, its open windows as plain data (``start_ms``, ``end_ms`` and the accumulator columns).
+
+        :meth:`import_slots` puts them into any slot of an aggregator with the same params; that key's later
+        windows and late rows are then those of the uninterrupted run.
+        """
+        slot, start, end, acc = self._open_windows()
+        out = []
+        for k in np.asarray(slots, np.int64).tolist():
+            rows = np.flatnonzero(slot == k)
+            rows = rows[np.argsort(start[rows], kind="stable")]
+            out.append({"start_ms": start[rows].copy(), "end_ms": end[rows].copy(),
+                        **{name: acc[rows, i].copy() for i, name in enumerate(_ACC_NAMES)}})  # fmt: skip
+        return out
+
+    def import_slots(self, slots: Int32Array, states: list[dict[str, Any] | None]) -> None:
+        """Replace the open windows of ``slots`` with :meth:`export_slots` output (``None``: no open window)."""
+        slots = np.asarray(slots, np.int64)
+        if len(states) != len(slots):
+            raise ValueError(f"got {len(states)} window states for {len(slots)} slots")
+        for k, st in zip(slots.tolist(), states, strict=True):
+            self.reset_slots(np.array([k], np.int64))
+            if st is None or not len(st["start_ms"]):
+                continue
+            start = np.asarray(st["start_ms"], np.int64)
+            acc = np.stack([np.asarray(st[n], np.float64) for n in _ACC_NAMES], axis=1).reshape(-1, K.N_ACC)
+            key = np.full(len(start), k, np.int64)
+            if self._session:
+                slot_all = np.concatenate([self._s_slot, key])
+                start_all = np.concatenate([self._s_start, start])
+                order = np.lexsort((start_all, slot_all))
+                self._s_slot, self._s_start = slot_all[order], start_all[order]
+                self._s_end = np.concatenate([self._s_end, np.asarray(st["end_ms"], np.int64)])[order]
+                self._s_acc = np.concatenate([self._s_acc, acc])[order]
+            else:
+                self._reserve(len(start))
+                K.fixed_insert(self._index, self._w_slot, self._w_start, self._acc, self._live, self._free,
+                               self._counters, key, start, acc)  # fmt: skip
+
     # -- snapshots -------------------------------------------------------------------------------------
 
     def _open_windows(self) -> tuple[Int64Array, Int64Array, Int64Array, np.ndarray]:
@@ -328,7 +370,7 @@ class WindowAggregator:
                 "slot": slot.copy(),
                 "start_ms": start.copy(),
                 "end_ms": end.copy(),
-                **{name: acc[:, i].copy() for i, name in enumerate(("count", "sum", "m2", "min", "max"))},
+                **{name: acc[:, i].copy() for i, name in enumerate(_ACC_NAMES)},
             },
         }
 
@@ -344,7 +386,7 @@ class WindowAggregator:
         s = snap["state"]
         slot = np.asarray(s["slot"], np.int64)
         start = np.asarray(s["start_ms"], np.int64)
-        acc = np.stack([np.asarray(s[n], np.float64) for n in ("count", "sum", "m2", "min", "max")], axis=1)
+        acc = np.stack([np.asarray(s[n], np.float64) for n in _ACC_NAMES], axis=1)
         acc = acc.reshape(-1, K.N_ACC)
         if agg._session:
             order = np.lexsort((start, slot))
