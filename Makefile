@@ -58,8 +58,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src/vigil/types.py src/vigil/errors.py src/vigil/stats src/vigil/eventtime src/vigil/state src/vigil/detectors src/vigil/engine \
-	  src/vigil/alerting src/vigil/console src/vigil/control src/vigil/ops
+	$(BIN)/mypy src/vigil
 
 clean:
 	rm -rf vigil-out bench/results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -39,11 +39,14 @@ class ConfigError(VigilError):
         field: str | None = None,
         value: object = None,
         hint: str | None = None,
+        section: str | None = None,
     ) -> None:
-        self.step, self.field, self.value, self.hint = step, field, value, hint
+        self.step, self.field, self.value, self.hint, self.section = step, field, value, hint, section
         parts = []
         if step is not None:
             parts.append(f"step `{step}`: ")
+        elif section is not None:
+            parts.append(f"{section}: ")
         if field is not None:
             parts.append(f"`{field}` ")
         parts.append(message)
@@ -80,6 +83,10 @@ class SourceError(VigilError):
 
 class SinkError(VigilError):
     """A sink whose write or flush failed; the checkpoint in progress is aborted."""
+
+
+class TransactionAborted(SinkError):
+    """A Kafka transaction was aborted (fenced, expired or a delivery failed): restart from the last checkpoint."""
 
 
 class NotifyError(VigilError):

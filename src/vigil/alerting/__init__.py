@@ -1,7 +1,7 @@
-"""Alerts: the alert record, the policy and manager (group, dedup, inhibit, silence, route), and the alert store.
+"""The alert manager: policy and manager (group, dedup, inhibit, silence, route), notifiers, and the alert store.
 
-The manager, policy and store are imported lazily, so that ``vigil.alerting.alert`` (imported by the engine on
-its hot path) stays free of pydantic and sqlite3.
+The alert record itself (:class:`~vigil.types.Alert`) lives in :mod:`vigil.types`, below every runtime. The
+manager, policy and store are imported lazily, so ``import vigil.alerting`` stays free of pydantic and sqlite3.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from vigil.alerting.alert import Alert, alert_id
+from vigil.types import Alert, alert_id
 
 if TYPE_CHECKING:
     from vigil.alerting.manager import AlertManager, AlertState, DeliveryReport, Dispatcher, labels_of

@@ -6,8 +6,8 @@ processing time, and hands the returned :class:`~vigil.alerting.notification.Not
 :class:`Dispatcher`.
 
 - **De-duplication**: an alert's labels (``alertname`` = detector, ``key``, ``severity``, ``pipeline`` and any
-  string labels in ``alert.stats["labels"]``) give its fingerprint; every alert of one detector on one key is one
-  logical alert, whose latest :class:`~vigil.alerting.alert.Alert` and observation count are kept.
+  labels in ``alert.labels``) give its fingerprint; every alert of one detector on one key is one
+  logical alert, whose latest :class:`~vigil.types.Alert` and observation count are kept.
 - **Resolution in event time**: a firing alert without a new observation for ``resolve_after`` of event time
   resolves when the watermark passes (the key returned to normal); it ends at last observation + resolve_after.
 - **Grouping in processing time** per route: a new group waits ``group_wait``, later changes are batched for
@@ -21,7 +21,7 @@ start tells a re-fired alert from its earlier episode, and a ``repeat`` also has
 notifier de-duplicating by key drops only true re-deliveries (a retry, a replay after restore).
 
 Examples:
-    >>> from vigil.alerting.alert import Alert
+    >>> from vigil.types import Alert
     >>> clock = [0]
     >>> m = AlertManager({"route": {"receiver": "default", "group_wait": "10s"}}, clock=lambda: clock[0])
     >>> m.ingest([Alert(f"a{i}", "u1", f"e{i}", "amount_z", 5.0, 3.0, 1000 * i, 0) for i in range(3)])
@@ -39,7 +39,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from vigil.alerting.alert import Alert
 from vigil.alerting.dispatch import DeliveryReport, Dispatcher
 from vigil.alerting.model import AlertState, _Entry, _Group, _told_current, _wall_ms, idempotency_key, labels_of
 from vigil.alerting.mutes import MuteMixin
@@ -47,6 +46,7 @@ from vigil.alerting.notification import Notification, NotifiedAlert, fingerprint
 from vigil.alerting.policy import AlertPolicy, parse_matchers
 from vigil.alerting.store import AlertStore, to_json
 from vigil.errors import SnapshotError, StateError
+from vigil.types import Alert
 
 __all__ = ["COUNTERS", "HISTORY_LIMIT", "AlertManager", "AlertState", "DeliveryReport", "Dispatcher", "idempotency_key",
            "labels_of"]  # fmt: skip
@@ -433,7 +433,7 @@ class AlertManager(MuteMixin):
         self._entries = {}
         for d in s["entries"]:
             d = dict(d)
-            d["last"] = Alert(**d["last"])
+            d["last"] = Alert.from_dict(d["last"])
             self._entries[d["fingerprint"]] = _Entry(**d)
         self._groups = {g["key"]: _Group(**{**g, "members": set(g["members"])}) for g in s["groups"]}
         self.counters = {**dict.fromkeys(COUNTERS, 0), **s["counters"]}

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vigil.alerting.alert import Alert
+from vigil.types import Alert
 
 
 def _wall_ms() -> int:
@@ -27,12 +27,11 @@ def labels_of(alert: Alert, pipeline: str = "") -> dict[str, str]:
     """An alert's identifying labels (string values only; the core labels win over detector labels).
 
     Examples:
-        >>> a = Alert("a1", "u1", "e1", "amount_z", 5.0, 3.0, 0, 0, stats={"labels": {"region": "eu", "n": 3}})
+        >>> a = Alert("a1", "u1", "e1", "amount_z", 5.0, 3.0, 0, 0, labels={"region": "eu"})
         >>> labels_of(a, "fraud")
         {'region': 'eu', 'alertname': 'amount_z', 'key': 'u1', 'severity': 'warning', 'pipeline': 'fraud'}
     """
-    extra = alert.stats.get("labels") if isinstance(alert.stats, dict) else None
-    labels = {str(k): v for k, v in extra.items() if isinstance(v, str)} if isinstance(extra, dict) else {}
+    labels = {str(k): str(v) for k, v in alert.labels.items()}
     labels.update(alertname=alert.detector, key=alert.key, severity=alert.severity)
     if pipeline:
         labels["pipeline"] = pipeline

@@ -48,7 +48,7 @@ class NotifiedAlert:
         starts_at_ms: event time the alert started (epoch ms).
         ends_at_ms: event time it resolved, or ``None`` while firing.
         revision: 1 for the first version; +1 every time late data changed it.
-        alert: the latest underlying :class:`~vigil.alerting.alert.Alert` as a plain dict.
+        alert: the latest underlying :class:`~vigil.types.Alert` as a plain dict.
     """
 
     fingerprint: str

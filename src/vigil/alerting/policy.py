@@ -337,7 +337,7 @@ class AlertPolicy(BaseModel):
     @classmethod
     def from_yaml(cls, path: str) -> AlertPolicy:
         """Read a policy file: either the policy itself or a document with an ``alerting:`` section."""
-        from vigil.config.files import read_yaml
+        from vigil.yamlfile import read_yaml
 
         raw = read_yaml(path, "alert policy file")
         if isinstance(raw, dict) and "alerting" in raw:

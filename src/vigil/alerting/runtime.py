@@ -19,7 +19,7 @@ In a pipeline file::
 
 Examples:
     >>> import tempfile, os
-    >>> from vigil.alerting.alert import Alert
+    >>> from vigil.types import Alert
     >>> d = tempfile.mkdtemp()
     >>> now = [0]
     >>> m = ManagedAlerts({"route": {"group_wait": "10s"}}, pipeline="p", store_path=os.path.join(d, "a.db"),
@@ -42,12 +42,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from vigil.alerting.alert import Alert
+from vigil.dataflow.capabilities import WatermarkMark
 from vigil.errors import VigilError
+from vigil.types import Alert
 
 log = logging.getLogger("vigil.alerting")
 
@@ -56,11 +56,22 @@ _STOP = object()
 _DRAIN_MS = 15 * 60_000  # at close: longer than a group_wait + group_interval, shorter than a repeat_interval
 
 
-@dataclass(frozen=True, slots=True)
-class WatermarkMark:
-    """The stream's watermark, sent through the alert queue behind the alerts it follows."""
+@runtime_checkable
+class Suppressor(Protocol):
+    """What holds alerts back before grouping, learning as it goes (the operators' feedback loop plugs in here).
 
-    watermark_ms: int
+    :class:`vigil.feedback.loop.FeedbackLoop` is the one Vigil ships; the alert manager knows only this protocol.
+    """
+
+    learn_every_s: float
+
+    def filter(self, alerts: list[Alert]) -> tuple[list[Alert], list[Any]]:
+        """``(kept, held back)``; what is held back has ``alert`` and ``reason``."""
+        ...
+
+    def learn(self, store: Any) -> None:
+        """Learn from the alert store (labels); called every ``learn_every_s`` on the manager's thread."""
+        ...
 
 
 class ManagedAlerts:
@@ -76,24 +87,19 @@ class ManagedAlerts:
             seconds and grouping should follow the stream's time). In a pipeline file: ``alerting.clock``.
         tick_interval_s: seconds between ticks of the timer thread; ``None``: no thread (call :meth:`tick`).
         notifiers: receiver name -> notifiers; default built from the policy's receivers (``kind`` key).
-        feedback: close the loop with operators' labels (``alerting.feedback: {learn_every: 30s}`` in YAML, or
-            ``True``): every ``learn_every`` of wall clock, new true/false-positive labels in the store (from the
-            console or ``vigil alerts label``) are learned into per-key bars (:mod:`vigil.feedback.suppression`:
-            bounded, versioned in ``<store dir>/feedback/``, ``vigil feedback rollback|clear``), and alerts under
-            a bar are suppressed before grouping — counted, logged, never silently dropped.
-        feedback_base: base thresholds per detector and feature (e.g. the servers step's per-metric bars).
+        suppressor: holds alerts back before grouping and learns as it goes (a :class:`Suppressor`; the
+            operators' feedback loop, :class:`vigil.feedback.loop.FeedbackLoop`, which the pipeline builder plugs
+            in unless ``alerting.feedback: false``). Suppressed alerts are counted and logged, never silently
+            dropped. Also settable as the ``suppressor`` attribute before the first alert.
     """
-
-    wants_watermarks = True
 
     def __init__(self, policy: Any, *, pipeline: str, store_path: str | os.PathLike[str] | None = None,
                  clock: Callable[[], int] | str | None = None, tick_interval_s: float | None = 1.0,
-                 notifiers: Mapping[str, list[Any]] | None = None, feedback: Any = None,
-                 feedback_base: dict[str, dict[str, float]] | None = None) -> None:  # fmt: skip
+                 notifiers: Mapping[str, list[Any]] | None = None,
+                 suppressor: Suppressor | None = None) -> None:  # fmt: skip
         if isinstance(policy, Mapping):
             store_path = store_path or policy.get("store")
             clock = clock or policy.get("clock")
-            feedback = feedback if feedback is not None else policy.get("feedback")
         policy = _policy(policy)
         self.pipeline, self.policy = pipeline, policy
         self.store_path = Path(store_path or os.path.join("vigil-out", pipeline, "alerts.db"))
@@ -118,13 +124,7 @@ class ManagedAlerts:
         self.deliveries = {"sent": 0, "failed": 0}
         self.sent_by_reason: dict[str, int] = {}  # notifications made, by reason (new, update, resolved, ...)
         self.state_listeners: list[Callable[[dict[str, int]], None]] = []  # e.g. metrics: alerts by state
-        self._feedback_every_s = _feedback_interval(feedback)
-        self._feedback_base = feedback_base
-        self.suppressions: Any = None  # the learned bars in force (vigil.feedback.suppression.Suppressions)
-        self.suppressed: list[Any] = []  # the last suppressed alerts (bounded), with why
-        self.suppressed_count = 0
-        self._feedback_seen = -1
-        self._feedback_version: str | None = None
+        self.suppressor = suppressor
         self._next_learn = 0.0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -144,12 +144,6 @@ class ManagedAlerts:
         self._load_state()
         notifiers = self._notifiers if self._notifiers is not None else _build_notifiers(self.policy)
         self.dispatcher = Dispatcher(dict(notifiers), store=self.store)
-        if self._feedback_every_s is not None:
-            from vigil.feedback.suppression import FeedbackTuner
-
-            self.tuner = FeedbackTuner(self.store_path.parent / "feedback", base=self._feedback_base)
-            self.suppressions = self.tuner.current()
-            self._feedback_version = self.suppressions.version
         self._started = True
         self._thread = threading.Thread(target=self._work, daemon=True, name=f"vigil-{self.pipeline}-alerting")
         self._thread.start()
@@ -164,6 +158,10 @@ class ManagedAlerts:
         """
         self._start()
         self._queue.put(items)
+
+    def on_watermark(self, watermark_ms: int) -> None:
+        """The stream's watermark, in order with the alerts (alerts resolve in event time)."""
+        self.write_batch([WatermarkMark(watermark_ms)])
 
     def _take(self, items: list[Any]) -> None:
         notes: list[Any] = []
@@ -225,41 +223,16 @@ class ManagedAlerts:
                     self.manager.revise(a, now_ms)
             else:
                 plain.append(a)
-        if plain and self.suppressions is not None and len(self.suppressions):
-            plain, gone = self.suppressions.filter(plain)
-            if gone:
-                self.suppressed_count += len(gone)
-                self.suppressed = (self.suppressed + gone)[-200:]
-                for g in gone:
-                    log.info("%s: %s", g.alert.key, g.reason)
+        if plain and self.suppressor is not None:
+            plain, _ = self.suppressor.filter(plain)
         if plain:
             self.manager.ingest(plain, now_ms)
 
     def learn_now(self) -> None:
-        """Learn from the store's labels now (the worker does it every ``learn_every``)."""
+        """Learn from the store's labels now (the manager's thread does it every ``learn_every``)."""
         self._start()
-        self._learn()
-
-    def _learn(self) -> None:
-        """New labels in the store -> a new version of the bars; a version set elsewhere (rollback) -> loaded."""
-        from vigil.feedback.suppression import labels_from_store
-
-        try:
-            cur = self.tuner.history.current_version()
-            if cur != self._feedback_version:  # rolled back or cleared from the CLI
-                self.suppressions, self._feedback_version = self.tuner.current(), cur
-            n = len(self.store.feedback())
-            if n == self._feedback_seen:
-                return
-            self._feedback_seen = n
-            labels = labels_from_store(self.store)
-            if labels:
-                learned = self.tuner.learn(labels, who="vigil feedback loop", why=f"{n} labels in the alert store")
-                self.suppressions, self._feedback_version = learned, learned.version
-                log.warning("feedback: %s in force (%d bars learned from %d labels)", learned.version,
-                            len(learned), len(labels))  # fmt: skip
-        except Exception:  # noqa: BLE001 - learning trouble must never stop alerting
-            log.exception("feedback: learning from the labels failed; the bars in force stay")
+        if self.suppressor is not None:
+            self.suppressor.learn(self.store)
 
     def _run_until(self, t: int, notes: list[Any]) -> None:
         """Run the manager's timers (group flushes, resolutions) due up to event time ``t``, in order."""
@@ -286,9 +259,9 @@ class ManagedAlerts:
                     return
                 if items is not None:
                     self._take(items)
-                if self._feedback_every_s is not None and time.monotonic() >= self._next_learn:
-                    self._next_learn = time.monotonic() + self._feedback_every_s
-                    self._learn()
+                if self.suppressor is not None and time.monotonic() >= self._next_learn:
+                    self._next_learn = time.monotonic() + self.suppressor.learn_every_s
+                    self.suppressor.learn(self.store)
                 if self._tick_interval_s is not None and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self._tick_interval_s
                     if not self._event_clock:
@@ -438,28 +411,6 @@ def _policy(policy: Any) -> Any:
         route["receiver"] = raw["receivers"][0].get("name", "default")
     raw["route"] = route
     return AlertPolicy.from_dict(raw)
-
-
-def _feedback_interval(feedback: Any) -> float | None:
-    """Seconds between two learning passes, or ``None`` (no feedback loop)."""
-    if feedback in (None, False):
-        return None
-    if feedback is True:
-        return 30.0
-    if isinstance(feedback, Mapping):
-        from vigil.types import parse_duration_ms
-
-        every = feedback.get("learn_every", "30s")
-        try:
-            return (every if isinstance(every, int) else parse_duration_ms(str(every))) / 1000
-        except ValueError:
-            from vigil.errors import ConfigError
-
-            raise ConfigError("is not a duration", field="alerting.feedback.learn_every", value=every,
-                              hint="e.g. '30s'") from None
-    from vigil.errors import ConfigError
-
-    raise ConfigError("must be true, false or {learn_every: DURATION}", field="alerting.feedback", value=feedback)
 
 
 def _build_notifiers(policy: Any) -> dict[str, list[Any]]:

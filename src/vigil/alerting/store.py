@@ -323,7 +323,7 @@ class AlertStore:
                      alert_id: str | None = None) -> int:  # fmt: skip
         """Record whether an alert was a true or false positive; returns the feedback id.
 
-        ``alert_id`` defaults to the id of the alert's latest underlying :class:`~vigil.alerting.alert.Alert`.
+        ``alert_id`` defaults to the id of the alert's latest underlying :class:`~vigil.types.Alert`.
         """
         if label not in FEEDBACK_LABELS:
             raise ConfigError("must be 'true_positive' or 'false_positive'", field="label", value=label)

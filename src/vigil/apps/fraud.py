@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vigil.dataflow.pipeline import Pipeline
 from vigil.detectors import SlidingZScore, VelocityRule
-from vigil.engine.pipeline import Pipeline
 
 
 def fraud_pipeline(source: Any, *, name: str = "fraud", max_delay: str = "2s") -> Pipeline:

@@ -217,7 +217,7 @@ def load_detector_config(path: str | os.PathLike[str]) -> tuple[DetectorFactory,
     Raises:
         ConfigError: the file is missing, not YAML, or invalid (the message names the field and value).
     """
-    from vigil.config.files import read_yaml
+    from vigil.yamlfile import read_yaml
 
     path = os.fspath(path)
     return parse_detector_config(read_yaml(path, "detector config"), origin=os.path.basename(path))

@@ -32,39 +32,22 @@ class ApiError(Exception):
 
 
 def explain(alert: dict[str, Any]) -> list[dict[str, Any]]:
-    """The features behind an alert, most anomalous first, from the z-like numbers in its ``stats``.
+    """The features behind an alert, most anomalous first: its structured ``contributions``.
 
-    Reads ``z`` (the detector's own field, named after the detector), ``z_<feature>``, ensemble members'
-    ``<member>.z`` and the per-metric contributions of a server alert (``metrics.<metric>.z``).
+    Each is ``{feature, score, value, expected, flag}`` as the detector attributed it
+    (:class:`~vigil.types.Contribution`); an alert without contributions has no explanation beyond its message.
 
     Examples:
-        >>> a = {"detector": "cpu_z", "stats": {"z": 2.0, "z_mem": -5.0, "metrics": {"disk": {"z": 3.5}}}}
-        >>> [(x["feature"], x["z"]) for x in explain(a)]
-        [('mem', -5.0), ('disk', 3.5), ('cpu_z', 2.0)]
+        >>> a = {"contributions": [{"feature": "cpu", "score": 2.0}, {"feature": "mem", "score": -5.0, "flag": True}]}
+        >>> [(x["feature"], x["score"]) for x in explain(a)]
+        [('mem', -5.0), ('cpu', 2.0)]
     """
-    raw = alert.get("stats")
-    stats: dict[str, Any] = raw if isinstance(raw, dict) else {}
     out = []
-    metrics = stats.get("metrics")
-    if isinstance(metrics, dict):
-        for name, m in metrics.items():
-            if isinstance(m, dict) and _is_num(m.get("z")):
-                out.append({"feature": str(name), "z": float(m["z"]), "value": m.get("value"), "flag": m.get("flag"),
-                            "source": f"metrics.{name}.z"})  # fmt: skip
-    for k, v in stats.items():
-        if not _is_num(v):
-            continue
-        if k == "z":
-            feature = str(alert.get("detector") or "score")
-        elif k.startswith("z_"):
-            feature = k[2:]
-        elif k.endswith(".z"):
-            feature = k[:-2]
-        else:
-            continue
-        out.append({"feature": feature, "z": float(v), "value": stats.get("value") if k == "z" else None,
-                    "flag": None, "source": k})  # fmt: skip
-    return sorted(out, key=lambda x: (-abs(x["z"]), x["feature"]))
+    for c in alert.get("contributions") or []:
+        if isinstance(c, dict) and _is_num(c.get("score")):
+            out.append({"feature": str(c.get("feature")), "score": float(c["score"]), "value": c.get("value"),
+                        "expected": c.get("expected"), "flag": c.get("flag")})  # fmt: skip
+    return sorted(out, key=lambda x: (-abs(x["score"]), x["feature"]))
 
 
 def _is_num(v: Any) -> bool:

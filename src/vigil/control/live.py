@@ -8,8 +8,10 @@ inhibition, silencing matchers, receivers; open alerts and groups are kept). Any
 window size, the metrics joined, the source, the steps themselves) is refused with the step, field and
 value named, and the hint to restart with the new file.
 
-Applying happens in the engine thread between two batches (:meth:`LiveControl.poll`): each changed
-detector is rebuilt with the new parameters *from its own snapshot*, so no key loses its history, and
+What may change is each step kind's rule (:attr:`~vigil.dataflow.kinds.StepKind.live`, e.g. the servers
+app's in :mod:`vigil.apps.servers.spec`). Applying happens in the engine thread between two batches
+(:meth:`LiveControl.poll`): each changed step is rebuilt with the new parameters and takes over the running
+step's state (:meth:`~vigil.engine.runner.EmbeddedRunner.replace_step`), so no key loses its history, and
 the next checkpoint records the new parameters.
 
 Examples:
@@ -26,20 +28,18 @@ Examples:
 
 from __future__ import annotations
 
-import inspect
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vigil.config.spec import PipelineSpec, StepSpec, _construct, _servers_step, parse_spec
-from vigil.control.history import ConfigHistory
+from vigil.config.registry import step_kind_of
+from vigil.config.spec import PipelineContext, PipelineSpec, parse_spec
 from vigil.errors import ConfigError
+from vigil.state.history import ConfigHistory
 
 log = logging.getLogger("vigil.control")
-
-#: settings of a ``servers`` step that can change live (the others lay out the join and detectors' state)
-SERVERS_LIVE = frozenset({"k", "threshold", "per_metric", "persist_windows", "rearm_windows", "model_threshold"})
 
 
 @dataclass
@@ -48,9 +48,7 @@ class LivePlan:
 
     changes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    detectors: dict[str, Any] = field(default_factory=dict)  # step -> new detector (state not yet moved)
-    operators: dict[str, Any] = field(default_factory=dict)  # step -> new servers operator
-    severity: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)  # step name -> new step (the running one's state moves in)
     alerting: dict[str, Any] | None = None  # the new alert policy, when it changed
 
     @property
@@ -59,15 +57,13 @@ class LivePlan:
         return not self.problems
 
 
-def _defaults(cls: type[Any]) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
-    return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+def plan_changes(old: PipelineSpec, new: PipelineSpec, base_dir: str = ".", running: Any = None) -> LivePlan:
+    """Compare the running spec with a new one (both validated); see the module docstring.
 
-
-def plan_changes(old: PipelineSpec, new: PipelineSpec, base_dir: str = ".") -> LivePlan:
-    """Compare the running spec with a new one (both validated); see the module docstring."""
-    from vigil.detectors import registry
-
+    Each step's kind decides what of it may change live (:attr:`~vigil.dataflow.kinds.StepKind.live`).
+    ``running`` is the running pipeline (its steps are handed to the kinds' rules); without it the plan is
+    checked but builds nothing that needs the running steps.
+    """
     plan = LivePlan()
     a, b = old.model_dump(exclude={"steps", "alerting"}), new.model_dump(exclude={"steps", "alerting"})
     if old.alerting != new.alerting:
@@ -87,74 +83,38 @@ def plan_changes(old: PipelineSpec, new: PipelineSpec, base_dir: str = ".") -> L
         plan.problems.append(f"the steps can't change on a running pipeline ({names_a} -> {names_b}); restart "
                              "with the new file (state of new steps starts empty)")  # fmt: skip
         return plan
-    kinds = registry()
+    ctx = PipelineContext(base_dir, new.name, new.delivery)
+    steps = {s.name: s for s in running.p.steps} if running is not None else {}
     for sa, sb in zip(old.steps, new.steps, strict=True):
-        if sa.severity != sb.severity:
-            plan.severity[sb.name] = sb.severity
-            plan.changes.append(f"step `{sb.name}`: severity {sa.severity} -> {sb.severity}")
-        if sa.detector is not None and sa.detector == sb.detector:
-            _detector_change(plan, sa, sb, kinds[sb.detector])
-        elif sa.servers is not None and sb.servers is not None:
-            _servers_change(plan, sa, sb, base_dir)
-        elif sa.model_dump(exclude={"severity"}) != sb.model_dump(exclude={"severity"}):
-            what = "detector" if sa.detector is not None else "window" if sa.window is not None else "servers"
-            plan.problems.append(f"step `{sb.name}`: its {what} can't change on a running pipeline; restart with "
-                                 "the new file")  # fmt: skip
+        ka, kb = step_kind_of(sa), step_kind_of(sb)
+        if ka is not kb or (kb.live is None and sa.model_dump() != sb.model_dump()):
+            plan.problems.append(f"step `{sb.name}`: it can't change on a running pipeline; restart with the new "
+                                 "file")  # fmt: skip
+            continue
+        if kb.live is None:
+            continue
+        change = kb.live(sa, sb, ctx, steps.get(sb.name))
+        plan.changes += change.changes
+        plan.problems += change.problems
+        if change.step is not None:
+            plan.steps[sb.name] = change.step
     return plan
 
 
-def _detector_change(plan: LivePlan, sa: StepSpec, sb: StepSpec, cls: type[Any]) -> None:
-    defaults = _defaults(cls)
-    pa, pb = {**defaults, **sa.params}, {**defaults, **sb.params}
-    changed = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
-    if not changed:
-        return
-    live: frozenset[str] = getattr(cls, "live_params", frozenset())
-    for k in changed:
-        if k not in live:
-            plan.problems.append(f"step `{sb.name}`: `params.{k}` can't change on a running pipeline (it shapes the "
-                                 f"state); got {pb.get(k)!r} (was {pa.get(k)!r})")  # fmt: skip
-    if all(k in live for k in changed):
-        plan.detectors[sb.name] = _construct(cls, sb.params, sb.name)
-        plan.changes += [f"step `{sb.name}`: params.{k} {pa.get(k)!r} -> {pb.get(k)!r}" for k in changed]
+def apply_plan(runner: Any, plan: LivePlan, alerts: Any = None) -> None:
+    """Apply a live plan to a runner (engine thread, between batches): each step's state moves into its new one.
+
+    ``alerts``: the pipeline's alert manager, which takes a changed policy.
+    """
+    if plan.alerting is not None and alerts is not None:
+        alerts.set_policy(plan.alerting)
+    for name, step in plan.steps.items():
+        runner.replace_step(name, step)
 
 
-def _servers_change(plan: LivePlan, sa: StepSpec, sb: StepSpec, base_dir: str) -> None:
-    ca, cb = dict(sa.servers or {}), dict(sb.servers or {})
-    changed = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
-    if sa.model != sb.model:
-        plan.problems.append(f"step `{sb.name}`: `model` can't change on a running pipeline (promote another version "
-                             "in the registry instead: `vigil models promote`)")  # fmt: skip
-    bad = [k for k in changed if k not in SERVERS_LIVE]
-    for k in bad:
-        plan.problems.append(f"step `{sb.name}`: `servers.{k}` can't change on a running pipeline (it shapes the "
-                             f"state); got {cb.get(k)!r} (was {ca.get(k)!r})")  # fmt: skip
-    if changed and not bad and sa.model == sb.model:
-        plan.operators[sb.name] = _servers_step(sb, base_dir)
-        plan.changes += [f"step `{sb.name}`: servers.{k} {ca.get(k)!r} -> {cb.get(k)!r}" for k in changed]
-
-
-def apply_plan(runner: Any, plan: LivePlan) -> None:
-    """Apply a live plan to a runner (engine thread, between batches): state moves into the new objects."""
-    from vigil.engine.pipeline import ApplyStep, DetectStep
-
-    if plan.alerting is not None:
-        for sink in runner.p.alert_sinks:
-            if callable(getattr(sink, "set_policy", None)):
-                sink.set_policy(plan.alerting)
-    for step in runner.p.steps:
-        if isinstance(step, DetectStep):
-            new = plan.detectors.get(step.name)
-            if new is not None:
-                step.detector = type(new).from_snapshot(new.params(), step.detector.snapshot())
-            if step.name in plan.severity:
-                step.severity = plan.severity[step.name]
-        elif isinstance(step, ApplyStep) and step.name in plan.operators:
-            op = plan.operators[step.name]
-            op.restore(step.op.snapshot())
-            if callable(getattr(op, "bind", None)):
-                op.bind(lambda slots: runner.keys.keys_of(slots))
-            step.op = op
+def history_for(pipeline_name: str, out: str) -> ConfigHistory:
+    """Where a pipeline run with ``vigil run --out OUT`` keeps its configuration versions."""
+    return ConfigHistory(os.path.join(out, pipeline_name, "config"))
 
 
 class LiveControl:
@@ -165,12 +125,14 @@ class LiveControl:
         running: the spec the runner was built from, and its version.
         base_dir: where relative paths of the pipeline file resolve.
         interval_s: seconds between two looks at ``CURRENT`` (0: every batch).
+        alerts: the pipeline's alert manager (a changed ``alerting:`` policy goes there).
     """
 
     def __init__(self, history: ConfigHistory, running: PipelineSpec, version: str, *, base_dir: str = ".",
-                 interval_s: float = 1.0) -> None:  # fmt: skip
+                 interval_s: float = 1.0, alerts: Any = None) -> None:  # fmt: skip
         self.history, self.spec, self.version = history, running, version
         self.base_dir, self.interval_s = base_dir, interval_s
+        self.alerts = alerts
         self._next = 0.0
         self.applied: list[tuple[str, list[str]]] = []
         history.mark_applied(version)
@@ -188,7 +150,7 @@ class LiveControl:
             import yaml
 
             spec = parse_spec(yaml.safe_load(self.history.text(target)), origin=f"config {target}")
-            plan = plan_changes(self.spec, spec, self.base_dir)
+            plan = plan_changes(self.spec, spec, self.base_dir, running=runner)
         except ConfigError as exc:
             log.error("config %s is not applied: %s", target, exc)
             self.version = target  # do not retry every second; the next version is looked at again
@@ -197,7 +159,7 @@ class LiveControl:
             log.error("config %s is not applied: %s", target, "; ".join(plan.problems))
             self.version = target
             return
-        apply_plan(runner, plan)
+        apply_plan(runner, plan, self.alerts)
         self.spec, self.version = spec, target
         self.applied.append((target, plan.changes))
         self.history.mark_applied(target)

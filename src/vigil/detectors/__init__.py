@@ -10,7 +10,9 @@ Runtime). Rules: :class:`VelocityRule`, :class:`ThresholdRule`, :class:`Expressi
 :class:`Calibrated` (anomaly likelihood over any detector's raw score).
 
 Every detector is registered by its ``kind`` (the name YAML configs use) and checked by the
-conformance suite in :mod:`vigil.testing.detectors`.
+conformance suite in :mod:`vigil.testing.detectors`. The detector that serves a model from the registry
+(``registry_model``) lives with the registry, in :mod:`vigil.models.serving`, and registers itself when
+that is imported (pipeline files do it for you).
 """
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
@@ -36,6 +38,3 @@ __all__ = [
     "IsolationForestDetector", "LevelRarity", "PageHinkley", "RiverDetector", "RobustZScore", "SlidingZScore",
     "ThresholdRule", "VelocityRule", "Verdicts", "register", "registry",
 ]  # fmt: skip
-
-# the model-registry detector lives with the registry; a plain import (after the names above) avoids a cycle
-import vigil.models.serving  # noqa: E402,F401  (registers `registry_model`)

@@ -32,9 +32,10 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import one_feature, signed_larger
 from vigil.stats.ew import halflife_decay, west_learn, west_std
 from vigil.stats.slots import grow_rows
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _NCOL = 9  # per-key state: events learned, W, W2, EW mean, EW variance, S+, S-, rows S+ > 0, rows S- > 0
 
@@ -202,6 +203,12 @@ class CUSUM(BaseDetector):
 
     def _grow_slots(self, top: int) -> None:
         self.st = grow_rows(self.st, top)
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by the winning CUSUM sum (negative for a shift down); expected: the baseline mean."""
+        s = v.stats
+        return one_feature(self.field, rows, signed_larger(s["s_pos"], s["s_neg"]), s["value"], s["mean"],
+                           v.flag)  # fmt: skip
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.st[slots[slots < self.st.shape[0]]] = 0.0

@@ -37,8 +37,9 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register, registry
+from vigil.detectors.explain import can_explain, ranked
 from vigil.stats.slots import as_slots, split_none
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _COMBINES = ("max", "mean", "rank")
 
@@ -259,6 +260,33 @@ class Ensemble(BaseDetector):
         inner["calibrated"] = float(stats.get(f"member_{name}", np.nan))
         parts = ", ".join(f"{n} {c:.3g}" for n, c in zip(self.names, contrib, strict=True))
         return f"ensemble ({self.combine}: {parts}); top {name}: {self.members[j].describe(inner)}"
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """One contribution per member, scored by what it put into the combination.
+
+        The score is the member's calibrated score (its percentile in ``rank`` mode); value and expected come from
+        the member's own top contribution, and ``flag`` says whether the member alone reaches the threshold.
+        """
+        rows = np.asarray(rows, np.int64)
+        key = "rank_" if self.combine == "rank" else "member_"
+        m = len(v)
+        per_member = []
+        for name, d in zip(self.names, self.members, strict=True):
+            tops: list[list[Contribution]] = [[] for _ in rows.tolist()]
+            if can_explain(d):
+                inner = {s[len(name) + 1 :]: col for s, col in v.stats.items() if s.startswith(f"{name}.")}
+                cal = v.stats[f"member_{name}"]
+                view = Verdicts(np.full(m, np.nan), cal, np.zeros(m, bool), np.zeros(m, bool), cal > 0.0, inner)
+                tops = d.explain_many(X, view, rows)
+            per_member.append((name, v.stats[f"{key}{name}"], tops))
+        out = []
+        for j, i in enumerate(rows.tolist()):
+            out.append(ranked([
+                Contribution(name, float(score[i]), tops[j][0].value if tops[j] else None,
+                             tops[j][0].expected if tops[j] else None, bool(score[i] >= self.threshold))
+                for name, score, tops in per_member
+            ]))  # fmt: skip
+        return out
 
     def reset_slots(self, slots: Int32Array) -> None:
         for d in self.members:

@@ -27,12 +27,13 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.detectors.explain import one_feature
 from vigil.stats.ew import halflife_decay
 from vigil.stats.ew import west_learn as ew_learn
 from vigil.stats.ew import west_std as ew_std
 from vigil.stats.slots import grow_rows
 from vigil.stats.special import two_sided_tail
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _NCOL = 5  # per-key state columns: events learned, total weight W, sum of squared weights W2, mean, variance
 
@@ -199,6 +200,11 @@ class EWZScore(BaseDetector):
             f"{self.field} {float(stats.get('value', np.nan)):.6g} is {abs(z):.1f} sd {side} the usual "
             f"{float(stats.get('mean', np.nan)):.4g} (sd {float(stats.get('std', np.nan)):.3g}, EW {span})"
         )
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by its signed z; expected: the key's EW mean."""
+        s = v.stats
+        return one_feature(self.field, rows, s["z"], s["value"], s["mean"], v.flag)
 
     def reset_slots(self, slots: Int32Array) -> None:
         slots = slots[slots < self.st.shape[0]]

@@ -33,10 +33,11 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import one_feature
 from vigil.stats.ew import ew_mean_step, ew_step, halflife_alpha
 from vigil.stats.slots import SlotArrays, grow_rows_pow2, reset_rows
 from vigil.stats.special import two_sided_tail_many
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 
 @runtime_checkable
@@ -279,6 +280,11 @@ class ForecastResidual(BaseDetector):
 
     def _grow_slots(self, top: int) -> None:
         self.rs = grow_rows_pow2(self.rs, top)
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by its signed residual z; expected: the forecast."""
+        s = v.stats
+        return one_feature(self.field, rows, s["z"], s["value"], s["forecast"], v.flag)
 
     def slice_caveat(self) -> str | None:
         if isinstance(self.forecaster, SlotArrays):

@@ -58,8 +58,10 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import feature_shares
+from vigil.detectors.hst_explain import attribution
 from vigil.stats.slots import as_slots, split_none
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 PADDING = 0.15  # River's: split points fall in the middle 70 % of a node's range
 
@@ -334,7 +336,8 @@ class HalfSpaceTrees(BaseDetector):
 
     Score: River's ``1 - S / max``; calibrated: log-scaled mass sum (module docstring). Stats:
     ``depth`` (mean depth where the walks stopped) and ``mass`` (mean share of the reference window
-    in the region where they stopped).
+    in the region where they stopped); with several fields, ``attr_<field>`` on flagged rows: each
+    field's share of the isolation (:mod:`vigil.detectors.hst_explain`, what :meth:`explain_many` reports).
 
     Examples:
         >>> det = HalfSpaceTrees(fields="value", n_trees=5, height=4, window_size=20)
@@ -486,6 +489,9 @@ class HalfSpaceTrees(BaseDetector):
             cols[:, j] = X[f]
         self._ensure(slots)
         idx = np.asarray(slots, np.int32) if self.per_key else np.zeros(m, np.int32)
+        multi = len(self.features) > 1
+        # learned limits before the batch: what flagged rows were scored with, for their attribution
+        lo0, hi0 = (self.lo[idx], self.hi[idx]) if multi and self.limits is None else (None, None)
         score = np.empty(m, np.float64)
         calibrated = np.empty(m, np.float64)
         ready = np.empty(m, np.bool_)
@@ -507,7 +513,23 @@ class HalfSpaceTrees(BaseDetector):
         flag = ready & (calibrated > self.threshold)
         stats = {f: np.asarray(X[f], np.float64) for f in self.fields}
         stats.update({"depth": depth, "mass": mass})
+        if multi:  # each field's share of the flagged rows' isolation (vigil.detectors.hst_explain)
+            attr = attribution(self, idx, cols, lo0, hi0, flag)
+            stats.update({f"attr_{f}": attr[:, j] for j, f in enumerate(self.features)})
         return Verdicts(score, calibrated, flag, flag.copy(), ready, stats)
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """Per field, its share of the row's isolation bits (see :mod:`vigil.detectors.hst_explain`), largest first.
+
+        Rows that were not flagged carry no attribution (score 0 for every field); with one field, it is that field.
+        """
+        rows = np.asarray(rows, np.int64)
+        if len(self.features) == 1:
+            shares = np.ones((len(rows), 1))
+        else:
+            shares = np.column_stack([v.stats[f"attr_{f}"][rows] for f in self.features]) if len(rows) else (
+                np.zeros((0, len(self.features))))  # fmt: skip
+        return feature_shares(self.features, X, rows, shares)
 
     def describe(self, stats: dict[str, Any]) -> str:
         """E.g. "amount=412 is isolated: 0.4% of the reference window shares its region (depth 1.2, 10 trees)"."""

@@ -40,8 +40,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import feature_shares
+from vigil.detectors.iforest_explain import forest, isolation_shares
 from vigil.state import codec
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 FORMAT = "vigil.iforest"
 ARTIFACT_VERSION = 1
@@ -227,7 +229,8 @@ class IsolationForestDetector(BaseDetector):
     Warm-up:
         none; a row is ready unless all its features are missing (partly missing rows are imputed with the
         training mean). ``fire`` equals ``flag``. ``stats["z_<field>"]`` is each feature's z against the
-        training mean and std, a cheap explanation (exact per-feature attribution is costly for forests).
+        training mean and std; :meth:`explain_many` attributes a row to its features by the forest's own
+        splits (:mod:`vigil.detectors.iforest_explain`).
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -352,6 +355,23 @@ class IsolationForestDetector(BaseDetector):
         imputed = int(stats.get("imputed", 0) or 0)
         note = f" ({imputed} missing feature(s) imputed)" if imputed else ""
         return f"isolation forest: rarer than {100 * cal:.3g}% of training rows{note}; most unusual: {top}"
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """Per feature, its share of the isolation bits along the forest's paths; expected: the training mean.
+
+        See :mod:`vigil.detectors.iforest_explain`. If the model's trees can't be read, the score is the feature's
+        z against the training mean and standard deviation instead.
+        """
+        rows = np.asarray(rows, np.int64)
+        raw = np.column_stack([np.asarray(X[f], np.float64)[rows] for f in self.fields])
+        filled = np.where(np.isfinite(raw), raw, self._mean)  # imputed as when the row was scored
+        trees = forest(self.artifact)
+        if trees is None:
+            shares = (raw - self._mean) / np.where(self._std > 0, self._std, np.inf)
+        else:
+            with np.errstate(over="ignore"):
+                shares = isolation_shares(trees, np.ascontiguousarray(filled, np.float32))
+        return feature_shares(self.fields, X, rows, shares, self._mean)
 
     def reset_slots(self, slots: Int32Array) -> None:
         return None  # no per-key state

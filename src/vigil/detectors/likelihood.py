@@ -32,9 +32,10 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Detector, Verdicts, register, registry
+from vigil.detectors.explain import can_explain
 from vigil.stats.ring import rolling_moments_push
 from vigil.stats.slots import SlotArrays, grow_rows_pow2, reset_rows
-from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array
+from vigil.types import BoolArray, Contribution, Float64Array, Int32Array, Int64Array
 
 _LN10 = math.log(10.0)
 _LN_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -294,6 +295,14 @@ class Calibrated(BaseDetector):
 
     def slice_caveat(self) -> str | None:
         return self.inner.slice_caveat()  # type: ignore[no-any-return]
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The inner detector's contributions, from its verdicts kept in ``stats`` (none if it can't attribute)."""
+        if not can_explain(self.inner):
+            return [[] for _ in np.asarray(rows).tolist()]
+        s = v.stats
+        inner = Verdicts(s["inner_score"], s["inner_calibrated"], v.flag, v.fire, v.ready, s)
+        return self.inner.explain_many(X, inner, rows)  # type: ignore[no-any-return]
 
     def fresh(self) -> Calibrated:
         """An empty twin sharing the inner detector's heavy parts (see :meth:`BaseDetector.fresh`)."""

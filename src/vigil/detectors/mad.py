@@ -28,9 +28,10 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import one_feature
 from vigil.stats.ring import SortedRings, median_scale, ring_push
 from vigil.stats.special import two_sided_tail
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 
 @numba.njit(cache=True)
@@ -146,6 +147,11 @@ class RobustZScore(BaseDetector):
             f"{float(stats.get('median', np.nan)):.4g} of the last {int(stats.get('count', 0))} values "
             f"(scale {float(stats.get('scale', np.nan)):.3g})"
         )
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by its signed robust z; expected: the median of the key's window."""
+        s = v.stats
+        return one_feature(self.field, rows, s["z"], s["value"], s["median"], v.flag)
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.win.reset_slots(slots)

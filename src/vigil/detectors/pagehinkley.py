@@ -28,7 +28,8 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.detectors.explain import one_feature, signed_larger
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _NCOL = 6  # per-key state: n, mean, up, up_min, down, down_max
 _FRESH = np.array([0.0, 0.0, 0.0, np.inf, 0.0, -1.0])  # river's initial values (down_max starts at -1)
@@ -173,6 +174,11 @@ class PageHinkley(BaseDetector):
             f"{self.threshold:g} (running mean {float(stats.get('mean', np.nan)):.4g} over "
             f"{int(stats.get('count', 0))} events)"
         )
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by the Page-Hinkley statistic (negative for a drift down); expected: the running mean."""
+        s = v.stats
+        return one_feature(self.field, rows, signed_larger(s["up"], s["down"]), s["value"], s["mean"], v.flag)
 
     def _grow_slots(self, top: int) -> None:
         if self.st.shape[0] < top:

@@ -43,8 +43,9 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
+from vigil.detectors.explain import one_feature, score_or
 from vigil.stats.slots import grow_rows
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _BASE = 6  # per-key state columns before the per-scale ones: rows, lo, hi, width, suppression left, detections
 _PER_SCALE = 3  # block sum, block rows, blocks counted
@@ -346,6 +347,11 @@ class LevelRarity(BaseDetector):
             f"({float(stats.get('level', np.nan)):g}, rarity {float(stats.get('rarity', np.nan)):.1f} nines; "
             f"{float(stats.get('detections', 0.0)):g} earlier detections)"
         )
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by the rarity of its level in nines (no expected value: rarity has no centre)."""
+        s = v.stats
+        return one_feature(self.field, rows, score_or(v, s["rarity"]), s["value"], None, v.flag)
 
     def _grow_slots(self, top: int) -> None:
         self.st = grow_rows(self.st, top)

@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.detectors.explain import one_feature
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 
 def _squash(excess: Float64Array, violated: np.ndarray) -> Float64Array:
@@ -100,6 +101,22 @@ class ThresholdRule(BaseDetector):
         flag = excess > 0.0
         score = np.minimum(excess, np.finfo(np.float64).max)  # +-inf input: finite score
         return Verdicts(score, _squash(score, flag), flag, flag.copy(), ready, {"value": x})
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by its relative excess (negative below the lower bound); expected: that bound."""
+        x = v.stats["value"]
+        score, bound = np.zeros(len(x)), np.full(len(x), np.nan)
+        with np.errstate(invalid="ignore"):
+            if self.above is not None:
+                up = x > self.above
+                score = np.where(up, (x - self.above) / (abs(self.above) or 1.0), score)
+                bound = np.where(up, self.above, bound)
+            if self.below is not None:
+                down = x < self.below
+                score = np.where(down, -(self.below - x) / (abs(self.below) or 1.0), score)
+                bound = np.where(down, self.below, bound)
+        return one_feature(self.field, rows, np.clip(score, -np.finfo(float).max, np.finfo(float).max), x, bound,
+                           v.flag)  # fmt: skip
 
     def describe(self, stats: dict[str, Any]) -> str:
         """E.g. "amount 1500 is above the limit 1000"."""

@@ -18,9 +18,10 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.detectors.explain import one_feature
 from vigil.detectors.zscore import _fmt_ms
 from vigil.stats.timewindow import TimeWindowState, evict, insert, load, reserve, store
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 
 @numba.njit(cache=True)
@@ -114,6 +115,11 @@ class VelocityRule(BaseDetector):
             score, calibrated, flag, fire, np.ones(m, np.bool_),
             {"count": score, "window_ms": np.full(m, float(self.window_ms))},
         )  # fmt: skip
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """``count`` (events in the window), scored and valued by the count; expected: at most ``max_count``."""
+        c = v.stats["count"]
+        return one_feature("count", rows, c, c, np.full(len(c), float(self.max_count)), v.flag)
 
     def _grow_slots(self, top: int) -> None:
         self.win.ensure_capacity(top)

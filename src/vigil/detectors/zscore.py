@@ -31,10 +31,11 @@ import numba
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.detectors.explain import one_feature
 from vigil.stats.ew import ew_step, halflife_alpha
 from vigil.stats.special import two_sided_tail
 from vigil.stats.timewindow import CNT, TimeWindowState, evict, insert, load, mean_std, reserve, store
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 
 @numba.njit(cache=True)
@@ -221,6 +222,12 @@ class SlidingZScore(BaseDetector):
         spread = f"x{math.exp(std):.2f}" if self.transform == "log" else f"{std:.3g}"
         return (f"{self.field} {stats.get('value', float('nan')):.6g} is {abs(z):.1f} sd {side} the usual "
                 f"{usual:.4g} (sd {spread}, {where})")
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """The field, scored by its signed z; expected: the window (or baseline) mean, in the field's units."""
+        s = v.stats
+        mean = np.exp(s["mean"]) if self.transform == "log" else s["mean"]
+        return one_feature(self.field, rows, s["z"], s["value"], mean, v.flag)
 
     def reset_slots(self, slots: Int32Array) -> None:
         self.win.reset_slots(slots)

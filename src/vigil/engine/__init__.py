@@ -1,13 +1,10 @@
-"""The engine: the pipeline builder, the per-event operator seam, and the embedded runner.
+"""The embedded runtime: one process, bounded queues, micro-batches, checkpoints.
 
-A :class:`Pipeline` describes a source, event-time settings and named steps; the
-:class:`EmbeddedRunner` executes it in one process with bounded queues (backpressure), micro-batches,
-watermarks, late and dead-letter outputs. Logic (detectors, windows) lives in inner layers and is
-shared with other runtimes.
+It runs a :class:`~vigil.dataflow.pipeline.Pipeline` (the runtime-neutral description in
+:mod:`vigil.dataflow`) with three threads — source, engine loop, sinks — and checkpoint orchestration.
+What happens to a batch is the steps' logic, shared with the Flink runtime.
 """
 
-from vigil.engine.operators import Context, KeyedOperator, ValueHandle
-from vigil.engine.pipeline import Pipeline
 from vigil.engine.runner import EmbeddedRunner, RunStats
 
-__all__ = ["Context", "EmbeddedRunner", "KeyedOperator", "Pipeline", "RunStats", "ValueHandle"]
+__all__ = ["EmbeddedRunner", "RunStats"]

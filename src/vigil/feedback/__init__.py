@@ -2,13 +2,14 @@
 
 Two levers, both bounded and reversible:
 
-* :mod:`~vigil.feedback.suppression` — per key (and per metric, for the server pipeline's k-of-n alerts), a
-  false-positive label raises that key's bar just above the score the operator called normal (at most
+* :mod:`~vigil.feedback.suppression` — per key (and per voting feature of a vote alert, such as the server
+  pipeline's k-of-n), a false-positive label raises that key's bar just above the score the operator called
+  normal (at most
   ``max_factor`` x the base threshold, never where a true positive scored near it, expiring unless
   re-confirmed). Every learned set is a version with who, why and the labels it came from; roll back or
   clear at will. :meth:`Suppressions.filter` re-evaluates alerts with their own stats and returns the ones it
   holds back, so nothing disappears silently.
-* :mod:`~vigil.feedback.retrain` — refit the server pipeline's offline Isolation Forest with the labelled
+* :mod:`~vigil.apps.servers.retrain` — refit the server pipeline's offline Isolation Forest with the labelled
   windows (false positives as normal, true positives out of the training set), evaluate it against the
   promoted version on a held-back labelled slice, register it with that evaluation, and promote it only when
   it is strictly better.
@@ -25,8 +26,8 @@ from vigil.feedback.suppression import (
     Suppressed,
     Suppressions,
     labels_from_store,
-    server_base,
+    votes_of,
 )
 
 __all__ = ["Adjustment", "FeedbackTuner", "Label", "Suppressed", "Suppressions", "labels_from_store",
-           "server_base"]  # fmt: skip
+           "votes_of"]  # fmt: skip

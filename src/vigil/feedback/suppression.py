@@ -1,8 +1,10 @@
 """Suppression learned from operator feedback: per-key bars raised just above what operators called normal.
 
 An operator's false-positive label says "this score, on this key, is normal here". :class:`FeedbackTuner`
-turns such labels into **adjustments**, one per ``(detector, key, feature)`` — the feature is the metric for
-the server pipeline's ``k_of_n`` alerts (``stats.metrics[m].z``) and ``""`` for a single detector's own score:
+turns such labels into **adjustments**, one per ``(detector, key, feature)`` — the feature is a voting
+feature of a *vote alert* (an alert whose :attr:`~vigil.types.Alert.contributions` carry per-feature flags
+and whose ``stats["k"]`` says how many votes it needs, such as the server pipeline's ``k_of_n``), and ``""``
+for a single detector's own score:
 
 * **bar** = ``headroom`` x the largest score labelled false positive, at most ``max_factor`` x the base
   threshold (an adjustment whose bar hits that cap is marked ``capped``: it hides less than was labelled);
@@ -10,28 +12,30 @@ the server pipeline's ``k_of_n`` alerts (``stats.metrics[m].z``) and ``""`` for 
   most ``tp_margin`` x the new bar (a confirmed incident near that score must keep voting);
 * **bounded**: at most ``max_entries`` adjustments (most labels first, then the most recently confirmed), each
   expiring ``ttl_ms`` after its latest label unless a new label re-confirms it;
-* **reversible**: every learned set is a version in a :class:`~vigil.control.history.ConfigHistory` folder
+* **reversible**: every learned set is a version in a :class:`~vigil.state.history.ConfigHistory` folder
   (the JSON text of the set, with who, why, when, the labels it came from and the changes it made);
   :meth:`FeedbackTuner.rollback` restores the previous set and :meth:`FeedbackTuner.clear` records an empty
   one, both as new history entries.
 
-:meth:`Suppressions.filter` applies a set to alerts with their own stats: a ``k_of_n`` alert's votes are
-recounted, a metric voting only when its ``|z|`` is above its host's bar (the model's vote is kept as is: the
-model is adapted by retraining, :mod:`vigil.feedback.retrain`); the alert is suppressed when fewer than ``k``
-votes remain. Any other alert is suppressed when its score is at most its key's bar. Suppressed alerts are
-returned, with the version and the features that lost their vote, never dropped silently. One guard bounds
-what feedback may hide: an alert stands when one of its remaining votes is at least ``max_factor`` x its bar
-(its base bar for a metric without one) — a memory leak on a host whose job the operator taught away still
-alerts on the leak's memory, and a job run ten times its usual size is not "like the ones labelled normal".
+:meth:`Suppressions.filter` applies a set to alerts with their own evidence: a vote alert's votes are
+recounted, a feature voting only when its ``|score|`` is above its key's bar (votes that are not among the
+contributions, such as the server pipeline's model, are kept as they are: a model is adapted by retraining,
+:mod:`vigil.apps.servers.retrain`); the alert is suppressed when fewer than ``k`` votes remain. Any other
+alert is suppressed when its score is at most its key's bar. Suppressed alerts are returned, with the version
+and the features that lost their vote, never dropped silently. One guard bounds what feedback may hide: an
+alert stands when one of its remaining votes is at least ``max_factor`` x its bar (its base bar for a metric
+without one) — a memory leak on a host whose job the operator taught away still alerts on the leak's memory,
+and a job run ten times its usual size is not "like the ones labelled normal".
 
-Alert-level filtering sees only the alerts that fired: a ``k_of_n`` alert it suppresses takes the rest of its
-episode with it (the aggregator does not fire again within ``rearm_windows``), even when later windows of the
-episode would have passed the learned bars. :meth:`Suppressions.revote` applies the bars where they belong
-in the server pipeline, to every window's per-metric votes before the k-of-n vote; the demo reports both.
+Alert-level filtering sees only the alerts that fired: a vote alert it suppresses takes the rest of its
+episode with it (the server pipeline's aggregator does not fire again within ``rearm_windows``), even when
+later windows of the episode would have passed the learned bars. An app can apply the bars where they belong,
+to every window's votes before they are counted (:func:`vigil.apps.servers.feedback.revote`); the feedback
+demo reports both.
 
 Examples:
     >>> import tempfile
-    >>> from vigil.alerting.alert import Alert
+    >>> from vigil.types import Alert
     >>> fp = Alert("a1", "web-1", "w1", "cpu_z", 5.2, 4.0, 1_000, 1_000)
     >>> tuner = FeedbackTuner(tempfile.mkdtemp(), headroom=1.2)
     >>> s = tuner.learn([Label(fp, "false_positive", at_ms=2_000, by="ana")], who="ana", why="nightly job")
@@ -53,20 +57,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from vigil.alerting.alert import Alert
-from vigil.control.history import ConfigHistory
 from vigil.errors import ConfigError
+from vigil.state.history import ConfigHistory
+from vigil.types import Alert, Contribution
 
 if TYPE_CHECKING:
     from vigil.alerting.store import AlertStore
-    from vigil.apps.servers import ServerConfig, WindowVerdicts
 
-__all__ = ["Adjustment", "FeedbackTuner", "Label", "Suppressed", "Suppressions", "labels_from_store", "server_base"]
+__all__ = ["Adjustment", "FeedbackTuner", "Label", "Suppressed", "Suppressions", "labels_from_store", "votes_of"]
 
 LABELS = ("true_positive", "false_positive")
-KOFN = "k_of_n"
 DAY_MS = 86_400_000
 _KIND, _FORMAT = "feedback_suppressions", 1
 
@@ -175,21 +175,23 @@ class Suppressions:
     def check(self, alert: Alert, now_ms: int | None = None) -> Suppressed | None:
         """Re-evaluate one alert against the bars (at ``now_ms``, default its event time); ``None``: it stands."""
         at = alert.event_ts_ms if now_ms is None else now_ms
-        metrics = alert.stats.get("metrics") if isinstance(alert.stats, dict) else None
-        if alert.detector == KOFN and isinstance(metrics, dict):
-            flags = {m: bool(v.get("flag")) for m, v in metrics.items()}
+        voters = votes_of(alert)
+        if voters is not None:
+            det = alert.detector
+            flags = {c.feature: bool(c.flag) for c in voters}
+            score = {c.feature: abs(float(c.score)) for c in voters}
             votes = int(alert.stats.get("votes", sum(flags.values())))
             under = []
-            for m, v in metrics.items():
-                b = self.bar(KOFN, alert.key, m, at_ms=at) if flags[m] else None
-                if b is not None and abs(float(v.get("z", 0.0))) <= b:
+            for m in flags:
+                b = self.bar(det, alert.key, m, at_ms=at) if flags[m] else None
+                if b is not None and score[m] <= b:
                     under.append(m)
             after = votes - len(under)
             k = int(alert.stats.get("k", alert.threshold))
-            if not under or after >= k or self._far_beyond(alert.key, metrics, flags, under, at):
+            if not under or after >= k or self._far_beyond(det, alert.key, score, flags, under, at):
                 return None
-            bars = {m: self.bar(KOFN, alert.key, m, at_ms=at) for m in under}
-            detail = ", ".join(f"{m} |z| {abs(float(metrics[m]['z'])):.3g} <= {bars[m]:.3g}" for m in under)
+            bars = {m: self.bar(det, alert.key, m, at_ms=at) for m in under}
+            detail = ", ".join(f"{m} |z| {score[m]:.3g} <= {bars[m]:.3g}" for m in under)
             why = f"suppressed by feedback {self.version}: {after} of {k} votes left ({detail})"
             return Suppressed(alert, self.version, votes, after, tuple(under), why)
         b = self.bar(alert.detector, alert.key, "", at_ms=at)
@@ -198,16 +200,16 @@ class Suppressions:
         why = f"suppressed by feedback {self.version}: score {float(alert.score):.3g} <= bar {b:.3g}"
         return Suppressed(alert, self.version, 1, 0, ("",), why)
 
-    def _far_beyond(self, key: str, metrics: dict[str, Any], flags: dict[str, bool], under: list[str],
-                    at: int) -> bool:  # fmt: skip
+    def _far_beyond(self, detector: str, key: str, score: dict[str, float], flags: dict[str, bool],
+                    under: list[str], at: int) -> bool:  # fmt: skip
         """A remaining vote at least ``guard`` x its bar (its base when it has none): the alert stands."""
         guard = float(self.meta.get("params", {}).get("max_factor", 0.0))
-        base = self.meta.get("base", {}).get(KOFN, {})
-        for m, v in metrics.items():
+        base = self.meta.get("base", {}).get(detector, {})
+        for m in flags:
             if not flags[m] or m in under:
                 continue
-            ref = self.bar(KOFN, key, m, at_ms=at) or base.get(m)
-            if guard > 0 and ref is not None and abs(float(v.get("z", 0.0))) >= guard * float(ref):
+            ref = self.bar(detector, key, m, at_ms=at) or base.get(m)
+            if guard > 0 and ref is not None and score[m] >= guard * float(ref):
                 return True
         return False
 
@@ -224,51 +226,6 @@ class Suppressions:
         self.counters["seen"] += len(kept) + len(suppressed)
         self.counters["suppressed"] += len(suppressed)
         return kept, suppressed
-
-    def revote(self, windows: WindowVerdicts, config: ServerConfig, host_names: Any, *,
-               from_ms: int | None = None) -> np.ndarray:  # fmt: skip
-        """The server pipeline's vote matrix with the bars applied to every window from ``from_ms`` on.
-
-        A metric's flag stays only where its ``|z|`` is above its host's bar (in force at the window's end),
-        unless another vote of the window is far beyond its own bar (as in :meth:`check`); the model's column
-        (``config.model_votes``) is unchanged. Feed the result to a fresh :class:`~vigil.apps.servers.KOfN`
-        (:meth:`refire`) to get the alerts the adjusted pipeline fires.
-        """
-        w = windows
-        votes = np.array(w.votes(config.model_votes), bool, copy=True)
-        n, m = len(w), len(config.metrics)
-        col = {name: j for j, name in enumerate(config.metrics)}
-        slot = np.asarray(w.joined.slot, np.int64)
-        end = np.asarray(w.joined.end_ms, np.int64)
-        active = end >= (np.iinfo(np.int64).min if from_ms is None else int(from_ms))
-        names = {(str(host_names[s]) if host_names is not None else f"slot-{s}"): s for s in np.unique(slot).tolist()}
-        bars = np.full((n, m), np.nan)
-        for e in self.entries.values():
-            if e.detector == KOFN and e.feature in col and e.key in names:
-                rows = active & (slot == names[e.key]) & (end < e.expires_ms)
-                bars[rows, col[e.feature]] = e.bar
-        az = np.abs(w.z)
-        flag = votes[:, :m]
-        with np.errstate(invalid="ignore"):
-            under = flag & (az <= bars)
-        guard = float(self.meta.get("params", {}).get("max_factor", 0.0))
-        if guard > 0:
-            base = self.meta.get("base", {}).get(KOFN, {})
-            ref = np.where(np.isnan(bars), np.array([base.get(x, np.inf) for x in config.metrics], float), bars)
-            far = (flag & ~under & (az >= guard * ref)).any(axis=1)
-            under[far] = False
-        flag[under] = False
-        return votes
-
-    def refire(self, windows: WindowVerdicts, config: ServerConfig, host_names: Any, *,
-               from_ms: int | None = None) -> np.ndarray:  # fmt: skip
-        """Fired rows of a fresh k-of-n aggregator over :meth:`revote` (row-aligned with ``windows``)."""
-        from vigil.apps.servers import KOfN
-
-        agg = KOfN(config.k, config.n_voters, rearm_windows=config.rearm_windows, window_ms=config.window_ms,
-                   persist_windows=config.persist_windows)  # fmt: skip
-        votes = self.revote(windows, config, host_names, from_ms=from_ms)
-        return agg.process(windows.joined.slot, windows.joined.start_ms, votes)[1]
 
     # -- plain data --------------------------------------------------------------------------------------------
 
@@ -287,27 +244,15 @@ class Suppressions:
         return cls(entries, version if version is not None else str(doc.get("version", "")), doc.get("meta"))
 
 
-def server_base(config: ServerConfig) -> dict[str, dict[str, float]]:
-    """Base thresholds of the server pipeline's per-metric voters: ``{"k_of_n": {metric: threshold}}``.
-
-    Examples:
-        >>> from vigil.apps.servers import ServerConfig
-        >>> base = server_base(ServerConfig(threshold=4.5, per_metric={"cpu": {"threshold": 6.0}}))["k_of_n"]
-        >>> base["cpu"], base["mem"]
-        (6.0, 4.5)
-    """
-    per = config.per_metric or {}
-    return {KOFN: {m: float(per.get(m, {}).get("threshold", config.threshold)) for m in config.metrics}}
-
-
 class FeedbackTuner:
     """Learns :class:`Suppressions` from labels and keeps their versions (see the module docstring).
 
     Args:
-        directory: the version folder (a :class:`~vigil.control.history.ConfigHistory`; each version is the
+        directory: the version folder (a :class:`~vigil.state.history.ConfigHistory`; each version is the
             JSON text of a set).
-        base: base thresholds per detector and feature, e.g. :func:`server_base` for ``k_of_n`` alerts; a
-            single detector's alerts carry their own (``alert.threshold``).
+        base: base thresholds per detector and feature of vote alerts (e.g.
+            :func:`vigil.apps.servers.feedback.server_base` for ``k_of_n``); a single detector's alerts carry
+            their own (``alert.threshold``).
         max_factor: a bar is at most this times its base threshold (> 1).
         headroom: a bar is this times the largest score labelled false positive (>= 1).
         max_entries: at most this many adjustments in a set.
@@ -442,7 +387,8 @@ class FeedbackTuner:
         base = self.base.get(detector, {}).get(feature)
         if base is None:
             raise ConfigError(f"has no base threshold for {detector} feature {feature!r}", field="base",
-                              value=self.base.get(detector), hint="pass base=server_base(config)")  # fmt: skip
+                              value=self.base.get(detector),
+                              hint="pass the app's base bars (e.g. server_base(config))")  # fmt: skip
         return float(base)
 
 
@@ -457,16 +403,31 @@ class _Obs:
     label_id: str
 
 
-def _observations(x: Label) -> list[_Obs]:
-    """Every voting signal of a labelled alert: for ``k_of_n`` the metrics that voted, else the alert's score.
+def votes_of(alert: Alert) -> list[Contribution] | None:
+    """The voting features of a vote alert (contributions with flags, and ``stats["k"]``); ``None`` otherwise.
 
-    A metric that did not vote neither caused a false alert nor carried a true one.
+    Examples:
+        >>> a = Alert("a", "h1", "w", "k_of_n", 2, 2, 0, 0, stats={"k": 2},
+        ...           contributions=[Contribution("cpu", 5.0, flag=True), Contribution("mem", 0.3, flag=False)])
+        >>> [c.feature for c in votes_of(a)], votes_of(Alert("b", "u", "e", "z", 5, 3, 0, 0))
+        (['cpu', 'mem'], None)
+    """
+    if not isinstance(alert.stats, dict) or "k" not in alert.stats:
+        return None
+    voters = [c for c in alert.contributions if c.flag is not None]
+    return voters or None
+
+
+def _observations(x: Label) -> list[_Obs]:
+    """Every voting signal of a labelled alert: for a vote alert the features that voted, else its score.
+
+    A feature that did not vote neither caused a false alert nor carried a true one.
     """
     a = x.alert
-    metrics = a.stats.get("metrics") if isinstance(a.stats, dict) else None
-    if a.detector == KOFN and isinstance(metrics, dict):
-        return [_Obs((KOFN, a.key, m), abs(float(v.get("z", 0.0))), float("nan"), x.at_ms, x.id)
-                for m, v in metrics.items() if v.get("flag")]  # fmt: skip
+    voters = votes_of(a)
+    if voters is not None:
+        return [_Obs((a.detector, a.key, c.feature), abs(float(c.score)), float("nan"), x.at_ms, x.id)
+                for c in voters if c.flag]  # fmt: skip
     return [_Obs((a.detector, a.key, ""), float(a.score), float(a.threshold), x.at_ms, x.id)]
 
 
@@ -511,5 +472,4 @@ def labels_from_store(store: AlertStore, *, since_ms: int | None = None) -> list
 
 
 def _alert_from_dict(d: dict[str, Any]) -> Alert:
-    names = Alert.__dataclass_fields__.keys()
-    return Alert(**{k: v for k, v in d.items() if k in names})
+    return Alert.from_dict(d)

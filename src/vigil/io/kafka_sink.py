@@ -25,25 +25,32 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from vigil.errors import ConfigError, SinkError
+from vigil.errors import ConfigError, SinkError, TransactionAborted
 from vigil.io.kafka import ErrorLog, client_config, log, parse_kafka_url
 from vigil.io.sinks import _JSON_OPTS, _as_dict, _json_default
-
-
-class TransactionAborted(SinkError):
-    """The transaction was aborted (fenced, expired or a delivery failed): restart from the last checkpoint."""
 
 
 def _bytes(value: Any) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     return str(value).encode()
+
+
+@runtime_checkable
+class _GroupReader(Protocol):
+    """A Kafka source reader, as far as committing its offsets in a transaction goes."""
+
+    topic: str
+
+    def consumer_group_metadata(self) -> Any:
+        """The consumer group's metadata for ``send_offsets_to_transaction``."""
+        ...
 
 
 class KafkaAlertSink:
@@ -268,6 +275,19 @@ class KafkaAlertSink:
         self._retry("commit_transaction", self._p.commit_transaction, deadline)
         self._in_txn = False
         self._failed.clear()  # a committed transaction had every message delivered
+
+    def commit_checkpoint(self, positions: Mapping[str, Any], readers: Mapping[str, Any]) -> None:
+        """The engine's exactly-once step at a checkpoint (:class:`~vigil.dataflow.capabilities.TransactionalSink`).
+
+        The Kafka readers' positions (the next offset per partition) go into the open transaction as the
+        consumer group's offsets, and the transaction commits: outputs and offsets become visible together.
+        Without a Kafka source, only the outputs commit.
+        """
+        kafka = [(r, positions.get(part)) for part, r in readers.items() if isinstance(r, _GroupReader)]
+        if not kafka:
+            self.commit()
+        for reader, pos in kafka:
+            self.commit(pos, reader.topic, reader.consumer_group_metadata())
 
     def abort(self) -> None:
         """Abort the open transaction: nothing written since :meth:`begin` becomes visible."""

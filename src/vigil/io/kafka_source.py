@@ -201,13 +201,12 @@ class KafkaSourceReader:
         self._eof: set[int] = set()
         self._paused = False
         self._decoder: Any = None
+        self._kafka_time: KafkaTimeDecoder | None = None
         if src.decoder is not None:
-            self._kafka_time = None
             self._decoder = src.decoder
         elif src.schema.time == KAFKA_TIMESTAMP:
-            self._kafka_time: KafkaTimeDecoder | None = KafkaTimeDecoder(src.schema)
+            self._kafka_time = KafkaTimeDecoder(src.schema)
         else:
-            self._kafka_time = None
             self._decoder = JsonDecoder(src.schema)
 
     # -- opening -----------------------------------------------------------------------------------

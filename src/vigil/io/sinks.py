@@ -5,7 +5,7 @@ written before it survives a crash once it returns; a failure raises
 :class:`~vigil.errors.SinkError`, which aborts the checkpoint) and ``close()`` (flush, release,
 idempotent). Writing after ``close()`` raises :class:`~vigil.errors.SinkError`.
 
-Items are objects with ``to_dict()`` (:class:`~vigil.alerting.alert.Alert`,
+Items are objects with ``to_dict()`` (:class:`~vigil.types.Alert`,
 :class:`~vigil.io.base.DeadLetter`) or plain dicts.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from vigil.errors import SinkError
+from vigil.types import Alert
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -179,6 +180,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class LazyJsonlSink:
+    """A :class:`JsonlSink` whose file (and folder) is made only when something is written: no empty files.
+
+    The engine's default late and dead-letter outputs are these: a clean run leaves no ``late.jsonl``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._sink: JsonlSink | None = None
+
+    def write_batch(self, items: list[Any]) -> None:
+        """Make the file on the first write, then append."""
+        if self._sink is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._sink = JsonlSink(self.path)
+        self._sink.write_batch(items)
+
+    def flush(self) -> None:
+        """Flush, if anything was written."""
+        if self._sink is not None:
+            self._sink.flush()
+
+    def close(self) -> None:
+        """Close, if anything was written."""
+        if self._sink is not None:
+            self._sink.close()
+
+
 class DeadLetterSink(JsonlSink):
     """Dead letters (:class:`~vigil.io.base.DeadLetter` or dicts) as JSON lines; ``count`` = written."""
 
@@ -196,9 +225,6 @@ class DeadLetterSink(JsonlSink):
 
 def _alert_columns() -> tuple[list[tuple[str, str]], set[str]]:
     """(name, SQL type) of every :class:`Alert` field, and the names stored as JSON text."""
-    # Imported here: io sits below alerting in the layers; only this sink needs the Alert shape.
-    from vigil.alerting.alert import Alert
-
     columns, json_columns = [], set()
     for f in dataclasses.fields(Alert):
         text = str(f.type)
@@ -226,7 +252,7 @@ class SqliteAlertSink(_Closable):
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "alerts.db")
         >>> s = SqliteAlertSink(p)
-        >>> from vigil.alerting.alert import Alert
+        >>> from vigil.types import Alert
         >>> s.write_batch([Alert("a1", "u1", "e1", "amount_z", 7.5, 3.0, 1, 2, stats={"n": 9})]); s.close()
         >>> [(a["id"], a["stats"]) for a in SqliteAlertSink.read(p)]
         [('a1', {'n': 9})]

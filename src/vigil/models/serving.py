@@ -45,10 +45,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vigil.detectors.base import BaseDetector, Verdicts, register, registry
+from vigil.detectors.explain import opt, ranked
 from vigil.detectors.iforest import IsolationForestDetector
 from vigil.models.registry import ModelRegistry, RegistryError, version_number
 from vigil.stats.slots import as_slots, split_none
-from vigil.types import Float64Array, Int32Array, Int64Array
+from vigil.types import Contribution, Float64Array, Int32Array, Int64Array
 
 _VERSION_OF_FALLBACK = 0.0
 
@@ -306,6 +307,20 @@ class RegistryModelDetector(BaseDetector):
         """Forget expired key slots (the model holds no per-key state; the fallbacks do)."""
         for d in self.fallbacks:
             d.reset_slots(slots)
+
+    def explain_many(self, X: dict[str, Float64Array], v: Verdicts, rows: np.ndarray) -> list[list[Contribution]]:
+        """Rows the served model scored: its per-feature attribution; other rows: each field's z (``z_<field>``)."""
+        rows = np.asarray(rows, np.int64)
+        by_model = (v.stats["model_fallback"][rows] < 0.5) & (self._model is not None)
+        out: list[list[Contribution]] = []
+        for i in rows.tolist():
+            out.append(ranked([Contribution(f, float(z), opt(X[f][i]) if f in X else None)
+                               for f in self.fields if np.isfinite(z := v.stats[f"z_{f}"][i])]))  # fmt: skip
+        if by_model.any() and self._model is not None:
+            sel = np.flatnonzero(by_model)
+            for j, contribs in zip(sel.tolist(), self._model.explain_many(X, v, rows[sel]), strict=True):
+                out[j] = contribs
+        return out
 
     def slice_caveat(self) -> str | None:
         """The first fallback detector's caveat (the served model holds no per-key state)."""

@@ -150,7 +150,7 @@ def train_isolation_forest(
 
 def _bins(values: np.ndarray) -> dict[str, list[float]]:
     """Quantile bin edges and fractions of a training feature, for the input-drift monitor (vigil.ops.drift)."""
-    from vigil.ops.drift import quantile_bins
+    from vigil.stats.psi import quantile_bins
 
     edges, fractions = quantile_bins(values)
     return {"bin_edges": edges, "bin_fractions": fractions}
@@ -297,9 +297,9 @@ def kafka_values(url: str, timeout_s: float = 30.0) -> list[bytes]:
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
+                        done.add(int(m.partition() or 0))
                     continue
-                done.discard(m.partition())
+                done.discard(int(m.partition() or 0))
                 v = m.value()
                 if v:
                     out.append(v)

@@ -42,7 +42,7 @@ Examples:
     >>> import tempfile
     >>> import numpy as np
     >>> from vigil.detectors import VelocityRule
-    >>> from vigil.engine.pipeline import Pipeline
+    >>> from vigil.dataflow.pipeline import Pipeline
     >>> from vigil.engine.runner import EmbeddedRunner
     >>> from vigil.io.replay import ReplaySource
     >>> from vigil.io.sinks import MemorySink
@@ -74,10 +74,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import vigil
-from vigil.alerting.alert import Alert
+from vigil.dataflow.capabilities import HealthReporter, LagReporter, ModelServer, having
 from vigil.errors import ConfigError
 from vigil.ops.drift import DriftMonitor
 from vigil.ops.selfwatch import Sample, SelfWatch, SelfWatchConfig
+from vigil.types import Alert
 
 __all__ = ["PipelineMetrics", "generate_latest", "serve"]
 
@@ -200,7 +201,7 @@ class PipelineMetrics:
             return []
         self._next_tick = now + self.interval_s
         try:
-            self.runner._refresh_gauges()  # keys, watermark, state bytes into RunStats (cheap, once a second)
+            self.runner.refresh_gauges()  # keys, watermark, state bytes into RunStats (cheap, once a second)
             self._poll_models()
             self._follow_models()
             self.drift_scores = {step: mon.scores() for step, (_, mon) in self._drift.items()}
@@ -230,39 +231,30 @@ class PipelineMetrics:
 
     def lag(self) -> dict[str, int]:
         """Consumer lag per partition of every reader that has ``lag()`` (Kafka); empty otherwise."""
-        readers = dict(getattr(self.runner, "_readers", {}))
+        readers = {part: r for part, r in self.runner.readers.items() if isinstance(r, LagReporter)}
         out: dict[str, int] = {}
         for part, reader in readers.items():
-            fn = getattr(reader, "lag", None)
-            if fn is None:
-                continue
             try:
-                lags = fn()
+                lags = reader.lag()
             except Exception:  # noqa: BLE001 - a closed or failing client has no lag to report
                 continue
             for p, n in lags.items():
                 out[str(p) if len(readers) == 1 else f"{part}:{p}"] = int(n)
         return out
 
-    def _detect_steps(self) -> Iterator[tuple[str, Any]]:
-        """Each step's scoring object: a detect step's detector or a batch step's operator."""
-        for step in self.runner.p.steps:
-            det = getattr(step, "detector", None) or getattr(step, "op", None)
-            if det is not None:
-                yield step.name, det
-
     def _model_steps(self) -> Iterator[tuple[str, Any]]:
-        """Steps serving a registry model (a detector with ``registry``, ``name`` and ``model_version``)."""
-        for step, det in self._detect_steps():
-            if hasattr(det, "registry") and hasattr(det, "model_version") and hasattr(det.registry, "meta"):
-                yield step, det
+        """Steps serving a model from the registry, and the model (``model_version``, ``name``, ``registry``)."""
+        for step in having(self.runner.p.steps, ModelServer):
+            model = step.served_model()
+            if model is not None:
+                yield step.name, model  # type: ignore[attr-defined]
 
     def _health(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for step, det in self._detect_steps():
-            fn = getattr(det, "health", None)
+        for reporter in having(self.runner.p.steps, HealthReporter):
+            step = reporter.name  # type: ignore[attr-defined]
             try:
-                h = fn() if callable(fn) else None
+                h = reporter.health()
             except Exception:  # noqa: BLE001 - a broken health() must not break the scrape
                 log.warning("step `%s`: health() failed", step, exc_info=True)
                 continue
@@ -344,7 +336,7 @@ class _RunnerCollector(Collector):
         yield _per("step", CounterMetricFamily, "vigil_step_alerts", "Alerts raised by a step.", pl,
                    {s: st.fired.get(s, 0) for s in steps})  # fmt: skip
         yield _per("step", CounterMetricFamily, "vigil_step_flagged", "Events a detector step flagged.", pl,
-                   {s: st.flagged.get(s, 0) for s, _ in m._detect_steps()})  # fmt: skip
+                   {s: st.flagged.get(s, 0) for s in steps})  # fmt: skip
         yield _per("partition", GaugeMetricFamily, "vigil_consumer_lag_messages",
                    "Messages in the source topic not read yet, per Kafka partition.", pl, m.lag())  # fmt: skip
         wm = st.watermark_ms

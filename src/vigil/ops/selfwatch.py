@@ -18,7 +18,7 @@ stale_model          the served model version is older than ``stale_model_max_ag
 input_drift          a feature's PSI against the model's training data is above ``input_drift_psi``
 ==================== =====================================================================================
 
-Each rule raises one :class:`~vigil.alerting.alert.Alert` per *episode* (detector ``vigil_self``, key
+Each rule raises one :class:`~vigil.types.Alert` per *episode* (detector ``vigil_self``, key
 ``<pipeline>/<rule>[/<step or feature>]``, a message that says what to do), not one per evaluation. When the
 condition clears the episode ends: it is recorded in :attr:`SelfWatch.episodes` and, with ``notify_resolved``,
 an ``info`` alert with ``stats["resolved"] == 1.0`` says so. :meth:`SelfWatch.gauges` gives 1/0 per rule for
@@ -50,9 +50,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from vigil.alerting.alert import Alert, alert_id
+from vigil.dataflow.outputs import make_alert
 from vigil.errors import ConfigError
 from vigil.ops.drift import DEFAULT_PSI_THRESHOLD
+from vigil.types import Alert
 
 DETECTOR = "vigil_self"
 RULES = ("stalled_watermark", "growing_lag", "failing_checkpoints", "dead_letter_rate", "model_fallback",
@@ -330,16 +331,16 @@ class SelfWatch:
     def _alert(self, key: str, f: _Finding, now: float) -> Alert:
         ms = int(now * 1000)
         event_id = f"{key}@{ms}"
-        return Alert(id=alert_id(self.pipeline, DETECTOR, key, event_id), key=key, event_id=event_id,
-                     detector=DETECTOR, score=float(f.value), threshold=float(f.limit), event_ts_ms=ms,
-                     detect_ts_ms=ms, stats={"rule": f.rule, "value": float(f.value), "resolved": 0.0},
-                     event_ids=[event_id], severity=_SEVERITY[f.rule], message=f.message)  # fmt: skip
+        return make_alert(self.pipeline, DETECTOR, key, event_id, score=float(f.value), threshold=float(f.limit),
+                          event_ts_ms=ms, detect_ts_ms=ms, stats={"rule": f.rule, "value": float(f.value),
+                                                                  "resolved": 0.0},
+                          event_ids=[event_id], severity=_SEVERITY[f.rule], message=f.message)  # fmt: skip
 
     def _resolved(self, ep: Episode, fired: Alert, now: float) -> Alert:
         ms = int(now * 1000)
         event_id = f"{ep.key}@{ms}/resolved"
-        return Alert(id=alert_id(self.pipeline, DETECTOR, ep.key, event_id), key=ep.key, event_id=event_id,
-                     detector=DETECTOR, score=0.0, threshold=fired.threshold, event_ts_ms=ms, detect_ts_ms=ms,
-                     stats={"rule": ep.rule, "resolved": 1.0, "duration_s": now - ep.started_s},
-                     event_ids=[fired.event_id, event_id], severity="info",
-                     message=f"resolved after {now - ep.started_s:.0f} s: {fired.message}")  # fmt: skip
+        return make_alert(self.pipeline, DETECTOR, ep.key, event_id, score=0.0, threshold=fired.threshold,
+                          event_ts_ms=ms, detect_ts_ms=ms,
+                          stats={"rule": ep.rule, "resolved": 1.0, "duration_s": now - ep.started_s},
+                          event_ids=[fired.event_id, event_id], severity="info",
+                          message=f"resolved after {now - ep.started_s:.0f} s: {fired.message}")  # fmt: skip

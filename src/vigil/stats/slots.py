@@ -114,9 +114,15 @@ class SlotArrays:
         arrays = [(name, getattr(self, name)) for name in self._slot_arrays]
         out = [{name: row_value(arr, s) for name, arr in arrays} for s in slots.tolist()]
         for part in self._slot_parts:
-            for d, sub in zip(out, getattr(self, part).export_slots(slots), strict=True):
+            for d, sub in zip(out, self._part(part).export_slots(slots), strict=True):
                 d[part] = sub
         return out
+
+    def _part(self, name: str) -> Any:
+        part = getattr(self, name)
+        if not callable(getattr(part, "export_slots", None)):
+            raise NotImplementedError(f"{type(self).__name__}.{name} ({type(part).__name__}) keeps no per-key slices")
+        return part
 
     def import_slots(self, slots: Any, states: Sequence[dict[str, Any] | None]) -> None:
         """Load :meth:`export_slots` output into ``slots`` of this instance; ``None`` resets a slot."""
@@ -136,4 +142,4 @@ class SlotArrays:
         if load:
             at = np.array([s for s, _ in load], np.int64)
             for part in self._slot_parts:
-                getattr(self, part).import_slots(at, [state[part] for _, state in load])
+                self._part(part).import_slots(at, [state[part] for _, state in load])

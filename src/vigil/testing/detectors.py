@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from vigil.detectors.base import Verdicts
+from vigil.detectors.explain import can_explain
 from vigil.state import codec
+from vigil.types import Contribution
 
 Factory = Callable[[], Any]
 
@@ -257,6 +259,31 @@ def check_fresh_is_empty_and_independent(factory: Factory) -> None:
     assert codec.encode("x", 1, {}, det.snapshot()) == before, "running fresh() changed the original's state"
 
 
+def check_explain_many(factory: Factory) -> None:
+    """A detector with ``explain_many`` gives one list per asked row, most anomalous first, finite scores.
+
+    Flagged rows get at least one contribution; explaining nothing gives nothing; explaining doesn't change state.
+    """
+    det = factory()
+    if not can_explain(det):
+        return
+    slots, ts, X, _ = synthetic_stream()
+    v = _run(det, slots, ts, X, [])
+    before = codec.encode("x", 1, {}, det.snapshot())
+    assert det.explain_many(X, v, np.empty(0, np.int64)) == [], "explaining no rows gave something"
+    rows = np.r_[np.flatnonzero(v.flag), np.flatnonzero(v.ready & ~v.flag)[:5]]
+    out = det.explain_many(X, v, rows)
+    assert len(out) == len(rows), f"{len(out)} explanations for {len(rows)} rows"
+    for i, contribs in zip(rows.tolist(), out, strict=True):
+        assert all(isinstance(c, Contribution) for c in contribs), f"row {i}: not Contributions"
+        assert not v.flag[i] or contribs, f"flagged row {i} has no contribution"
+        scores = [abs(c.score) for c in contribs]
+        assert all(np.isfinite(scores)), f"row {i}: non-finite contribution score"
+        assert scores == sorted(scores, reverse=True), f"row {i}: not most anomalous first: {contribs}"
+        assert len({c.feature for c in contribs}) == len(contribs), f"row {i}: a feature twice"
+    assert codec.encode("x", 1, {}, det.snapshot()) == before, "explain_many changed the state"
+
+
 def check_params_and_docs(factory: Factory) -> None:
     """Params rebuild an equal detector; the class has an executed Examples section."""
     det = factory()
@@ -300,6 +327,7 @@ ALL_CHECKS = [
     check_slots_codec_roundtrip,
     check_import_none_resets,
     check_fresh_is_empty_and_independent,
+    check_explain_many,
 ]
 
 

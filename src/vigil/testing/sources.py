@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vigil.errors import SinkError
+from vigil.errors import SinkError, SourceError
 from vigil.io.base import Records, Sink, Source, SourceReader
 
 Row = tuple[Any, ...]
@@ -170,7 +170,7 @@ def _plain(item: Any) -> Any:
 
 
 def _sample_alerts() -> list[Any]:
-    from vigil.alerting.alert import Alert, alert_id
+    from vigil.types import Alert, alert_id
 
     return [
         Alert(
@@ -222,3 +222,97 @@ def check_sink(
     if read_back is not None:
         got = [_plain(i) for i in read_back(sink)]
         assert got == want, "items lost by close()"
+
+
+# -- a list source with crash and end markers (bytewax's TestingSource) ------------------------------------
+
+
+class ABORT:
+    """In a :class:`ListSource`: the reader raises :class:`Aborted` here — once per source object, like a crash."""
+
+
+class EOF:
+    """In a :class:`ListSource`: the input ends here; a run resumed from a later checkpoint goes on past it."""
+
+
+class Aborted(SourceError):
+    """The crash a :class:`ListSource` simulates at an :class:`ABORT` marker."""
+
+
+class ListSource:
+    """Records from a list, with :class:`ABORT` and :class:`EOF` markers, for deterministic crash tests.
+
+    Positions are indices into ``items`` (resume after the last item handed out). A batch never crosses a
+    marker, so an abort happens at exactly the same point of the stream whatever the batch size. The abort
+    fires only the first time it is reached (per source object): reuse the object for the run that resumes.
+
+    Args:
+        items: record dicts (decoded with ``schema``, bad ones become dead letters) and markers.
+        schema: the records' shape.
+        batch_size: at most this many records per read.
+
+    Examples:
+        >>> from vigil.io.schema import Schema
+        >>> rows = [{"k": "a", "t": 1_700_000_000_000 + i, "x": 1.0} for i in range(5)]
+        >>> src = ListSource([*rows[:3], ABORT(), *rows[3:]], Schema("k", "t", fields=("x",)), batch_size=2)
+        >>> r = src.open()
+        >>> len(r.read_batch(10, 0)), len(r.read_batch(10, 0)), r.position()
+        (2, 1, 3)
+        >>> r.read_batch(10, 0)
+        Traceback (most recent call last):
+        ...
+        vigil.testing.sources.Aborted: list source `list`: ABORT at item 3
+        >>> r2 = src.open(resume=3)
+        >>> len(r2.read_batch(10, 0)), r2.at_end
+        (2, True)
+    """
+
+    def __init__(self, items: Sequence[Any], schema: Any, batch_size: int = 1024, name: str = "list") -> None:
+        from vigil.io.decode import JsonDecoder
+
+        self.items, self.name, self.batch_size = list(items), name, batch_size
+        self._decoder = JsonDecoder(schema)
+        self._fired: set[int] = set()
+
+    def partitions(self) -> list[str]:
+        """One partition, ``"0"``."""
+        return ["0"]
+
+    def open(self, partition: str = "0", resume: Any = None) -> _ListReader:
+        """Open; ``resume`` is the index of the next item."""
+        start = 0 if resume is None else int(resume)
+        if start < len(self.items) and isinstance(self.items[start], EOF):
+            start += 1  # the EOF a previous run stopped at
+        return _ListReader(self, start)
+
+
+class _ListReader:
+    def __init__(self, src: ListSource, start: int) -> None:
+        self._src, self._pos = src, start
+
+    def read_batch(self, max_items: int, timeout_ms: int) -> Records | None:
+        items, a = self._src.items, self._pos
+        if a >= len(items) or isinstance(items[a], EOF):
+            return None
+        if isinstance(items[a], ABORT):
+            if a not in self._src._fired:
+                self._src._fired.add(a)
+                raise Aborted(f"list source `{self._src.name}`: ABORT at item {a}")
+            a = self._pos = a + 1
+        b = a
+        limit = min(max_items, self._src.batch_size)
+        while b < len(items) and b - a < limit and not isinstance(items[b], ABORT | EOF):
+            b += 1
+        self._pos = b
+        return self._src._decoder.decode_dicts(items[a:b], self._src.name, a)
+
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def at_end(self) -> bool:
+        items = self._src.items
+        return self._pos >= len(items) or isinstance(items[self._pos], EOF)
+
+    def close(self) -> None:
+        """Nothing to release."""

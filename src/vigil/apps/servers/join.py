@@ -89,6 +89,9 @@ class MultiMetricJoin:
         self.carry_windows = int(carry_windows)
         self._cap = 0
         self._open: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # per host and metric: last observed window mean and its window start, running sum and count of means
+        self.last_val = self.run_sum = np.empty((0, self.m), np.float64)
+        self.last_start = self.run_n = np.empty((0, self.m), np.int64)
         self._alloc(64)
 
     def _alloc(self, cap: int) -> None:

@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from vigil.alerting.alert import Alert, alert_id
 from vigil.apps.servers.join import JoinedWindows, MultiMetricJoin
 from vigil.apps.servers.kofn import KOfN
+from vigil.dataflow.outputs import make_alert
 from vigil.detectors import EWZScore, RobustZScore
 from vigil.eventtime.watermarks import MAX_WATERMARK, BoundedOutOfOrderness
 from vigil.io.generators.fleet import METRICS
+from vigil.types import Alert, Contribution
 
 DEFAULT_PER_METRIC: dict[str, dict[str, float]] = {
     # memory is steady and leaks are slow: a baseline much longer than a leak, and a lower bar, so a leak is
@@ -171,10 +172,11 @@ class ServerPipeline:
             live; while it can't serve, the model neither scores nor votes and the per-metric detectors
             carry on); or ``None``.
         host_names: slot -> host name, for alerts (default ``"slot-<n>"``).
+        alert_ns: the pipeline and step names the alerts' ids are made with (a step in a pipeline sets them).
     """
 
     def __init__(self, config: ServerConfig | None = None, model: dict[str, Any] | None = None,
-                 host_names: Any = None) -> None:  # fmt: skip
+                 host_names: Any = None, alert_ns: tuple[str, str] = ("servers", "k_of_n")) -> None:  # fmt: skip
         self.config = cfg = config or ServerConfig()
         self.join = MultiMetricJoin(len(cfg.metrics), window_ms=cfg.window_ms,
                                     allowed_lateness_ms=int(cfg.allowed_lateness_s * 1000),
@@ -201,6 +203,7 @@ class ServerPipeline:
         )
         self.tracker = BoundedOutOfOrderness(int(cfg.max_delay_s * 1000)).build()
         self.host_names = host_names
+        self.alert_ns = alert_ns
 
     def process(self, slots: np.ndarray, metric: np.ndarray, ts_ms: np.ndarray, values: np.ndarray,
                 now_ms: int = 0) -> tuple[WindowVerdicts, list[Alert], np.ndarray]:  # fmt: skip
@@ -280,8 +283,11 @@ class ServerPipeline:
         top = sorted((m for m in cfg.metrics if contrib[m]["flag"]), key=lambda m: -abs(contrib[m]["z"]))
         model = "" if np.isnan(wv.model_score[i]) else f"; model {float(wv.model_calibrated[i]):.4f}"
         start = int(jw.start_ms[i])
-        return Alert(
-            id=alert_id("servers", "k_of_n", host, str(start)), key=host, event_id=str(start), detector="k_of_n",
+        contributions = sorted((Contribution(m, c["z"], c["value"], flag=bool(c["flag"])) for m, c in contrib.items()
+                                if not c["missing"]), key=lambda c: -abs(c.score))  # fmt: skip
+        pipeline, step = self.alert_ns
+        return make_alert(
+            pipeline, step, host, str(start), detector="k_of_n", contributions=contributions,
             score=float(votes), threshold=float(cfg.k), event_ts_ms=int(jw.end_ms[i]), detect_ts_ms=int(jw.end_ms[i]),
             stats={"window_start_ms": start, "window_end_ms": int(jw.end_ms[i]), "k": cfg.k, "n": cfg.n_voters,
                    "votes": votes, "metrics": contrib, "model_score": float(wv.model_score[i]),

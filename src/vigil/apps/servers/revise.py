@@ -13,7 +13,7 @@ with what was told:
 * no alert fired, the votes now reach ``k`` (holding in a neighbouring window when ``persist_windows`` >
   1), and none fired for the host within ``rearm_windows``: the alert is **raised late**.
 
-Each outcome is an :class:`~vigil.alerting.alert.Alert` carrying ``stats["revision"] = {"action": ...,
+Each outcome is an :class:`~vigil.types.Alert` carrying ``stats["revision"] = {"action": ...,
 "why": ...}`` (and, for retractions and revisions, the id and severity of the alert it changes, so the
 alert manager finds the same logical alert); the alert manager keeps the revision history and tells the
 receivers. Second-order effects (a revised window changing its neighbours' persistence) are not chased.
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from vigil.alerting.alert import Alert, alert_id
+from vigil.dataflow.outputs import make_alert
+from vigil.types import Alert, Contribution
 
 
 @dataclass
@@ -151,13 +152,12 @@ class WindowRevisions:
         cfg = pipe.config
         host = str(host_name[slot]) if host_name is not None else f"slot-{slot}"
         old_votes, hit = int(w.votes[r]), votes >= cfg.k
-        base_id = alert_id("servers", "k_of_n", host, str(s))
         why = f"late samples revised window {s}: votes {old_votes} -> {votes} of {cfg.n_voters}"
         action = None
         if w.fired[r] and not hit:
-            action, severity, aid = "retracted", w.severity[r], base_id
+            action, severity = "retracted", w.severity[r]
         elif w.fired[r] and votes != old_votes:
-            action, severity, aid = "revised", w.severity[r], base_id
+            action, severity = "revised", w.severity[r]
         elif not w.fired[r] and hit and not w.alerting[r]:
             nxt = self._closed.get(s + self.window_ms)
             nxt_row = _row(nxt, slot)
@@ -168,7 +168,7 @@ class WindowRevisions:
             recent = any(c.fired[i] for st, c in self._closed.items() if abs(st - s) <= span
                          for i in [_row(c, slot)] if i is not None)  # fmt: skip
             if held and not recent:
-                action, severity, aid = "raised_late", "critical" if votes >= cfg.k + 1 else "warning", base_id
+                action, severity = "raised_late", "critical" if votes >= cfg.k + 1 else "warning"
         w.votes[r] = votes
         if action is None:
             self.outcomes["unchanged"] += 1
@@ -188,8 +188,13 @@ class WindowRevisions:
         end = s + self.window_ms
         stats = {"window_start_ms": s, "window_end_ms": end, "k": cfg.k, "n": cfg.n_voters, "votes": votes,
                  "metrics": metrics, "revision": {"action": action, "why": why, "votes_before": old_votes}}
-        return [Alert(id=aid, key=host, event_id=str(s), detector="k_of_n", score=float(votes), threshold=float(cfg.k),
-                      event_ts_ms=end, detect_ts_ms=end, severity=severity, message=msg, stats=stats)]
+        contributions = sorted((Contribution(m, c["z"], c["value"], flag=bool(c["flag"])) for m, c in metrics.items()),
+                               key=lambda c: -abs(c.score))  # fmt: skip
+        # the same id as the window's first alert: a revision names the alert it changes
+        pipeline, step = pipe.alert_ns
+        return [make_alert(pipeline, step, host, str(s), detector="k_of_n", score=float(votes), threshold=float(cfg.k),
+                           event_ts_ms=end, detect_ts_ms=end, severity=severity, message=msg, stats=stats,
+                           contributions=contributions)]  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data."""

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from vigil.alerting.alert import Alert
 from vigil.apps.servers.pipeline import ServerConfig, ServerPipeline, WindowVerdicts
 from vigil.io.generators.fleet import METRICS
+from vigil.types import Alert
 
 
 @dataclass

@@ -1,30 +1,30 @@
-"""The server pipeline as a step of the embedded engine (``Pipeline.apply`` or ``kind: servers`` in YAML).
+"""The server pipeline as a step of a pipeline (``Pipeline.step(ServerStep(...))`` or ``servers:`` in YAML).
 
-The engine does what it does for every step: reads the source (Influx line protocol or Telegraf JSON
+The runtime does what it does for every step: reads the source (Influx line protocol or Telegraf JSON
 from Kafka or files, see :mod:`vigil.io.metrics`), keys each sample by host (its key slot is the host's
 row in the join), computes the watermark per partition, routes late samples to the late output, frees
-idle hosts, checkpoints the state and delivers the alerts. This operator folds each micro-batch into
+idle hosts, checkpoints the state and delivers the alerts. This step folds each micro-batch into
 the windowed join and, when the watermark passes a window, scores it (per-metric detectors, the global
-model, k-of-n) and returns the fired alerts.
+model, k-of-n) and emits the fired alerts.
 
 The global model is the registry's promoted version (:class:`~vigil.models.serving.RegistryModelDetector`
 over the ``z_<metric>`` features, with no fallback of its own): a newly promoted version is picked up
 between batches; a missing, corrupt or feature-incompatible one makes the model stop scoring and voting
-while the per-metric detectors carry on, and the engine raises a "model unhealthy" alert from
-:meth:`health` (and a recovery notice when it serves again).
+while the per-metric detectors carry on, and the runtime raises a "model unhealthy" alert from
+:meth:`ServerStep.health` (and a recovery notice when it serves again).
 
 Examples:
     >>> import numpy as np
-    >>> from vigil.engine.pipeline import Pipeline
-    >>> from vigil.engine.runner import EmbeddedRunner
+    >>> from vigil.dataflow import Pipeline
+    >>> from vigil.engine import EmbeddedRunner
     >>> from vigil.io.memory import MemorySource
     >>> from vigil.io.sinks import MemorySink
     >>> src = MemorySource({"key": ["web-1", "web-2"] * 3, "ts_ms": [1_000, 1_000, 2_000, 2_000, 12_000, 12_000],
     ...                     "value": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
     ...                     "metric": ["cpu", "cpu", "mem", "mem", "cpu", "cpu"]})
-    >>> step = ServerStep(ServerConfig(metrics=("cpu", "mem"), min_count=2, k=1))
     >>> windows = MemorySink()
-    >>> p = Pipeline("fleet").source(src).apply("servers", step, to=windows).alerts_to(MemorySink())
+    >>> step = ServerStep(ServerConfig(metrics=("cpu", "mem"), min_count=2, k=1), name="servers", sink=windows)
+    >>> p = Pipeline("fleet").source(src).step(step).alerts_to(MemorySink())
     >>> st = EmbeddedRunner(p).run()
     >>> sorted((w["key"], w["start_ms"], w["cpu"]) for w in windows.items)
     [('web-1', 0, 0.0), ('web-1', 10000, 4.0), ('web-2', 0, 1.0), ('web-2', 10000, 5.0)]
@@ -33,12 +33,15 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vigil.apps.servers.pipeline import ServerConfig, ServerPipeline, WindowVerdicts
 from vigil.apps.servers.revise import WindowRevisions
+from vigil.dataflow.outputs import Outputs, late_rows
+from vigil.dataflow.steps import params_hash
+from vigil.types import Batch, Int64Array
 
 __all__ = ["ServerStep"]
 
@@ -54,10 +57,12 @@ class _HostNames:
 
 
 class ServerStep:
-    """The join -> detectors (+ model) -> k-of-n pipeline over long-form metric samples in the engine.
+    """The join -> detectors (+ model) -> k-of-n pipeline over long-form metric samples, as a pipeline step.
 
     Args:
-        config: :class:`ServerConfig` (its ``max_delay_s`` is unused here: the engine's watermark rules).
+        config: :class:`ServerConfig` (its ``max_delay_s`` is unused here: the pipeline's watermark rules).
+        name: the step's name (in its state, metrics and alert ids).
+        sink: where scored windows go (``emit_windows``), if anywhere.
         model: ``None``; an artifact dict (fixed model); or a served model detector over ``z_<metric>``.
         registry: with ``model_name``: serve the registry's promoted version of that model, followed live
             (checked every ``check_interval_s``), instead of ``model``.
@@ -73,7 +78,10 @@ class ServerStep:
             0 turns revisions off.
     """
 
-    def __init__(self, config: ServerConfig | None = None, *, model: Any = None, registry: str | None = None,
+    kind: ClassVar[str] = "servers"
+
+    def __init__(self, config: ServerConfig | None = None, *, name: str = "servers", sink: Any = None,
+                 model: Any = None, registry: str | None = None,
                  model_name: str | None = None, check_interval_s: float = 5.0, value_field: str = "value",
                  metric_field: str = "metric", metric_aliases: dict[str, str] | None = None,
                  emit_windows: bool = True, revise_windows: int = 6) -> None:  # fmt: skip
@@ -86,6 +94,7 @@ class ServerStep:
             model = RegistryModelDetector(str(model_name), registry, fields=[f"z_{m}" for m in cfg.metrics],
                                           threshold=cfg.model_threshold, check_interval_s=check_interval_s,
                                           fallback=[])  # fmt: skip
+        self.name, self.sink = name, sink
         self.pipe = ServerPipeline(cfg, model)
         self.config = cfg
         self.fields = (value_field,)
@@ -102,10 +111,45 @@ class ServerStep:
         if revise_windows < 0:
             raise ValueError(f"`revise_windows` must be >= 0; got {revise_windows!r}")
         self.revisions = WindowRevisions(revise_windows, cfg.window_ms)
+        self._bound: Outputs | None = None
 
-    def bind(self, keys_of: Callable[[np.ndarray], Any]) -> None:
-        """Called by the engine: how to name a key slot (host) in alerts."""
-        self.pipe.host_names = _HostNames(keys_of)
+    def _bind(self, out: Outputs) -> None:
+        """Name hosts through the runtime's key index, and make alert ids of the runtime's pipeline and this step."""
+        if self._bound is not out:
+            self._bound = out
+            self.pipe.host_names = _HostNames(out.keys_of)
+            self.pipe.alert_ns = (out.pipeline, self.name)
+
+    # -- the Step protocol -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Nothing to load ahead (the served model loads on first use)."""
+
+    def on_batch(self, batch: Batch, keys: np.ndarray, wm_rows: Int64Array, out: Outputs) -> None:
+        """Fold a micro-batch into the join; samples for closed windows not kept for revision are late."""
+        self._bind(out)
+        late = self.process_batch(batch.slots, batch.ts_ms, batch.cols, batch.extra, wm_rows)
+        if len(late):
+            out.counts.late_events += len(late)
+            out.emit(out.late_sink, late_rows(self.name, keys, batch.ts_ms, batch.cols, late, wm_rows))
+
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
+        """Samples late at the watermark: revisions are made from samples the join calls late, not here."""
+
+    def on_watermark(self, watermark_ms: int, out: Outputs) -> None:
+        """Score the windows the watermark closed: alerts to the alert sinks, window rows to the step's sink."""
+        self._bind(out)
+        out.route(self.name, self.advance(watermark_ms), self.sink)
+
+    def state_key(self) -> str:
+        """What the state's layout depends on (see :meth:`params`)."""
+        return f"servers/{params_hash(self.params())}"
+
+    def sinks(self) -> list[Any]:
+        """Where scored windows go."""
+        return [self.sink] if self.sink is not None else []
+
+    # -- the work ----------------------------------------------------------------------------------
 
     def _metric_codes(self, names: np.ndarray) -> np.ndarray:
         uniq, inv = np.unique(np.asarray(names).astype(str), return_inverse=True)

@@ -148,10 +148,12 @@ export function alertPage(main, r) {
           note: note.value, by: by.value.trim() }, "Labelled false positive.") }, "False positive"),
         h("a", { class: "button-link", href: "#/silences" + qs({ m: matchers.join("\n") }) }, "Silence…")),
       status);
+    const shown = (v) => v !== null && v !== undefined;
     const expl = a.explanation.length ? barList(a.explanation.map((x) => ({
-      label: x.feature, value: x.z, strong: x.flag === true,
-      text: `z ${x.z >= 0 ? "+" : ""}${sig(x.z)}` + (x.value !== null && x.value !== undefined ? ` (value ${sig(x.value)})` : ""),
-    })), "Top contributing features") : h("p", { class: "muted" }, "This detector gives no per-feature z-scores.");
+      label: x.feature, value: x.score, strong: x.flag === true,
+      text: `${x.score >= 0 ? "+" : ""}${sig(x.score)}` + (shown(x.value) ? ` (value ${sig(x.value)}` +
+        (shown(x.expected) ? `, expected ${sig(x.expected)}` : "") + ")" : ""),
+    })), "Top contributing features") : h("p", { class: "muted" }, "This detector gives no per-feature attribution.");
     const revs = h("table", { class: "compact" },
       h("thead", {}, h("tr", {}, ["Revision", "Status", "Reason", "At", "Note"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, a.revisions.map((v) => h("tr", {}, h("td", {}, String(v.revision)), h("td", {}, badge(v.status,

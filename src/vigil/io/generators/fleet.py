@@ -292,11 +292,11 @@ def _inject(V: np.ndarray, label: np.ndarray, h: int, sl: slice, typ: str, rng: 
 def _long_form(spec: FleetSpec, V: np.ndarray, label: np.ndarray, kind: np.ndarray, inc_id: np.ndarray,
                rng: np.random.Generator, step_ms: int) -> dict[str, Any]:  # fmt: skip
     M, H, T = V.shape
-    offset = rng.integers(0, step_ms, H)  # each host's agent samples at its own phase
+    offset = np.asarray(rng.integers(0, step_ms, H))  # each host's agent samples at its own phase
     ts = spec.start_ms + offset[None, :, None] + (np.arange(T, dtype=np.int64) * step_ms)[None, None, :]
     ts = np.broadcast_to(ts, (M, H, T))
     keep = rng.random((M, H, T)) >= spec.drop_frac
-    n_out = rng.poisson(spec.outage_rate * spec.days * H)
+    n_out = int(rng.poisson(spec.outage_rate * spec.days * H))
     per_min = 60_000 / step_ms
     for _ in range(n_out):
         m, h = int(rng.integers(M)), int(rng.integers(H))
@@ -309,9 +309,9 @@ def _long_form(spec: FleetSpec, V: np.ndarray, label: np.ndarray, kind: np.ndarr
     ts_flat = ts[m_idx, h_idx, t_idx]
     delay = np.zeros(ts_flat.shape[0], np.int64)
     n = ts_flat.shape[0]
-    late = rng.random(n) < spec.disorder_frac
+    late = np.asarray(rng.random(n) < spec.disorder_frac)
     delay[late] = rng.integers(1, max(spec.max_disorder_ms, 1) + 1, int(late.sum()))
-    very = rng.random(n) < spec.very_late_frac
+    very = np.asarray(rng.random(n) < spec.very_late_frac)
     delay[very] = rng.integers(120_000, 300_000, int(very.sum()))
     arrival = ts_flat + delay
     o = np.argsort(arrival, kind="stable")

@@ -486,7 +486,7 @@ def write_jsonl(cols: dict[str, np.ndarray], path_or_file: str | PathLike[str] |
     rows = iter_records(cols)
     n = 0
     close = not hasattr(path_or_file, "write")
-    f: Any = open(path_or_file, "wb") if close else path_or_file  # noqa: SIM115
+    f: Any = open(path_or_file, "wb") if close else path_or_file  # type: ignore[arg-type]  # noqa: SIM115
     try:
         chunk: list[dict[str, Any]] = []
         for row in rows:

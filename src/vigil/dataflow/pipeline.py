@@ -1,8 +1,9 @@
-"""The pipeline builder: a source, event-time settings and named steps, shared by every runtime.
+"""The pipeline: a source, event-time settings, named steps and sinks — a description every runtime takes.
 
 Every step has a unique ``name``: it namespaces the step's state, labels its metrics and prefixes
-its log lines and alert ids (bytewax's ``step_id``). A pipeline is only a description; a runner
-(:class:`~vigil.engine.runner.EmbeddedRunner` today, Flink later) executes it.
+its log lines and alert ids (bytewax's ``step_id``). A pipeline only describes; it has no ``run()``
+and knows no runtime. The embedded runner (:class:`~vigil.engine.runner.EmbeddedRunner`) or the Flink
+runtime executes it.
 
 Examples:
     >>> from vigil.detectors import SlidingZScore, VelocityRule
@@ -11,11 +12,12 @@ Examples:
     >>> import numpy as np
     >>> src = ReplaySource(np.array(["a"] * 12, object), np.arange(12) * 1000,
     ...                     {"amount": np.array([10.0] * 5 + [11.0, 9.0] * 3 + [90.0])})
+    >>> from vigil.engine import EmbeddedRunner
     >>> alerts = MemorySink()
     >>> p = (Pipeline("demo").source(src)
     ...      .detect("amount_z", SlidingZScore(field="amount", min_count=5, baseline_halflife=None))
     ...      .alerts_to(alerts))
-    >>> stats = p.run()
+    >>> stats = EmbeddedRunner(p).run()
     >>> [(a.key, a.detector, round(a.score, 1)) for a in alerts.items]
     [('a', 'amount_z', 103.3)]
 """
@@ -23,58 +25,11 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from vigil.dataflow.steps import ApplyStep, DetectStep, ProcessStep, Step, WindowStep
 from vigil.errors import ConfigError
 from vigil.types import parse_duration_ms
-
-if TYPE_CHECKING:
-    from vigil.engine.runner import RunStats
-
-
-@dataclass
-class DetectStep:
-    """Score every event with a detector; fired rows become alerts."""
-
-    name: str
-    detector: Any
-    severity: str = "warning"
-
-
-@dataclass
-class WindowStep:
-    """Aggregate a field per key and event-time window; closed windows go to ``sink``."""
-
-    name: str
-    assigner: Any
-    field: str
-    sink: Any
-    allowed_lateness_ms: int = 0
-    emit: Literal["final", "current"] = "final"
-
-
-@dataclass
-class ApplyStep:
-    """Run a vectorized operator over whole micro-batches (e.g. the server pipeline's windowed join).
-
-    The operator has ``process_batch(slots, ts_ms, cols, extra, watermarks) -> late row indices`` and
-    ``advance(watermark_ms) -> outputs``; optionally ``bind(keys_of)``, ``reset_slots(slots)``,
-    ``health()``, and ``params()``/``snapshot()``/``restore(state)`` for checkpoints. Outputs that are
-    alerts join the alert stream; the others go to ``sink``.
-    """
-
-    name: str
-    op: Any
-    sink: Any = None
-
-
-@dataclass
-class ProcessStep:
-    """Run a per-event :class:`~vigil.engine.operators.KeyedOperator`; its outputs go to ``sink``."""
-
-    name: str
-    operator: Any
-    sink: Any = None
 
 
 @dataclass
@@ -109,7 +64,7 @@ class Pipeline:
     source_: Any = None
     event_time: EventTime = field(default_factory=EventTime)
     batching: Batching = field(default_factory=Batching)
-    steps: list[Any] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     alert_sinks: list[Any] = field(default_factory=list)
     late_sink: Any = None
     dead_letter_sink: Any = None
@@ -141,9 +96,9 @@ class Pipeline:
         alert marked ``raised late`` (``stats["revision"]``) instead of never being analysed.
         """
         self.event_time = EventTime(
-            _ms(max_delay, "watermark", "max_delay"),
-            None if idle_timeout is None else _ms(idle_timeout, "watermark", "idle_timeout"),
-            _ms(allowed_lateness, "watermark", "allowed_lateness"),
+            duration_arg(max_delay, "event_time", "max_delay", section=True),
+            None if idle_timeout is None else duration_arg(idle_timeout, "event_time", "idle_timeout", section=True),
+            duration_arg(allowed_lateness, "event_time", "allowed_lateness", section=True),
             score_late=bool(score_late),
         )
         return self
@@ -156,10 +111,11 @@ class Pipeline:
     def micro_batches(self, max_rows: int = 65_536, max_delay: str | int = "5ms", queue_batches: int = 4) -> Pipeline:
         """Flush a micro-batch at ``max_rows`` or after ``max_delay``; at most ``queue_batches`` wait in a queue."""
         if max_rows < 1:
-            raise ConfigError("must be >= 1", step="batching", field="max_rows", value=max_rows)
+            raise ConfigError("must be >= 1", section="batching", field="max_rows", value=max_rows)
         if queue_batches < 1:
-            raise ConfigError("must be >= 1", step="batching", field="queue_batches", value=queue_batches)
-        self.batching = Batching(max_rows, _ms(max_delay, "batching", "max_delay"), queue_batches)
+            raise ConfigError("must be >= 1", section="batching", field="queue_batches", value=queue_batches)
+        delay = duration_arg(max_delay, "batching", "max_delay", section=True)
+        self.batching = Batching(max_rows, delay, queue_batches)
         return self
 
     def checkpoints(self, directory: str, *, interval: str | int = "1s", keep: int = 3) -> Pipeline:
@@ -168,12 +124,12 @@ class Pipeline:
         See :mod:`vigil.engine.checkpointing`.
         """
         self.checkpoint_dir = directory
-        self.checkpoint_interval_ms = _ms(interval, "checkpoints", "interval")
+        self.checkpoint_interval_ms = duration_arg(interval, "checkpoints", "interval", section=True)
         if self.checkpoint_interval_ms <= 0:
-            raise ConfigError("must be > 0", step="checkpoints", field="interval", value=interval)
+            raise ConfigError("must be > 0", section="checkpoints", field="interval", value=interval)
         if keep < 2:
             raise ConfigError("must be >= 2 (exactly-once falls back to the previous checkpoint)",
-                              step="checkpoints", field="keep", value=keep)  # fmt: skip
+                              section="checkpoints", field="keep", value=keep)  # fmt: skip
         self.checkpoint_keep = keep
         return self
 
@@ -185,14 +141,14 @@ class Pipeline:
         are sent at once; after a crash some are sent again, with the same deterministic ids.
         """
         if delivery not in ("at-least-once", "exactly-once"):
-            raise ConfigError("must be 'at-least-once' or 'exactly-once'", step=self.name, field="delivery",
+            raise ConfigError("must be 'at-least-once' or 'exactly-once'", section="delivery",
                               value=delivery)  # fmt: skip
         self.delivery = delivery
         return self
 
     def key_ttl(self, ttl: str | int | None) -> Pipeline:
         """Expire keys idle for ``ttl`` of event time (their state is dropped and slots reused)."""
-        self.key_ttl_ms = None if ttl is None else _ms(ttl, "keys", "ttl")
+        self.key_ttl_ms = None if ttl is None else duration_arg(ttl, "keys", "ttl", section=True)
         return self
 
     def event_ids(self, field_name: str) -> Pipeline:
@@ -202,8 +158,12 @@ class Pipeline:
 
     def detect(self, name: str, detector: Any, *, severity: str = "warning") -> Pipeline:
         """Add a detector step."""
-        self._check_name(name)
-        self.steps.append(DetectStep(name, detector, severity))
+        return self.step(DetectStep(name, detector, severity))
+
+    def step(self, step: Step) -> Pipeline:
+        """Add any :class:`~vigil.dataflow.steps.Step` (an app's step kind, a user's own)."""
+        self._check_name(step.name)
+        self.steps.append(step)
         return self
 
     def window(
@@ -211,26 +171,21 @@ class Pipeline:
         allowed_lateness: str | int = 0, emit: Literal["final", "current"] = "final",
     ) -> Pipeline:  # fmt: skip
         """Add a windowed aggregation of ``field`` (count, sum, mean, std, min, max) written to ``to``."""
-        self._check_name(name)
         if emit not in ("final", "current"):
             raise ConfigError("must be 'final' or 'current'", step=name, field="emit", value=emit)
-        self.steps.append(WindowStep(name, assigner, field, to, _ms(allowed_lateness, name, "allowed_lateness"), emit))
-        return self
+        lateness = duration_arg(allowed_lateness, name, "allowed_lateness")
+        return self.step(WindowStep(name, assigner, field, to, lateness, emit))
 
     def process(self, name: str, operator: Any, *, to: Any = None) -> Pipeline:
         """Add a per-event keyed operator (outputs that are alerts join the alert stream)."""
-        self._check_name(name)
-        self.steps.append(ProcessStep(name, operator, to))
-        return self
+        return self.step(ProcessStep(name, operator, to))
 
     def apply(self, name: str, op: Any, *, to: Any = None) -> Pipeline:
         """Add a vectorized batch operator (see :class:`ApplyStep`); its alerts join the alert stream."""
-        self._check_name(name)
-        for method in ("process_batch", "advance"):
+        for method in ("process_batch", "advance", "reset_slots", "params", "snapshot", "restore"):
             if not callable(getattr(op, method, None)):
                 raise ConfigError(f"must have a `{method}` method", step=name, field="op", value=type(op).__name__)
-        self.steps.append(ApplyStep(name, op, to))
-        return self
+        return self.step(ApplyStep(name, op, to))
 
     def alerts_to(self, *sinks: Any) -> Pipeline:
         """Send alerts to these sinks."""
@@ -266,26 +221,25 @@ class Pipeline:
     def validate(self) -> None:
         """Fail early on an incomplete pipeline."""
         if self.source_ is None:
-            raise ConfigError("has no source", step=self.name, hint="call .source(...) or add `source:` to the YAML")
+            raise ConfigError("has no source", section=f"pipeline `{self.name}`",
+                              hint="call .source(...) or add `source:` to the YAML")
         if not self.steps:
-            raise ConfigError("has no steps", step=self.name, hint="add a detector with .detect(name, detector)")
+            raise ConfigError("has no steps", section=f"pipeline `{self.name}`",
+                              hint="add a detector with .detect(name, detector)")
         if self.delivery == "exactly-once" and self.checkpoint_dir is None:
-            raise ConfigError("needs checkpoints", step=self.name, field="delivery", value=self.delivery,
+            raise ConfigError("needs checkpoints", section=f"pipeline `{self.name}`", field="delivery",
+                              value=self.delivery,
                               hint="exactly-once commits at each checkpoint: add .checkpoints(dir)")  # fmt: skip
 
-    def run(self, **kwargs: Any) -> RunStats:
-        """Run on the embedded runtime until the source ends; see :class:`~vigil.engine.runner.EmbeddedRunner`."""
-        from vigil.engine.runner import EmbeddedRunner
 
-        return EmbeddedRunner(self, **kwargs).run()
-
-
-def _ms(value: str | int, step: str, field_name: str) -> int:
+def duration_arg(value: str | int, where: str, field_name: str, *, section: bool = False) -> int:
+    """A duration (``"2s"`` or ms) >= 0 in ms; errors name the step (or the ``section``) and the field."""
+    named: dict[str, str] = {"section": where} if section else {"step": where}
     try:
-        ms = value if isinstance(value, int) else parse_duration_ms(value)
-    except ValueError:
-        raise ConfigError("is not a duration", step=step, field=field_name, value=value,
-                          hint="use e.g. '500ms', '2s', '1m'") from None  # fmt: skip
+        ms = value if isinstance(value, int) and not isinstance(value, bool) else parse_duration_ms(value)
+    except (ValueError, TypeError):
+        raise ConfigError("is not a duration", field=field_name, value=value, hint="use e.g. '500ms', '2s', '1m'",
+                          **named) from None  # fmt: skip
     if ms < 0:
-        raise ConfigError("must be >= 0", step=step, field=field_name, value=value)
+        raise ConfigError("must be >= 0", field=field_name, value=value, **named)
     return ms
