@@ -313,3 +313,9 @@ def silence_expire(
         _fail(ConfigError("is not an unexpired silence", field="ID", value=silence_id,
                           hint="see `vigil silence list --all`"))  # fmt: skip
     _out().print(f"expired silence {silence_id}")
+
+
+def register(root: typer.Typer) -> None:
+    """``vigil alerts ...`` and ``vigil silence ...``."""
+    root.add_typer(alerts_app, name="alerts")
+    root.add_typer(silence_app, name="silence")

@@ -11,13 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vigil.config.spec import load_spec, parse_spec
-from vigil.control import ConfigHistory, plan_changes
+from vigil.control import ConfigHistory, history_for, plan_changes
 from vigil.errors import ConfigError
-
-
-def history_for(pipeline_name: str, out: str) -> ConfigHistory:
-    """Where a pipeline run with ``vigil run --out OUT`` keeps its configuration versions."""
-    return ConfigHistory(os.path.join(out, pipeline_name, "config"))
 
 
 def _running(h: ConfigHistory, name: str) -> Any:

@@ -1,206 +1,106 @@
-"""``vigil bench engine``: Vigil's engine against the pure-Python reference, on the shared workload."""
+"""``vigil bench``: speed and accuracy figures (never pass/fail), each against its comparison in the same run."""
 
 from __future__ import annotations
 
-import json
-import os
-import resource
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
+import typer
+
+from vigil.cli.common import fail
 from vigil.errors import VigilError
 
-HELP_SHARED = (
-    "the shared benchmark folder (workload.py, bench_pure_python.py) was not found; pass --shared PATH "
-    "(in this project's workspace it is ../shared/bench/perf)"
-)
+app = typer.Typer(help="Measure speed (results are figures, never pass/fail).", no_args_is_help=True)
 
 
-def find_shared(shared: Path | None, *parts: str) -> Path:
-    """The shared folder: the given path, else ``../shared/<parts>`` from the cwd or from the repository."""
-    candidates = [shared] if shared else [
-        Path.cwd().parent / "shared" / Path(*parts),
-        Path(__file__).resolve().parents[3].parent / "shared" / Path(*parts),
-    ]  # fmt: skip
-    for c in candidates:
-        if c is not None and c.is_dir():
-            return c.resolve()
-    raise VigilError(HELP_SHARED)
+@app.command("engine")
+def bench_engine(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    n: Annotated[int, typer.Option(help="Events in the workload.")] = 1_000_000,
+    keys: Annotated[int, typer.Option(help="Keys in the workload.")] = 10_000,
+    shared: Annotated[Path | None, typer.Option(
+        help="Folder with workload.py and bench_pure_python.py (default ../shared/bench/perf; "
+             "otherwise a checkout of this project's shared bench folder).")] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/engine.json"),
+    repeats: Annotated[int, typer.Option(help="Runs of each measurement; the median is reported.")] = 3,
+) -> None:
+    """Throughput of the engine against the pure-Python reference on the shared workload.
 
-
-def _import_shared(path: Path) -> None:
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-
-def _zscore_pipeline(source: Any, alerts_path: str, max_rows: int = 16_384) -> Any:
-    from vigil.detectors import SlidingZScore
-    from vigil.engine.pipeline import Pipeline
-    from vigil.io.sinks import JsonlSink
-
-    # the reference's semantics: exact 60 s event-time window per key, |z| > 4 with >= 10 prior events
-    det = SlidingZScore(field="amount", window=60_000, threshold=4.0, min_count=10, baseline_halflife=None,
-                        protect=False)  # fmt: skip
-    return (
-        Pipeline("bench").source(source).watermark("2s", idle_timeout=None)
-        .micro_batches(max_rows=max_rows, max_delay="50ms", queue_batches=4)
-        .detect("z", det).alerts_to(JsonlSink(alerts_path))
-    )  # fmt: skip
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB.
-
-    Read from ``/proc/self/status`` (VmHWM) where it exists: ``getrusage``'s ``ru_maxrss`` survives
-    ``exec`` on Linux, so a child would report its parent's peak if the parent was larger.
+    Runs (a) the pure-Python exact 60 s window z-score reference, (b) Vigil's engine on columnar
+    batches with the same detector semantics, (c) Vigil from a JSON-lines file to an alerts file;
+    (b) and (c) in a process of their own, so the reference's objects don't count in Vigil's memory.
     """
+    from vigil.cli.bench_engine import run_engine_bench
+
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        run_engine_bench(n=n, keys=keys, shared=shared, as_json=json_, out=out, repeats=repeats)
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def engine_worker(*, npz: Path, jsonl: Path, repeats: int = 3) -> dict[str, Any]:
-    """(b) columnar in memory and (c) JSON-lines file → alerts file; prints one JSON line.
+@app.command("nab")
+def bench_nab(
+    config: Annotated[str, typer.Option(help="Detector config (path or bundled name).")] = "nab",
+    data: Annotated[Path | None, typer.Option(help="NAB data folder (default ../shared/datasets/nab/data; "
+                                                    "otherwise a checkout of numenta/NAB: its data/).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="combined_windows.json (default beside the data).")] = None,
+    scorer: Annotated[Path | None, typer.Option(help="Folder of nab_score.py (default ../shared/bench/nab).")] = None,
+    results: Annotated[Path, typer.Option(help="Where the NAB-format result files go.")] = Path("bench/results/nab"),
+    file: Annotated[list[str] | None, typer.Option("--file", help="Score only these files (not comparable).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the profile scores as JSON on the last line.")] = False,
+) -> None:
+    """Run one fixed detector config over all 58 NAB series and score it with NAB's method.
 
-    Runs in a process of its own (``python -m vigil.cli.bench``): its peak RSS is Vigil's alone.
-    The workload comes from an ``.npz`` the parent wrote, so the generator's temporaries don't count.
+    Prints our three profile scores beside the published scoreboard, and points/s.
     """
-    import numpy as np
+    from vigil.cli.bench_nab import run_nab_bench
 
-    from vigil.engine.runner import EmbeddedRunner
-    from vigil.io.files import JsonlFileSource
-    from vigil.io.replay import ReplaySource
-    from vigil.io.schema import Schema
-
-    with np.load(npz) as data:
-        # columnar batches: the workload's integer user ids are the key column (looked up vectorized)
-        user, ts, amount = data["key"].astype(np.int64), data["ts"], data["amount"]
-    with tempfile.TemporaryDirectory() as tmp:
-        # warm the compiled kernels once (numba caches them on disk; this only loads them)
-        warm = ReplaySource(user[:1000], ts[:1000], {"amount": amount[:1000]})
-        EmbeddedRunner(_zscore_pipeline(warm, os.path.join(tmp, "w.jsonl")), out_dir=tmp).run()
-
-        def run_b() -> tuple[float, Any]:
-            src = ReplaySource(user, ts, {"amount": amount})
-            t0 = time.perf_counter()
-            st = EmbeddedRunner(_zscore_pipeline(src, os.path.join(tmp, "b.jsonl"), 65_536), out_dir=tmp).run()
-            return st.events_in / (time.perf_counter() - t0), st
-
-        def run_c() -> tuple[float, Any]:
-            schema = Schema("user", "ts", fields=("amount",))
-            t0 = time.perf_counter()
-            st = EmbeddedRunner(_zscore_pipeline(JsonlFileSource(str(jsonl), schema), os.path.join(tmp, "c.jsonl")),
-                                out_dir=tmp).run()  # fmt: skip
-            return st.events_in / (time.perf_counter() - t0), st
-
-        runs_b = [run_b() for _ in range(repeats)]
-        runs_c = [run_c() for _ in range(repeats)]
-    eps_b = sorted(r[0] for r in runs_b)[len(runs_b) // 2]
-    eps_c = sorted(r[0] for r in runs_c)[len(runs_c) // 2]
-    st_b, st_c = runs_b[0][1], runs_c[0][1]
-    rss_mb = peak_rss_mb()
-    out = {
-        "vigil_eps": round(eps_b, 1),
-        "vigil_eps_runs": [round(r[0], 1) for r in runs_b],
-        "vigil_alerts": st_b.alerts,
-        "vigil_late": st_b.late_events,
-        "vigil_jsonl_eps": round(eps_c, 1),
-        "vigil_jsonl_eps_runs": [round(r[0], 1) for r in runs_c],
-        "vigil_jsonl_alerts": st_c.alerts,
-        "vigil_jsonl_dead_letters": st_c.dead_letters,
-        "peak_rss_mb": round(rss_mb, 1),
-    }
-    print(json.dumps(out), flush=True)
-    return out
+    try:
+        run_nab_bench(config, data_dir=data, labels=labels, scorer_dir=scorer, results_dir=results, as_json=json_,
+                      files=file or None)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def run_engine_bench(
-    *, n: int, keys: int, shared: Path | None, as_json: bool, out: Path, repeats: int = 3
-) -> dict[str, Any]:
-    """Run (a) here and (b), (c) in a child process, ``repeats`` times each (medians); print and save."""
-    import numpy as np
-    from rich.console import Console
+@app.command("servers")
+def bench_servers(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    hosts: Annotated[int, typer.Option(help="Hosts, each with 6 metrics.")] = 10_000,
+    minutes: Annotated[float, typer.Option(help="Minutes of event time at 1 sample/s per metric.")] = 10.0,
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/servers.json"),
+) -> None:
+    """Samples/s of the server pipeline: per-host windowed join, Isolation Forest, k-of-n alerting.
 
-    console = Console(stderr=True, highlight=False)
-    perf = find_shared(shared, "bench", "perf")
-    _import_shared(perf)
-    from bench_pure_python import run_window  # type: ignore[import-not-found]
-    from workload import as_tuples, generate, write_jsonl  # type: ignore[import-not-found]
+    10,000 hosts x 6 metrics x 1 sample/s for 10 minutes (36M samples) by default, generated in
+    event-time chunks, in a process of its own (its peak RSS is reported).
+    """
+    from vigil.cli.bench_servers import run_servers_bench
 
-    with tempfile.TemporaryDirectory() as tmp:
-        jsonl = Path(tmp) / "events.jsonl"
-        npz = Path(tmp) / "events.npz"
-        with console.status(f"workload: {n:,} events, {keys:,} keys…"):
-            ev = generate(n, keys)
-            write_jsonl(ev, str(jsonl))
-            np.savez(npz, key=ev["key"], ts=ev["ts"], amount=ev["amount"])
-            rows = as_tuples(ev)
-        ref_runs = []
-        with console.status(f"(a) pure-Python exact 60 s window reference ({repeats} runs)…"):
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                flags = run_window(rows)
-                ref_runs.append(n / (time.perf_counter() - t0))
-        del rows, ev
-        ref_eps = sorted(ref_runs)[len(ref_runs) // 2]
-        console.print(f"(a) reference: {ref_eps:,.0f} events/s, {len(flags):,} alerts")
-        with console.status("(b) Vigil columnar, (c) Vigil JSON-lines file → alerts file (own process)…"):
-            proc = subprocess.run(
-                [sys.executable, "-m", "vigil.cli.bench", "--npz", str(npz), "--jsonl", str(jsonl),
-                 "--repeats", str(repeats)],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-        if proc.returncode != 0:
-            raise VigilError(f"benchmark worker failed:\n{proc.stderr[-2000:]}")
-        worker = json.loads(proc.stdout.strip().splitlines()[-1])
-    result = {
-        "events": n,
-        "keys": keys,
-        "repeats": repeats,
-        "reference_eps": round(ref_eps, 1),
-        "reference_eps_runs": [round(r, 1) for r in ref_runs],
-        "vigil_eps": worker["vigil_eps"],
-        "vigil_jsonl_eps": worker["vigil_jsonl_eps"],
-        "ratio": round(worker["vigil_eps"] / ref_eps, 2),
-        "jsonl_ratio": round(worker["vigil_jsonl_eps"] / ref_eps, 2),
-        "peak_rss_mb": worker["peak_rss_mb"],
-        "reference_alerts": len(flags),
-        "vigil_alerts": worker["vigil_alerts"],
-        "vigil_jsonl_alerts": worker["vigil_jsonl_alerts"],
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-    }
-    console.print(
-        f"(b) Vigil columnar: {result['vigil_eps']:,.0f} events/s ({result['ratio']}× reference), "
-        f"{result['vigil_alerts']:,} alerts\n(c) Vigil JSON-lines → alerts file: {result['vigil_jsonl_eps']:,.0f} "
-        f"events/s\npeak RSS of Vigil's process: {result['peak_rss_mb']} MB"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    if as_json:
-        print(json.dumps(result), flush=True)
-    return result
+    try:
+        run_servers_bench(hosts=hosts, minutes=minutes, as_json=json_, out=out)
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def _worker_main() -> None:  # pragma: no cover - run as a subprocess
-    import argparse
+@app.command("detectors")
+def bench_detectors(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    n: Annotated[int, typer.Option(help="Events in the workload.")] = 1_000_000,
+    keys: Annotated[int, typer.Option(help="Keys in the workload.")] = 10_000,
+    river_n: Annotated[int, typer.Option(help="Events given to River's HalfSpaceTrees (it is slow).")] = 100_000,
+    shared: Annotated[Path | None, typer.Option(
+        help="Folder with workload.py (default ../shared/bench/perf).")] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/detectors.json"),
+) -> None:
+    """Events/s and ROC AUC of every detector on the shared workload, next to River's HalfSpaceTrees."""
+    from vigil.cli.bench_detectors import run_detectors_bench
 
-    ap = argparse.ArgumentParser(description="Vigil's side of `vigil bench engine` (internal)")
-    ap.add_argument("--npz", type=Path, required=True)
-    ap.add_argument("--jsonl", type=Path, required=True)
-    ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
-    engine_worker(npz=a.npz, jsonl=a.jsonl, repeats=a.repeats)
+    try:
+        run_detectors_bench(n, keys, shared, json_, out, river_n=river_n)
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _worker_main()
+def register(root: typer.Typer) -> None:
+    """``vigil bench ...``."""
+    root.add_typer(app, name="bench")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.cli.bench import _import_shared, find_shared
+from vigil.cli.bench_engine import _import_shared, find_shared
 
 BATCH_ROWS = 16_384
 

@@ -16,7 +16,7 @@ How a run works:
   at ``c == 1`` are broken by the raw score (``n = 17 + log1p(score)``, above any unsaturated ``n``).
   Rows that are not ready score 0.
 * **Scoring** with the shared NAB scorer (``nab_score.py`` in ``../shared/bench/nab``, found like
-  :func:`vigil.cli.bench.find_shared`), in memory; result files in NAB's format
+  :func:`vigil.cli.bench_engine.find_shared`), in memory; result files in NAB's format
   (``timestamp,value,anomaly_score``) are also written to ``results_dir/<category>/<file>.csv`` so the
   scorer's command line can re-score them, with ``nab_scores.json`` beside them.
 * **Speed**: points/s = total rows / detector wall time (``process_many`` calls only: no file I/O, no
@@ -71,7 +71,7 @@ SCOREBOARD: list[tuple[str, float, float, float]] = [
 
 
 def _shared_dir(given: Path | str | None, *parts: str, help_text: str) -> Path:
-    from vigil.cli.bench import find_shared
+    from vigil.cli.bench_engine import find_shared
 
     try:
         return find_shared(Path(given) if given else None, *parts)
@@ -118,7 +118,7 @@ def nab_anomaly_score(v: Any) -> np.ndarray:
 
 def _warm_up(factory: Any, fields: tuple[str, ...]) -> None:
     """Run a fresh detector on a short synthetic series so numba compiles/loads its kernels before timing."""
-    from vigil.cli.score import run_detector
+    from vigil.cli.score_file import run_detector
 
     rng = np.random.default_rng(0)
     m = 3000
@@ -156,7 +156,7 @@ def run_nab_bench(
         The three profile scores, ``points_per_s``, and details (per-profile threshold, windows hit,
         false-positive rows, files, rows, detector seconds).
     """
-    from vigil.cli.score import run_detector
+    from vigil.cli.score_file import run_detector
     from vigil.config.detector import load_detector_config, resolve_config
 
     cfg_path = resolve_config(config_path)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.cli.bench import peak_rss_mb
+from vigil.cli.bench_engine import peak_rss_mb
 from vigil.errors import VigilError
 
 _START_MS = 1_704_067_200_000

@@ -1,109 +1,39 @@
-"""``vigil checkpoint inspect``: what a checkpoint holds, in readable form."""
+"""``vigil checkpoint``: look into a pipeline's checkpoints."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import numpy as np
+import typer
 from rich.console import Console
-from rich.table import Table
 
-from vigil.state import codec
-from vigil.state.checkpoint import CheckpointStore
+from vigil.cli.common import fail
+from vigil.errors import VigilError
 
-
-def _size(obj: Any) -> int:
-    if isinstance(obj, np.ndarray):
-        return int(obj.nbytes)
-    if isinstance(obj, dict):
-        return sum(_size(v) for v in obj.values())
-    if isinstance(obj, list):
-        return sum(_size(v) for v in obj)
-    if isinstance(obj, str):
-        return len(obj)
-    return 8
+app = typer.Typer(help="Look into checkpoints.", no_args_is_help=True)
 
 
-def summarize(state: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A plain-data summary of one checkpoint."""
-    keys = state["keys"]["keys"]
-    live = sum(k is not None for k in keys)
-    wm = state["watermarks"]
-    steps = {}
-    for name, s in state["steps"].items():
-        st = s["state"]
-        entry: dict[str, Any] = {"kind": s["kind"], "version": s["v"], "params": s["params"], "bytes": _size(st)}
-        win = st.get("window") if isinstance(st, dict) else None
-        if isinstance(win, dict) and "cnt" in win:
-            entry["keys_with_events"] = int((np.asarray(win["cnt"]) > 0).sum())
-            entry["buffered_events"] = int(np.asarray(win["cnt"]).sum())
-        steps[name] = entry
-    return {
-        "path": str(path),
-        "pipeline": state["pipeline"],
-        "seq": state["seq"],
-        "created": datetime.fromtimestamp(state["created_ms"] / 1000, UTC).isoformat(timespec="milliseconds"),
-        "file_bytes": path.stat().st_size,
-        "positions": state["positions"],
-        "watermark_ms": wm["watermark"],
-        "partitions": {str(p): t for p, t in wm["partitions"]},
-        "keys": live,
-        "key_slots": len(keys),
-        "sample_keys": [k for k in keys if k is not None][:5],
-        "steps": steps,
-        "windows": {n: {"bytes": _size(w)} for n, w in state.get("windows", {}).items()},
-        "operators": {n: {"state_entries": len(o["state"]), "timers": len(o["timers"])}
-                      for n, o in state.get("operators", {}).items()},  # fmt: skip
-        "counters": state["counters"],
-    }
+@app.command("inspect")
+def checkpoint_inspect(
+    path: Annotated[Path, typer.Argument(help="A checkpoint file (.vck), or a pipeline's checkpoint directory.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show what a checkpoint holds: source positions, watermark, keys, each step's state and size.
+
+    Given a directory, shows the newest readable checkpoint and reports any corrupt or truncated one
+    it passed over (the engine would pass over it too).
+
+    Example: `vigil checkpoint inspect vigil-state/fraud`
+    """
+    from vigil.cli.checkpoint_inspect import inspect
+
+    try:
+        inspect(path, as_json=json_, console=Console(highlight=False))
+    except (VigilError, FileNotFoundError) as exc:
+        fail(exc, 1)
 
 
-def inspect(target: Path, *, as_json: bool, console: Console) -> dict[str, Any]:
-    """Inspect a checkpoint file, or the newest good one in a directory (reporting bad ones)."""
-    if target.is_dir():
-        store = CheckpointStore(target)
-        files = store.list()
-        if not files:
-            sub = [d for d in target.iterdir() if d.is_dir() and CheckpointStore(d).list()]
-            if len(sub) == 1:
-                store, files = CheckpointStore(sub[0]), CheckpointStore(sub[0]).list()
-        loaded = store.load_latest()
-        if loaded is None:
-            raise FileNotFoundError(f"no checkpoint in {target}")
-        for _path, reason in loaded.skipped:
-            console.print(f"[yellow]skipped[/] {reason}")
-        if loaded.seq < 0:
-            raise FileNotFoundError(f"no readable checkpoint in {target}")
-        state, path = loaded.state, loaded.path
-        others = [p.name for _, p in files if p != path]
-    else:
-        state, path, others = CheckpointStore.read(target), target, []
-    out = summarize(state, path)
-    out["other_checkpoints"] = others
-    if as_json:
-        print(json.dumps(codec.to_jsonable(out), default=str))
-        return out
-    t = Table(title=f"checkpoint {path.name}", show_header=False, title_justify="left")
-    t.add_row("pipeline", f"{out['pipeline']} (seq {out['seq']}, taken {out['created']})")
-    t.add_row("file", f"{out['path']} ({out['file_bytes']:,} bytes)")
-    t.add_row("source positions", json.dumps(out["positions"], default=str))
-    t.add_row("watermark", f"{out['watermark_ms']} (partitions: {json.dumps(out['partitions'], default=str)[:200]})")
-    sample = ", ".join(map(str, out["sample_keys"]))
-    t.add_row("keys", f"{out['keys']:,} live in {out['key_slots']:,} slots; e.g. {sample}")
-    for name, s in out["steps"].items():
-        extra = ""
-        if "buffered_events" in s:
-            extra = f"; {s['keys_with_events']:,} keys with {s['buffered_events']:,} events in their windows"
-        t.add_row(f"step {name}", f"{s['kind']} v{s['version']} {json.dumps(s['params'])}; {s['bytes']:,} bytes{extra}")
-    for name, w in out["windows"].items():
-        t.add_row(f"window {name}", f"{w['bytes']:,} bytes of open windows")
-    for name, o in out["operators"].items():
-        t.add_row(f"operator {name}", f"{o['state_entries']:,} state entries, {o['timers']:,} timers")
-    t.add_row("counters", ", ".join(f"{k} {v:,}" for k, v in out["counters"].items()))
-    if others:
-        t.add_row("older checkpoints", ", ".join(others))
-    console.print(t)
-    return out
+def register(root: typer.Typer) -> None:
+    """``vigil checkpoint ...``."""
+    root.add_typer(app, name="checkpoint")

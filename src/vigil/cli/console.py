@@ -1,14 +1,13 @@
 """``vigil console``: the web console over an alert store, on 127.0.0.1 by default, behind a token.
 
-:func:`console_cmd` is the Typer command (registered in :mod:`vigil.cli.main`); :func:`start_console` does the
-work and is what a command running a pipeline calls to serve the console next to it (with its manager, runner and
-:class:`~vigil.console.recorder.StreamRecorder`).
+:func:`console_cmd` is the Typer command; :func:`vigil.console.launch.start_console` does the work (a running
+pipeline's worker calls it too, to serve the console next to it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,41 +16,6 @@ from rich.markup import escape
 from vigil.errors import VigilError
 
 DEFAULT_DB = Path("vigil-out/alerts.db")
-
-
-def start_console(*, store: Any, manager: Any = None, runner: Any = None, recorder: Any = None,
-                  pipeline_name: str, host: str = "127.0.0.1", port: int = 8765,
-                  state_dir: str | Path | None = None, console: Console | None = None) -> tuple[Any, str]:  # fmt: skip
-    """Load (or make) the token, serve the console from a daemon thread and say where: ``(handle, url)``.
-
-    A token made now is printed once, with the link that signs the browser in; later starts only say which file
-    holds it. ``handle.stop()`` ends the server.
-
-    Raises:
-        ConfigError: the state folder or the address is unusable.
-    """
-    from vigil.console.app import create_app
-    from vigil.console.auth import default_state_dir, load_or_create_token
-    from vigil.console.server import is_loopback, serve_console
-
-    err = console or Console(stderr=True, highlight=False, soft_wrap=True)
-    token, created, token_path = load_or_create_token(state_dir if state_dir is not None else default_state_dir())
-    app = create_app(store=store, manager=manager, runner=runner, recorder=recorder, token=token,
-                     pipeline_name=pipeline_name)  # fmt: skip
-    handle, url = serve_console(app, host, port)
-    what = "live pipeline" if runner is not None else "no pipeline attached"
-    err.print(f"console: [b]{escape(url)}[/] (alert store {escape(str(store.path))}, {what})")
-    if created:
-        err.print(f"new access token, shown this once (kept in {escape(str(token_path))}, mode 0600):")
-        err.print(f"  [b]{escape(token)}[/]")
-        err.print(f"sign in: {escape(url)}?token={escape(token)}")
-    else:
-        err.print(f"access token: in {escape(str(token_path))}; sign in with {escape(url)}?token=<that token>, "
-                  "API clients send `Authorization: Bearer <token>`")  # fmt: skip
-    if not is_loopback(host):
-        err.print(f"[yellow]warning[/]: listening on {escape(host)}, not only this machine; the token guards every "
-                  "page, but the traffic is plain HTTP: put a TLS proxy in front of it")  # fmt: skip
-    return handle, url
 
 
 def _fail(exc: Exception, code: int = 1) -> NoReturn:
@@ -80,6 +44,7 @@ def console_cmd(
     Example: `vigil console --db vigil-out/fraud/alerts.db` then open the printed link.
     """
     from vigil.alerting.store import AlertStore
+    from vigil.console.launch import start_console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -100,3 +65,8 @@ def console_cmd(
             handle.stop()
     finally:
         store.close()
+
+
+def register(root: typer.Typer) -> None:
+    """``vigil console``."""
+    root.command("console")(console_cmd)

@@ -1,467 +1,116 @@
-"""``vigil demo feedback`` and ``vigil retrain``: operator labels tune the server detector's alerts and model.
-
-**The demo** (:func:`demo_feedback_cmd`) simulates a fleet in which some hosts run an hourly scheduled job
-(``FleetSpec.scheduled_job_hosts``: a backup, a report or a sync that moves two metrics, so the k-of-n vote
-fires on it run after run: the false alerts operators actually complain about, and the kind feedback can
-teach away, since they recur per host), runs the server pipeline (:func:`~vigil.apps.servers.run_server_pipeline`,
-the offline model trained on the shadow-mode hours) and scripts an operator who labels every alert of the
-**first hour of alerting**. Alerting goes live after ``live_h`` hours of shadow mode (9 h: the detectors learn
-their baselines overnight and the on-call starts at 09:00; also the simulator's ``warmup_h``, before which it
-injects no incident or batch job); the operator labels an alert a true positive when it matches a labelled
-incident (the matching of ``vigil demo servers``: its window overlaps the incident, or the ``grace_s`` after
-it, on the same host), else a false positive. The labels go through an :class:`~vigil.alerting.store.AlertStore`
-(the alert manager writes the alerts, the operator adds feedback, as in the console);
-:class:`~vigil.feedback.FeedbackTuner` learns a suppression set from them (version ``v0001``, who/why), and
-the set is applied to the rest of the run.
-
-Everything is scored on the part **after** the labelled hour, before (no feedback) and after (with it):
-false alerts per host-day (fired alerts matching no incident / hosts x days of that part) and recall (the
-share of the incidents starting in that part that an alert detects). "After" is the alert-level filter
-(:meth:`~vigil.feedback.Suppressions.filter`, what runs today between the pipeline and the alert manager);
-the JSON's ``window_level`` block applies the same bars to every window's votes before the k-of-n vote
-(:meth:`~vigil.feedback.Suppressions.revote`), as an in-pipeline integration would. With ``retrain`` the
-model is refitted with the labels and judged against the served one on the later windows, labelled by the
-simulator (:func:`~vigil.feedback.retrain.retrain`); the model does not vote in this configuration, so it
-changes the model's ranking of windows, not the alert counts.
-
-Results (2 days, 15 % of hosts with a job, default pipeline settings): 100 hosts, seeds 7-11: false alerts
-59-71 % fewer; recall unchanged on three seeds, 2.0 and 2.1 points lower on two (one incident each: a noisy
-neighbour on a host whose report job moves the same two metrics; window-level: unchanged or higher). 40 hosts,
-seeds 7-16: 43-77 % fewer (9 of 10 at least halved), recall unchanged on all. What limits it: only the hosts
-whose job alerted in the labelled hour get bars (a job alerts on about half of its runs, in stretches), a bar
-learned from one run sits below some later, larger runs, and half the bars hit the x2 cap.
-
-**vigil retrain** (:func:`retrain_cmd`) does the second lever on real data: the feedback of an alert store,
-the samples of an Influx file (as ``vigil generate fleet`` writes it) or of the simulator, the registry's
-promoted model; the new version is promoted only when it ranks the held-back windows better.
-"""
+"""``vigil feedback`` (the learned per-key bars) and ``vigil retrain`` (refit a model with operators' labels)."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-import numpy as np
+import typer
+from rich.console import Console
 
-from vigil.alerting.alert import Alert
-from vigil.alerting.store import AlertStore
-from vigil.apps.servers import ServerConfig, ServerRun, run_server_pipeline, train_global_model
-from vigil.feedback.retrain import label_by_incidents, retrain, rows_from_labels, window_rows
-from vigil.feedback.suppression import FeedbackTuner, Suppressions, labels_from_store, server_base
-from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, simulate_fleet
+from vigil.cli.common import err, fail
+from vigil.errors import VigilError
 
-_H_MS, _DAY_MS = 3_600_000, 86_400_000
-# a forest's average precision on the fleet moves by about +-0.05 from one fit (seed) to the next at 100 trees
-# (+-0.015 at 300, but 3x slower); over 4 seeds the labels added +0.04 to +0.07 at 100 trees
-_TREES = 100
-OPERATOR = "operator (scripted)"
+app = typer.Typer(help="The per-key bars learned from operators' true/false-positive labels.",
+                           no_args_is_help=True)
+_FbDb = Annotated[Path, typer.Option("--db", help="The pipeline's alert store (the bars live beside it).")]
 
 
-def _match(host: np.ndarray, ws: np.ndarray, we: np.ndarray, inc: dict[str, Any],
-           grace_ms: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """``(true positive per alert, detected per incident)`` with the demo's matching (module docstring)."""
-    tp = np.zeros(len(host), bool)
-    detected = np.zeros(len(inc["start_ms"]), bool)
-    for i, (h, a, b) in enumerate(zip(inc["host"].tolist(), inc["start_ms"].tolist(), inc["end_ms"].tolist(),
-                                      strict=True)):  # fmt: skip
-        hit = (host == h) & (we > a) & (ws <= b + grace_ms)
-        tp |= hit
-        detected[i] = bool(hit.any())
-    return tp, detected
+@app.command("show")
+def feedback_show(db: _FbDb = Path("vigil-out/alerts.db")) -> None:
+    """The bars in force and the last versions (learned by the running pipeline every 30 s from new labels)."""
+    from vigil.cli.retrain import feedback_admin_cmd
+
+    feedback_admin_cmd("show", db=str(db), version=None, who="", why="", console=Console(highlight=False))
 
 
-@dataclass(frozen=True)
-class _Slice:
-    """The scored part of the run: alerts from ``from_ms`` on (by window end), incidents starting there."""
+@app.command("rollback")
+def feedback_rollback(
+    db: _FbDb = Path("vigil-out/alerts.db"),
+    version: Annotated[str | None, typer.Option(help="The version to go back to (default: the previous).")] = None,
+    who: Annotated[str, typer.Option(help="Recorded in the history.")] = os.environ.get("USER", "operator"),
+    why: Annotated[str, typer.Option(help="Recorded in the history.")] = "",
+) -> None:
+    """Put an earlier set of bars back in force (the running pipeline picks it up at its next learning pass)."""
+    from vigil.cli.retrain import feedback_admin_cmd
 
-    from_ms: int
-    hosts: int
-    days: float
-    grace_ms: int
-
-
-def _score(host: np.ndarray, ws: np.ndarray, we: np.ndarray, inc: dict[str, Any], sl: _Slice) -> dict[str, Any]:
-    """False alerts per host-day and recall on the slice (the alerts given must already be in it)."""
-    tp, _ = _match(host, ws, we, inc, sl.grace_ms)
-    mine = inc["start_ms"] >= sl.from_ms
-    _, detected = _match(host, ws, we, {k: v[mine] for k, v in inc.items()}, sl.grace_ms)
-    fa = int((~tp).sum())
-    return {"alerts": int(len(host)), "false_alerts": fa,
-            "false_alerts_per_host_day": round(fa / (sl.hosts * sl.days), 4),
-            "recall": round(float(detected.mean()), 4) if len(detected) else None,
-            "detected": int(detected.sum()), "incidents": int(len(detected))}  # fmt: skip
+    try:
+        feedback_admin_cmd("rollback", db=str(db), version=version, who=who, why=why,
+                           console=Console(highlight=False))  # fmt: skip
+    except VigilError as exc:
+        fail(exc)
 
 
-def _alert_cols(alerts: list[Alert]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.array([a.key for a in alerts], object).astype(str),
-            np.array([a.stats["window_start_ms"] for a in alerts], np.int64),
-            np.array([a.stats["window_end_ms"] for a in alerts], np.int64))  # fmt: skip
+@app.command("clear")
+def feedback_clear(
+    db: _FbDb = Path("vigil-out/alerts.db"),
+    who: Annotated[str, typer.Option(help="Recorded in the history.")] = os.environ.get("USER", "operator"),
+    why: Annotated[str, typer.Option(help="Recorded in the history.")] = "",
+) -> None:
+    """Drop every learned bar (recorded as a version, so it can be rolled back too)."""
+    from vigil.cli.retrain import feedback_admin_cmd
+
+    try:
+        feedback_admin_cmd("clear", db=str(db), version=None, who=who, why=why, console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc)
 
 
-def _label_first_hour(alerts: list[Alert], inc: dict[str, Any], store_path: str, *, grace_ms: int,
-                      delay_ms: int = 300_000) -> tuple[int, int]:  # fmt: skip
-    """The scripted operator: every alert into the store (through the alert manager), then a label on each."""
-    from vigil.alerting.manager import AlertManager, labels_of
-    from vigil.alerting.notification import fingerprint
+def retrain_(
+    db: Annotated[Path, typer.Option("--db", help="Alert store with the operators' feedback (alerts.db).")],
+    input: Annotated[Path | None, typer.Option(
+        "--input", help="Metric samples: Influx lines (as `vigil generate fleet` writes) or Telegraf JSON; "
+        "default: the simulator (--hosts/--days/--seed/--scheduled-jobs).")] = None,  # fmt: skip
+    pipeline: Annotated[Path | None, typer.Option(
+        "--pipeline", help="Take config, registry and model name from this pipeline's servers step.")] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Registry folder (default: the pipeline's, $VIGIL_MODEL_REGISTRY, or ./models).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: the pipeline's).")] = None,
+    incidents: Annotated[Path | None, typer.Option(
+        "--incidents",
+        help="Incident table CSV (`vigil generate fleet --labels`) to label the held-back slice.")] = None,
+    hosts: Annotated[int, typer.Option(help="Simulator: hosts.")] = 20,
+    days: Annotated[float, typer.Option(help="Simulator: days.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed, and the forest's.")] = 7,
+    scheduled_jobs: Annotated[float, typer.Option(help="Simulator: share of hosts with an hourly job.")] = 0.0,
+    warmup_h: Annotated[float, typer.Option("--warmup-h", help="Simulator: warm-up hours.")] = 3.0,
+    window: Annotated[float, typer.Option(help="Seconds per joined window (without --pipeline).")] = 60.0,
+    k: Annotated[int, typer.Option(help="k of the k-of-n vote (without --pipeline).")] = 2,
+    until: Annotated[str, typer.Option(help="The original training rows: the first DURATION of the data.")] = "4h",
+    holdout_from: Annotated[str | None, typer.Option(
+        help="Held-back slice from this DURATION after the data's start (default: after the last label).")] = None,
+    trees: Annotated[int, typer.Option(help="Trees of the new forest.")] = 100,
+    fp_weight: Annotated[float, typer.Option(help="Share of the training mass the false positives carry.")] = 0.1,
+    min_gain: Annotated[float, typer.Option(help="Promote only when average precision improves by more.")] = 0.0,
+    reason: Annotated[str, typer.Option(help="History reason when promoted.")] = "retrained with feedback",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only: register and promote nothing.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON on the last line.")] = False,
+) -> None:
+    """Refit the server model with the alert store's feedback; promote it only if it does better.
 
-    alerts = sorted(alerts, key=lambda a: a.event_ts_ms)
-    host, ws, we = _alert_cols(alerts)
-    tp, _ = _match(host, ws, we, inc, grace_ms)
-    with AlertStore(store_path) as store:
-        mgr = AlertManager(store=store, pipeline="servers", clock=lambda: 0)
-        for a in alerts:
-            mgr.advance(a.event_ts_ms)
-            mgr.ingest([a], now_ms=a.event_ts_ms)
-        for a, is_tp in zip(alerts, tp.tolist(), strict=True):
-            note = "matches a labelled incident" if is_tp else "scheduled job / normal load"
-            store.add_feedback(fingerprint(labels_of(a, "servers")), "true_positive" if is_tp else "false_positive",
-                               at_ms=a.event_ts_ms + delay_ms, note=note, by=OPERATOR, alert_id=a.id)  # fmt: skip
-    return int(tp.sum()), int((~tp).sum())
+    False-positive windows are added as normal, true-positive ones removed; the new version is judged against
+    the promoted one on a held-back labelled slice (average precision), registered with that evaluation, and
+    promoted only when strictly better. A refit without the labels is reported as a control.
 
-
-def run_feedback_demo(*, hosts: int = 100, days: float = 2.0, step_s: int = 10, seed: int = 7,
-                      window_s: float = 60.0, k: int = 2, scheduled_jobs: float = 0.15, live_h: float = 9.0,
-                      label_hours: float = 1.0, max_factor: float = 2.0, headroom: float = 1.2,
-                      do_retrain: bool = True, grace_s: float = 120.0, workdir: str | None = None,
-                      status: Callable[[str], Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The demo's computation (module docstring), without printing.
-
-    ``live_h``: hours of shadow mode (detectors learning, alerts not shown) before alerting goes live and the
-    operator starts labelling; also the simulator's ``warmup_h`` (no incident or batch job before it).
-    ``workdir``: keep the alert store, the suppression versions and the registry there (default: a temporary
-    folder, removed at the end).
+    Examples: `vigil retrain --db vigil-out/servers/alerts.db --pipeline pipelines/servers-kafka.yaml --input
+    fleet.influx --incidents incidents.csv` · `vigil retrain --db fb/alerts.db --registry fb/registry --name
+    servers --hosts 40 --days 2 --scheduled-jobs 0.15 --warmup-h 9 --until 9h --dry-run`
     """
-    from vigil.errors import ConfigError
+    from vigil.cli.retrain import retrain_cmd
 
-    spec = FleetSpec(hosts=hosts, days=days, step_s=step_s, seed=seed, warmup_h=live_h,
-                     scheduled_job_hosts=scheduled_jobs)  # fmt: skip
-    label_to = spec.start_ms + int((live_h + label_hours) * _H_MS)
-    if label_to >= spec.start_ms + int(days * _DAY_MS):
-        raise ConfigError("leaves nothing after the labelled hour", field="days", value=days,
-                          hint=f"more than {(live_h + label_hours) / 24:.2f} days")  # fmt: skip
-    if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        return _scenario(spec, ServerConfig(window_s=window_s, k=k), workdir, label_hours=label_hours,
-                         max_factor=max_factor, headroom=headroom, do_retrain=do_retrain, grace_s=grace_s,
-                         status=status)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="vigil-feedback-") as work:
-        res = _scenario(spec, ServerConfig(window_s=window_s, k=k), work, label_hours=label_hours,
-                        max_factor=max_factor, headroom=headroom, do_retrain=do_retrain, grace_s=grace_s,
-                        status=status)  # fmt: skip
-    res["workdir"] = None
-    return res
+    try:
+        retrain_cmd(db=str(db), registry=str(registry) if registry else None, name=name,
+                    pipeline=str(pipeline) if pipeline else None, input_path=str(input) if input else None,
+                    incidents=str(incidents) if incidents else None, hosts=hosts, days=days, seed=seed,
+                    scheduled_jobs=scheduled_jobs, warmup_h=warmup_h, window=window, k=k, until=until,
+                    holdout_from=holdout_from, n_estimators=trees, fp_weight=fp_weight, min_gain=min_gain,
+                    reason=reason, dry_run=dry_run, json_=json_, console=err)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def _scenario(spec: FleetSpec, cfg: ServerConfig, work: str, *, label_hours: float, max_factor: float,
-              headroom: float, do_retrain: bool, grace_s: float,
-              status: Callable[[str], Any] | None) -> dict[str, Any]:  # fmt: skip
-    t0 = time.perf_counter()
-    step = status or (lambda msg: None)
-    hosts, days = spec.hosts, spec.days
-    label_from = spec.start_ms + int(spec.warmup_h * _H_MS)
-    label_to = label_from + int(label_hours * _H_MS)
-    step(f"simulating {hosts} hosts for {days:g} days ({spec.scheduled_job_hosts:.0%} with an hourly job)…")
-    cols = simulate_fleet(spec)
-    inc = incident_table(cols)
-    inc["host"] = host_names(hosts)[inc["host_id"]].astype(str)
-    step("training the global model on the shadow-mode hours, running the pipeline…")
-    artifact = train_global_model(cols, cfg, until_ms=label_from, n_estimators=_TREES, seed=spec.seed)
-    run = run_server_pipeline(cols, cfg, artifact)
-    hour = [a for a in run.alerts if label_from <= a.event_ts_ms < label_to]
-    rest = [a for a in run.alerts if a.event_ts_ms >= label_to]
-    step(f"the operator labels the {len(hour)} alerts of the first hour of alerting…")
-    db = os.path.join(work, "alerts.db")
-    n_tp, n_fp = _label_first_hour(hour, inc, db, grace_ms=int(grace_s * 1000))
-    with AlertStore(db) as store:
-        labels = labels_from_store(store)
-    tuner = FeedbackTuner(os.path.join(work, "suppressions"), base=server_base(cfg), max_factor=max_factor,
-                          headroom=headroom)  # fmt: skip
-    sup = tuner.learn(labels, who=OPERATOR, why=f"labels of the first {label_hours:g} h of alerting")
-    kept, suppressed = sup.filter(rest)
-    sl = _Slice(label_to, hosts, (spec.start_ms + days * _DAY_MS - label_to) / _DAY_MS, int(grace_s * 1000))
-    before = _score(*_alert_cols(rest), inc, sl)
-    after = _score(*_alert_cols(kept), inc, sl)
-    res: dict[str, Any] = {
-        "false_alerts_per_host_day_before": before["false_alerts_per_host_day"],
-        "false_alerts_per_host_day_after": after["false_alerts_per_host_day"],
-        "recall_before": before["recall"], "recall_after": after["recall"],
-        "false_alert_reduction": round(1 - after["false_alerts"] / before["false_alerts"], 4)
-        if before["false_alerts"] else None,
-        "recall_drop_points": round(100 * ((before["recall"] or 0) - (after["recall"] or 0)), 2),
-        "targets": {"false_alerts_halved": 2 * after["false_alerts"] <= before["false_alerts"],
-                    "recall_drop_at_most_2_points": (before["recall"] or 0) - (after["recall"] or 0) <= 0.02 + 1e-9},
-        "before": before, "after": after, "window_level": _window_level(run, cfg, sup, inc, sl),
-        "suppressed": len(suppressed), "suppressed_examples": [x.reason for x in suppressed[:3]],
-        "labelled": {"alerts": len(hour), "true_positive": n_tp, "false_positive": n_fp,
-                     "from_h": spec.warmup_h, "to_h": spec.warmup_h + label_hours},
-        "suppressions": {"version": sup.version, "entries": len(sup), "capped": sum(e.capped for e in sup),
-                         "changes": (tuner.entries() or [{}])[-1].get("changes", [])},
-        "evaluated_on": {"from_h": spec.warmup_h + label_hours, "days": round(sl.days, 4)},
-        "scenario": {"hosts": hosts, "days": days, "seed": spec.seed, "step_s": spec.step_s,
-                     "scheduled_job_hosts": spec.scheduled_job_hosts, "live_h": spec.warmup_h,
-                     "label_hours": label_hours, "window_s": cfg.window_s, "k": cfg.k, "max_factor": max_factor,
-                     "headroom": headroom},
-        "workdir": work,
-    }  # fmt: skip
-    if do_retrain:
-        step("retraining the model with the labels and judging it on the later windows…")
-        res["retrain"] = _demo_retrain(run, cfg, artifact, labels, inc, work, label_from, label_to, spec.seed)
-    res["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    return res
-
-
-def _window_level(run: ServerRun, cfg: ServerConfig, sup: Suppressions, inc: dict[str, Any],
-                  sl: _Slice) -> dict[str, Any]:  # fmt: skip
-    """Before/after when the bars act on every window's votes before the k-of-n vote."""
-    j = run.windows.joined
-    names = run.host_names.astype(str)
-    out = {}
-    after = sup.refire(run.windows, cfg, run.host_names, from_ms=sl.from_ms)
-    for name, fire in (("before", run.windows.fire), ("after", after)):
-        idx = np.flatnonzero(fire & (j.end_ms >= sl.from_ms))
-        out[name] = _score(names[j.slot[idx]], j.start_ms[idx], j.end_ms[idx], inc, sl)
-    return out
-
-
-def _demo_retrain(run: ServerRun, cfg: ServerConfig, artifact: dict[str, Any], labels: list[Any],
-                  inc: dict[str, Any], work: str, label_from: int, label_to: int,
-                  seed: int) -> dict[str, Any]:  # fmt: skip
-    """v1 = the served model; v2 = refitted with the labels; judged on the windows after the labelled hour.
-
-    v1 was fitted by ``train_global_model`` on the same rows with the same seed and trees as the refit starts
-    from, so the difference between the two is the labels' alone (no control fit needed here).
-    """
-    from vigil.models.registry import ModelRegistry
-
-    reg = ModelRegistry(os.path.join(work, "registry"))
-    reg.promote("servers", reg.register("servers", artifact, {"trained": "warm-up hours"}), reason="offline model")
-    base = window_rows(run, cfg, until_ms=label_from)
-    base = base.take(label_by_incidents(base, inc, window_ms=cfg.window_ms) == 0)
-    holdout = window_rows(run, cfg, from_ms=label_to)
-    holdout.y = label_by_incidents(holdout, inc, window_ms=cfg.window_ms)
-    report = retrain(reg, "servers", base=base, labelled=rows_from_labels(labels, cfg), holdout=holdout,
-                     n_estimators=_TREES, seed=seed, threshold=cfg.model_threshold, who=OPERATOR,
-                     why="first hour of feedback")  # fmt: skip
-    return report.to_dict()
-
-
-def demo_feedback_cmd(*, hosts: int = 100, days: float = 2.0, step: int = 10, seed: int = 7, window: float = 60.0,
-                      k: int = 2, scheduled_jobs: float = 0.15, live_h: float = 9.0, label_hours: float = 1.0,
-                      max_factor: float = 2.0, headroom: float = 1.2, retrain: bool = True, keep: str | None = None,
-                      json_: bool = False) -> dict[str, Any]:  # fmt: skip
-    """``vigil demo feedback``: run the scenario, print a rich summary (and the JSON line last with ``json_``)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=json_, highlight=False)
-    with console.status("…") as st:
-        res = run_feedback_demo(hosts=hosts, days=days, step_s=step, seed=seed, window_s=window, k=k,
-                                scheduled_jobs=scheduled_jobs, live_h=live_h, label_hours=label_hours,
-                                max_factor=max_factor,
-                                headroom=headroom, do_retrain=retrain, workdir=keep,
-                                status=lambda m: st.update(m))  # fmt: skip
-    lab, sup, ev = res["labelled"], res["suppressions"], res["evaluated_on"]
-    console.print(f"[bold]Vigil demo[/] · feedback · {hosts} hosts, {days:g} days (seed {seed}), "
-                  f"{scheduled_jobs:.0%} of hosts with an hourly scheduled job")  # fmt: skip
-    console.print(f"the operator labelled the {lab['alerts']} alerts of hours {lab['from_h']:g}-{lab['to_h']:g}: "
-                  f"{lab['true_positive']} true, {lab['false_positive']} false positives → suppression set "
-                  f"[bold]{sup['version']}[/] with {sup['entries']} per-host bars ({sup['capped']} capped at "
-                  f"x{max_factor:g})")  # fmt: skip
-    title = f"After the labelled hour (from hour {ev['from_h']:g}, {ev['days']:.2f} days)"
-    t = Table(title=title, title_justify="left")
-    for c in ("", "alerts", "false alerts", "false / host-day", "recall"):
-        t.add_column(c, justify="right" if c else "left")
-    wl = res["window_level"]
-    for name, r in (("before (no feedback)", res["before"]), ("after (alerts filtered)", res["after"]),
-                    ("after (bars before the vote)", wl["after"])):  # fmt: skip
-        recall = f"{r['recall']:.3f} ({r['detected']}/{r['incidents']})" if r["recall"] is not None else "-"
-        t.add_row(name, str(r["alerts"]), str(r["false_alerts"]), f"{r['false_alerts_per_host_day']:.3f}", recall)
-    console.print(t)
-    red, tg = res["false_alert_reduction"], res["targets"]
-    mark = {True: "[green]met[/]", False: "[red]missed[/]"}
-    console.print(f"false alerts {'-' if red is None else f'{red:.0%} fewer'} (target: at least halved, "
-                  f"{mark[tg['false_alerts_halved']]}) · recall {res['recall_before']} → {res['recall_after']} "
-                  f"(target: at most 2 points lost, {mark[tg['recall_drop_at_most_2_points']]})")  # fmt: skip
-    console.print(f"{res['suppressed']} alerts suppressed (returned, not dropped), e.g. "
-                  f"{(res['suppressed_examples'] or ['-'])[0]}")  # fmt: skip
-    if "retrain" in res:
-        r = res["retrain"]
-        console.print(f"retrain: {r['decision']} (the model does not vote here: its ranking changes, not the counts)")
-    if res["workdir"]:
-        console.print(f"alert store, suppression versions and registry kept in {res['workdir']}")
-    if json_:
-        print(json.dumps(res), flush=True)
-    return res
-
-
-# ---- vigil retrain -------------------------------------------------------------------------------------------
-
-
-_Data = tuple[dict[str, Any], ServerConfig, dict[str, Any] | None, tuple[str, str] | None]
-
-
-def _load_data(*, pipeline: str | None, input_path: str | None, incidents: str | None, hosts: int, days: float,
-               seed: int, step_s: int, scheduled_jobs: float, warmup_h: float, window_s: float,
-               k: int) -> _Data:  # fmt: skip
-    """``(columns, config, incident table or None, (registry, model name) from the pipeline or None)``."""
-    from vigil.errors import ConfigError
-
-    model_ref = None
-    if pipeline is not None:
-        from vigil.config.spec import _servers_step, load_spec
-
-        spec = load_spec(pipeline)
-        steps = [x for x in spec.steps if x.servers is not None]
-        if not steps:
-            raise ConfigError("has no `servers` step", field="pipeline", value=pipeline)
-        base_dir = os.path.dirname(os.path.abspath(pipeline))
-        op = _servers_step(steps[0], base_dir)
-        cfg, aliases = op.config, op.metric_aliases
-        if steps[0].model is not None:
-            reg = steps[0].model.registry
-            model_ref = (reg if os.path.isabs(reg) else os.path.join(base_dir, reg), steps[0].model.name)
-    else:
-        cfg = ServerConfig(window_s=window_s, k=k)
-        aliases = {f"{m}.value": m for m in cfg.metrics}  # what a decoder calls `vigil generate fleet`'s lines
-    if input_path is not None:
-        from vigil.cli.fleet import read_metric_columns
-
-        cols = read_metric_columns(input_path, "json" if input_path.endswith(".json") else "influx")
-        names = np.asarray(cols["metric"]).astype(str)
-        cols["metric"] = np.array([aliases.get(n, n) for n in names.tolist()], object)
-        if not len(cols["ts_ms"]):
-            raise ConfigError("holds no samples", field="--input", value=input_path)
-        inc = _read_incidents(incidents) if incidents else None
-    else:
-        cols = simulate_fleet(FleetSpec(hosts=hosts, days=days, step_s=step_s, seed=seed, warmup_h=warmup_h,
-                                        scheduled_job_hosts=scheduled_jobs))  # fmt: skip
-        inc = incident_table(cols)
-        inc["host"] = host_names(hosts)[inc["host_id"]].astype(str)
-    return cols, cfg, inc, model_ref
-
-
-def _read_incidents(path: str) -> dict[str, Any]:
-    """The incident table CSV of ``vigil generate fleet --labels`` (host, start_ms, end_ms columns)."""
-    import csv
-
-    from vigil.errors import ConfigError
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    missing = {"host", "start_ms", "end_ms"} - set(rows[0] if rows else {})
-    if missing:
-        raise ConfigError("lacks columns " + ", ".join(sorted(missing)), field="--incidents", value=path,
-                          hint="write it with: vigil generate fleet --labels incidents.csv")  # fmt: skip
-    return {"host": np.array([r["host"] for r in rows], object).astype(str),
-            "start_ms": np.array([int(r["start_ms"]) for r in rows], np.int64),
-            "end_ms": np.array([int(r["end_ms"]) for r in rows], np.int64)}  # fmt: skip
-
-
-def retrain_cmd(*, db: str, registry: str | None = None, name: str | None = None, pipeline: str | None = None,
-                input_path: str | None = None, incidents: str | None = None, hosts: int = 20, days: float = 1.0,
-                seed: int = 7, step: int = 10, scheduled_jobs: float = 0.0, warmup_h: float = 3.0,
-                window: float = 60.0, k: int = 2, until: str = "4h", holdout_from: str | None = None,
-                n_estimators: int = 100,
-                fp_weight: float = 0.1, min_gain: float = 0.0, who: str | None = None,
-                reason: str = "retrained with feedback", dry_run: bool = False, json_: bool = False,
-                console: Any = None) -> dict[str, Any]:  # fmt: skip
-    """``vigil retrain``: refit the servers model with an alert store's feedback; promote only if it does better.
-
-    Data: ``input_path`` (Influx lines as ``vigil generate fleet`` writes them, or Telegraf JSON), else the
-    simulator (``hosts``, ``days``, ``seed``, ``step``, ``scheduled_jobs``, ``warmup_h``: the spec the alerts
-    came from). The model: ``pipeline``'s servers step (config, registry, name), else ``registry`` and ``name``
-    with the default server config (``window``, ``k``).
-    The original training rows are the windows of the first ``until``; the held-back slice starts at
-    ``holdout_from`` (a duration from the data's start; default: right after the last labelled window when
-    incidents are known — ``incidents``, or the simulator's — else the last 30 % of the labels in time): its
-    windows are labelled by the incidents (feedback wins) or, without incidents, are the feedback-labelled
-    windows in it. Labels before it are learned from.
-    """
-    from rich.console import Console
-
-    from vigil.cli.models import resolve_registry
-    from vigil.errors import ConfigError
-    from vigil.models.registry import ModelRegistry
-    from vigil.types import parse_duration_ms
-
-    out = console or Console(stderr=json_, highlight=False)
-    cols, cfg, inc, model_ref = _load_data(pipeline=pipeline, input_path=input_path, incidents=incidents,
-                                           hosts=hosts, days=days, seed=seed, step_s=step,
-                                           scheduled_jobs=scheduled_jobs, warmup_h=warmup_h, window_s=window,
-                                           k=k)  # fmt: skip
-    root = resolve_registry(registry) if registry or model_ref is None else model_ref[0]
-    name = name or (model_ref[1] if model_ref else None)
-    if not name:
-        raise ConfigError("is required without a --pipeline whose servers step names a model", field="--name",
-                          value=None)  # fmt: skip
-    with AlertStore(db, create=False) as store:
-        labels = labels_from_store(store)
-    labelled = rows_from_labels(labels, cfg)
-    if not len(labelled):
-        raise ConfigError("holds no feedback on k_of_n alerts", field="--db", value=db,
-                          hint="label alerts: vigil alerts label FINGERPRINT false_positive")  # fmt: skip
-    t0 = int(np.min(cols["ts_ms"]))
-    run = run_server_pipeline(cols, cfg)
-    base = window_rows(run, cfg, until_ms=t0 + parse_duration_ms(until))
-    if inc is not None:
-        base = base.take(label_by_incidents(base, inc, window_ms=cfg.window_ms) == 0)
-    if holdout_from is not None:
-        cut = t0 + parse_duration_ms(holdout_from)
-    elif inc is not None:
-        cut = int(labelled.start_ms.max()) + cfg.window_ms
-    else:
-        cut = int(np.quantile(labelled.start_ms, 0.7, method="higher"))
-    learn = labelled.take(labelled.start_ms < cut)
-    if inc is not None:
-        holdout = window_rows(run, cfg, from_ms=cut)
-        holdout.y = label_by_incidents(holdout, inc, window_ms=cfg.window_ms)
-        late = labelled.take(labelled.start_ms >= cut)
-        pos = {i: y for i, y in zip(late.ids().tolist(), late.y.tolist(), strict=True)} if late.y is not None else {}
-        ids = holdout.ids().tolist()
-        holdout.y = np.array([pos.get(i, y) for i, y in zip(ids, holdout.y.tolist(), strict=True)], np.int8)
-    else:
-        holdout = labelled.take(labelled.start_ms >= cut)
-    report = retrain(ModelRegistry(root), name, base=base, labelled=learn, holdout=holdout,
-                     features=[f"z_{m}" for m in cfg.metrics], fp_weight=fp_weight, n_estimators=n_estimators,
-                     seed=seed, threshold=cfg.model_threshold, min_gain=min_gain, who=who or "", why=reason,
-                     dry_run=dry_run, control=True)  # fmt: skip
-    res = {**report.to_dict(), "registry": root, "labels": {"learned": len(learn), "false_positive": int(
-           (learn.y == 0).sum()) if learn.y is not None else 0, "held_back": len(labelled) - len(learn)},
-           "holdout_from_ms": cut}  # fmt: skip
-    cur, new, ctrl = report.current_eval, report.candidate_eval, report.control_eval
-    out.print(f"[bold]{name}[/] in {root}: learned from {len(learn)} labels "
-              f"({res['labels']['false_positive']} false positives), judged on {len(holdout):,} held-back windows "
-              f"({int(holdout.y.sum()) if holdout.y is not None else 0} anomalous)")  # fmt: skip
-    out.print(f"average precision: promoted {report.current or '-'} {_ap(cur)} · refit without labels {_ap(ctrl)} · "
-              f"with labels {_ap(new)}")  # fmt: skip
-    out.print(("[green]" if report.promoted else "[yellow]") + report.decision + "[/]")
-    if json_:
-        print(json.dumps(res), flush=True)
-    return res
-
-
-def _ap(e: dict[str, Any] | None) -> str:
-    return "-" if e is None else f"{e['average_precision']:.4f}"
-
-
-def feedback_admin_cmd(action: str, *, db: str, version: str | None, who: str, why: str, console: Any) -> Any:
-    """``vigil feedback show|rollback|clear``: the bars learned from operators' labels, beside the alert store."""
-    from pathlib import Path
-
-    tuner = FeedbackTuner(Path(db).parent / "feedback")
-    if action == "rollback":
-        tuner.rollback(version, who=who, why=why)
-    elif action == "clear":
-        tuner.clear(who=who, why=why)
-    cur = tuner.current()
-    console.print(f"feedback bars in force: {cur.version or 'none'} ({len(cur)} bars; {tuner.history.dir})")
-    for e in tuner.entries()[-10:]:
-        console.print(f"  {e['version']} {e['action']} by {e.get('who', '')}: {e.get('why', '')}")
-        for c in e.get("changes", [])[:20]:
-            console.print(f"      {c}")
-    return cur
+def register(root: typer.Typer) -> None:
+    """``vigil feedback ...`` and ``vigil retrain``."""
+    root.add_typer(app, name="feedback")
+    root.command("retrain")(retrain_)

@@ -88,23 +88,20 @@ def train_servers_cmd(pipeline: str, input_path: str, *, step: str | None = None
 
     import numpy as np
 
+    from vigil.apps.servers import spec as servers
     from vigil.apps.servers import train_global_model
-    from vigil.config.spec import _servers_step, load_spec
+    from vigil.config.spec import PipelineContext, load_spec
     from vigil.errors import ConfigError
     from vigil.models import ModelRegistry
     from vigil.types import parse_duration_ms
 
     spec = load_spec(pipeline)
-    steps = [s for s in spec.steps if s.servers is not None and (step is None or s.name == step)]
-    if not steps:
-        raise ConfigError("has no `servers` step" + (f" named `{step}`" if step else ""), field="pipeline",
-                          value=pipeline)  # fmt: skip
-    st = steps[0]
+    st = servers.find(spec, step, origin=pipeline)
     if st.model is None:
         raise ConfigError("has no `model: {registry, name}` to train", step=st.name, field="model", value=None)
     base = os.path.dirname(os.path.abspath(pipeline))
-    op = _servers_step(st, base)
-    telegraf = spec.source.kind == "telegraf" or spec.source.metrics == "telegraf"
+    op = servers.build(st, PipelineContext(base, spec.name), open_sink=False)
+    telegraf = spec.source.kind == "telegraf" or getattr(spec.source, "metrics", None) == "telegraf"
     fmt = "json" if telegraf or input_path.endswith(".json") else "influx"
     cols = read_metric_columns(input_path, fmt)
     names = np.asarray(cols["metric"]).astype(str)

@@ -1,207 +1,123 @@
-"""``vigil train`` and ``vigil models list|show|promote|rollback``: the model registry from the command line.
-
-Each command is a function here that prints with rich (or one JSON document on stdout with ``as_json``) and
-returns what it printed as plain data; ``vigil.cli.main`` wires them to Typer. Errors are
-:class:`~vigil.errors.VigilError` subclasses (``ConfigError`` for a bad training config,
-``vigil.models.RegistryError`` for registry trouble) whose messages name the path and the fix.
-
-The registry folder is ``--registry``, else ``$VIGIL_MODEL_REGISTRY``, else ``./models``. A training config
-(YAML) names the model, its features and the fit::
-
-    name: fraud_iforest          # the model's name in the registry
-    registry: ../models          # optional; relative to this file (the CLI's --registry wins)
-    features: [amount, gap_s]    # feature columns, in the model's order
-    time_column: ts              # optional: orders rows and records the training window
-    contamination: auto
-    n_estimators: 200
-    holdout: 0.2                 # the latest 20 % of rows are held back for the validation report
-    seed: 42
-"""
+"""``vigil train`` and ``vigil models``: fit models offline, and the registry's versions, promotion and rollback."""
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import typer
 from rich.console import Console
-from rich.table import Table
 
-from vigil.errors import ConfigError
+from vigil.cli.common import err, fail
+from vigil.errors import ConfigError, VigilError
 
-DEFAULT_REGISTRY = "models"
-REGISTRY_ENV = "VIGIL_MODEL_REGISTRY"
+app = typer.Typer(help="The model registry: versions, promotion, rollback.", no_args_is_help=True)
 
-
-class TrainSpec(BaseModel):
-    """A training config (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    features: list[str] = Field(min_length=1)
-    registry: str | None = None
-    time_column: str | None = "timestamp"
-    algorithm: str = "isolation_forest"
-    contamination: float | str = "auto"
-    n_estimators: int = Field(default=100, ge=1)
-    holdout: float = Field(default=0.2, ge=0.0, le=0.9)
-    seed: int = 42
+RegistryOpt = Annotated[Path | None, typer.Option(
+    "--registry", help="Registry folder (default: the config's, $VIGIL_MODEL_REGISTRY, or ./models).")]  # fmt: skip
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def load_train_config(path: str | os.PathLike[str]) -> tuple[TrainSpec, str]:
-    """Read and check a training config; return it and the folder that its relative paths start from."""
-    from vigil.config.files import read_yaml
+def train(
+    input: Annotated[str, typer.Option("--input", help="Normal data: CSV, JSON lines, Parquet or kafka://HOST:PORT/"
+                                       "TOPIC of JSON records (--config); Influx or Telegraf metrics, a file or "
+                                       "kafka://... (--pipeline).")],
+    config: Annotated[Path | None, typer.Option("--config", help="Training YAML (name, features, ...).")] = None,
+    pipeline: Annotated[Path | None, typer.Option(
+        "--pipeline", help="Or: train the global model of this pipeline's `servers` step.")] = None,  # fmt: skip
+    until: Annotated[str, typer.Option(help="With --pipeline: train on the first DURATION of the input.")] = "4h",
+    registry: RegistryOpt = None,
+    promote: Annotated[bool, typer.Option(help="Promote the new version too.")] = False,
+    reason: Annotated[str, typer.Option(help="History reason when --promote.")] = "trained",
+    json_: JsonOpt = False,
+) -> None:
+    """Fit an Isolation Forest on normal data and register it as a new model version.
 
-    path = os.fspath(path)
-    raw = read_yaml(path, "--config")
+    The new version is validated on a held-back slice; serving pipelines pick up a version when it is
+    promoted (`vigil models promote`).
+
+    Examples: `vigil train --config train.yaml --input normal.csv` ·
+    `vigil train --pipeline pipelines/servers-kafka.yaml --input fleet.influx --until 6h --promote` ·
+    `vigil train --config train.yaml --input kafka://127.0.0.1:9092/normal-transactions`
+    """
+    if (config is None) == (pipeline is None):
+        fail(ConfigError("give exactly one of --config (a feature table) or --pipeline (a servers step)",
+                          field="train", value=None))  # fmt: skip
     try:
-        spec = TrainSpec.model_validate(raw)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        name = ".".join(str(p) for p in e["loc"]) or "config"
-        hint = f"known fields: {', '.join(TrainSpec.model_fields)}" if e["type"] == "extra_forbidden" else None
-        value = e.get("input") if e["type"] != "missing" and not isinstance(e.get("input"), dict) else None
-        raise ConfigError(f"{e['msg']} (in {path})", field=name, value=value, hint=hint) from None
-    if spec.algorithm != "isolation_forest":
-        raise ConfigError(f"is not a trainable algorithm (in {path})", field="algorithm", value=spec.algorithm,
-                          hint="isolation_forest")  # fmt: skip
-    return spec, os.path.dirname(os.path.abspath(path))
+        if pipeline is not None:
+            from vigil.cli.fleet import train_servers_cmd
+
+            train_servers_cmd(str(pipeline), str(input), until=until, promote=promote, reason=reason, console=err)
+            return
+        from vigil.cli.models_admin import train_cmd
+
+        assert config is not None
+        train_cmd(config, input, registry=registry, promote=promote, reason=reason, as_json=json_, console=err)
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def resolve_registry(registry: str | os.PathLike[str] | None, config_value: str | None = None,
-                     base_dir: str = ".") -> str:  # fmt: skip
-    """``--registry``, else the config's ``registry`` (relative to ``base_dir``), else the env var, else ./models."""
-    if registry:
-        return os.fspath(registry)
-    if config_value:
-        return config_value if os.path.isabs(config_value) else os.path.join(base_dir, config_value)
-    return os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
+@app.command("list")
+def models_list(registry: RegistryOpt = None, json_: JsonOpt = False) -> None:
+    """Every model, its versions and which one is promoted."""
+    from vigil.cli.models_admin import list_cmd
+
+    try:
+        list_cmd(registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def _emit(data: Any) -> None:
-    """One JSON document on stdout (for scripts: ``--json``)."""
-    print(json.dumps(data, default=str, sort_keys=True))
+@app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Version (default: the promoted one).")] = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """A version's metadata, validation report and the promotion history."""
+    from vigil.cli.models_admin import show_cmd
+
+    try:
+        show_cmd(name, version, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def train_cmd(config: str | os.PathLike[str], input_path: str | os.PathLike[str], *,
-              registry: str | os.PathLike[str] | None = None, promote: bool = False,
-              reason: str = "trained", as_json: bool = False,
-              console: Console | None = None) -> dict[str, Any]:  # fmt: skip
-    """``vigil train --config TRAIN.yaml --input FILE``: fit, validate on the held-back slice, register."""
-    from vigil.models.training import train_isolation_forest
+@app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to serve, e.g. v3.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve this version; running pipelines pick it up between micro-batches, without a restart."""
+    from vigil.cli.models_admin import promote_cmd
 
-    spec, base = load_train_config(config)
-    root = resolve_registry(registry, spec.registry, base)
-    version, meta = train_isolation_forest(
-        os.fspath(input_path), features=spec.features, name=spec.name, registry_root=root,
-        contamination=spec.contamination, n_estimators=spec.n_estimators, holdout=spec.holdout, seed=spec.seed,
-        time_column=spec.time_column, promote=promote, reason=reason,
-    )  # fmt: skip
-    result = {"name": spec.name, "version": version, "registry": root, "promoted": promote, "meta": meta}
-    if as_json:
-        _emit(result)
-        return result
-    con = console or Console()
-    val = meta.get("validation") or {}
-    con.print(f"registered [bold]{spec.name} {version}[/] in {root}: {meta['n_rows']:,} training rows, "
-              f"features {', '.join(meta['features'])}")  # fmt: skip
-    if val:
-        con.print(f"held-back slice: {val['n_rows']:,} rows, {val['flag_share']:.2%} flagged at "
-                  f"{val['threshold']} (expected ~{val['expected_flag_share']:.0%})")  # fmt: skip
-    con.print("promoted" if promote else f"not promoted yet: vigil models promote {spec.name} {version} --reason ...")
-    return result
+    try:
+        promote_cmd(name, version, reason, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def list_cmd(registry: str | os.PathLike[str] | None = None, *, as_json: bool = False,
-             console: Console | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """``vigil models list``: every model, its versions and which one is promoted."""
-    from vigil.models import ModelRegistry
+@app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve the version promoted before the current one."""
+    from vigil.cli.models_admin import rollback_cmd
 
-    root = resolve_registry(registry)
-    rows = ModelRegistry(root).list()
-    if as_json:
-        _emit(rows)
-        return rows
-    con = console or Console()
-    table = Table(title=f"models in {root}")
-    for col in ("model", "version", "promoted", "created", "rows", "features", "held-back flagged"):
-        table.add_column(col)
-    for m in rows:
-        for v in m["versions"] or [{"version": "-"}]:
-            share = v.get("holdout_flag_share")
-            table.add_row(m["name"], v["version"], "●" if v.get("promoted") else "", str(v.get("created") or ""),
-                          f"{v['n_rows']:,}" if v.get("n_rows") is not None else "",
-                          ", ".join(v.get("features") or []) or v.get("error", ""),
-                          f"{share:.2%}" if isinstance(share, float) else "")  # fmt: skip
-    con.print(table if rows else f"no models in {root} (train one: vigil train --config ... --input ...)")
-    return rows
+    try:
+        rollback_cmd(name, reason, registry, as_json=json_, console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc, 1)
 
 
-def show_cmd(name: str, version: str | None = None, registry: str | os.PathLike[str] | None = None, *,
-             as_json: bool = False, console: Console | None = None) -> dict[str, Any]:  # fmt: skip
-    """``vigil models show NAME [VERSION]``: a version's metadata and validation report, and the history."""
-    from vigil.models import ModelRegistry
-
-    reg = ModelRegistry(resolve_registry(registry))
-    info = reg.show(name, version)
-    info["history"] = reg.history(name)
-    if as_json:
-        _emit(info)
-        return info
-    con = console or Console()
-    con.print(f"[bold]{name} {info['version']}[/]" + (" [green](promoted)[/]" if info["promoted"] else "")
-              + f"  {info['path']}")  # fmt: skip
-    table = Table(show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    for key in ("created", "source", "features", "training_window", "contamination", "n_rows", "params",
-                "validation", "model_sha256", "model_bytes"):  # fmt: skip
-        if key in info:
-            val = info[key]
-            table.add_row(key, val if isinstance(val, str) else json.dumps(val, default=str))
-    for f, st in (info.get("training_stats") or {}).items():
-        table.add_row(f"stats {f}", ", ".join(f"{k} {v:.4g}" for k, v in st.items() if isinstance(v, float)))
-    con.print(table)
-    if info["history"]:
-        hist = Table(title="history")
-        for col in ("when", "who", "action", "from", "to", "reason"):
-            hist.add_column(col)
-        for h in info["history"]:
-            hist.add_row(*(str(h.get(k) or "") for k in ("ts", "who", "action", "from", "to", "reason")))
-        con.print(hist)
-    return info
-
-
-def promote_cmd(name: str, version: str, reason: str, registry: str | os.PathLike[str] | None = None, *,
-                who: str | None = None, as_json: bool = False,
-                console: Console | None = None) -> dict[str, Any]:  # fmt: skip
-    """``vigil models promote NAME VERSION --reason ...``: serving detectors pick it up within their check interval."""
-    from vigil.models import ModelRegistry
-
-    reg = ModelRegistry(resolve_registry(registry))
-    reg.promote(name, version, reason=reason, who=who)
-    rec = reg.history(name)[-1]
-    if as_json:
-        _emit(rec)
-    else:
-        (console or Console()).print(f"promoted {name} {rec['from'] or '(none)'} → [bold]{version}[/] ({reason})")
-    return rec
-
-
-def rollback_cmd(name: str, reason: str, registry: str | os.PathLike[str] | None = None, *,
-                 who: str | None = None, as_json: bool = False,
-                console: Console | None = None) -> dict[str, Any]:  # fmt: skip
-    """``vigil models rollback NAME --reason ...``: back to the version promoted before the current one."""
-    from vigil.models import ModelRegistry
-
-    reg = ModelRegistry(resolve_registry(registry))
-    reg.rollback(name, reason=reason, who=who)
-    rec = reg.history(name)[-1]
-    if as_json:
-        _emit(rec)
-    else:
-        (console or Console()).print(f"rolled back {name} {rec['from']} → [bold]{rec['to']}[/] ({reason})")
-    return rec
-
+def register(root: typer.Typer) -> None:
+    """``vigil train`` and ``vigil models ...``."""
+    root.command("train")(train)
+    root.add_typer(app, name="models")

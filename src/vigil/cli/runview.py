@@ -1,8 +1,11 @@
-"""Run a pipeline with a live progress line and a closing summary."""
+"""Run a pipeline's worker with a live progress line and a closing summary."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -10,7 +13,8 @@ from rich.live import Live
 from rich.table import Table
 
 
-def _line(st: Any) -> Table:
+def progress_line(st: Any) -> Table:
+    """One line of the run's counters."""
     t = Table.grid(padding=(0, 3))
     wm = "-" if st.watermark_ms < -(2**62) else str(st.watermark_ms)
     t.add_row(
@@ -21,36 +25,56 @@ def _line(st: Any) -> Table:
     return t
 
 
-def run_with_view(pipeline: Any, *, out_dir: str, quiet: bool, console: Console,
-                  attach: Callable[[Any], Callable[[], None] | None] | None = None) -> Any:  # fmt: skip
-    """Run on the embedded runtime; Ctrl-C stops after the current batch and flushes outputs.
+class ProgressView:
+    """The live progress line (nothing when ``quiet``): pass :meth:`update` as the worker's ``progress``."""
 
-    ``attach(runner)`` is called before the run to hook things onto the runner (metrics, live
-    reconfiguration, the console); it may return a cleanup, called after the run whatever happens.
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.live = None if quiet else Live(console=console, refresh_per_second=8)
+
+    def update(self, st: Any) -> None:
+        """Show the latest counters."""
+        if self.live is not None:
+            self.live.update(progress_line(st))
+
+
+@contextmanager
+def graceful_stop(worker: Any, console: Console) -> Iterator[list[str]]:
+    """Ctrl-C and SIGTERM (systemd, Docker, Kubernetes) stop the worker cleanly, as one another.
+
+    The run stops after the current batch, with outputs flushed and a final checkpoint. A second signal stops at
+    once. Yields the signals received.
     """
-    from vigil.engine.runner import EmbeddedRunner
+    got: list[str] = []
 
-    live = None if quiet else Live(console=console, refresh_per_second=8)
+    def on_signal(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        got.append(name)
+        if len(got) > 1:
+            raise KeyboardInterrupt
+        console.print(f"[yellow]{name}: stopping after the current batch (again to stop at once)[/]")
+        worker.stop()
 
-    def on_progress(st: Any) -> None:
-        if live is not None:
-            live.update(_line(st))
-
-    runner = EmbeddedRunner(pipeline, progress=on_progress, out_dir=out_dir)
-    cleanup = attach(runner) if attach is not None else None
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield got
+        return
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if live is not None:
-            with live:
-                st = runner.run()
-        else:
-            st = runner.run()
-    except KeyboardInterrupt:
-        runner.stop()
-        console.print("[yellow]stopped[/]")
-        raise
+        yield got
     finally:
-        if cleanup is not None:
-            cleanup()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_with_view(worker: Any, view: ProgressView, *, console: Console) -> Any:
+    """Run the worker (a signal stops it cleanly, see :func:`graceful_stop`); then the summary."""
+    with graceful_stop(worker, console) as got:
+        if view.live is not None:
+            with view.live:
+                st = worker.run()
+        else:
+            st = worker.run()
+    if got:
+        console.print("[yellow]stopped[/]: outputs flushed, final checkpoint written")
     console.print(
         f"done: {st.events_in:,} events in {st.elapsed_s:.1f}s ({st.events_per_s:,.0f}/s), {st.alerts:,} alerts, "
         f"{st.late_events:,} late, {st.dead_letters:,} dead letters"

@@ -1,275 +1,50 @@
-"""``vigil score``: the batch face of the streaming engine — score a CSV, JSON-lines or Parquet file.
-
-What it does, in order:
-
-1. **Read** the whole file (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``; see :mod:`vigil.cli.score_io`): the
-   event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns and an
-   optional key column naming the series. A row that can't be read (a value that is not a number, an
-   infinite value, a time that can't be parsed, a missing key, a malformed CSV line) is **counted and written
-   with empty scores and a ``reason``**; it never stops the run. An empty value is *missing*, not unreadable:
-   it goes to the detector as NaN (not scored, not learned, ``ready`` false).
-2. **Order by event time.** Rows are processed strictly causally in event-time order: a stable sort by
-   timestamp, so for a file the *file order is replaced by event time* (ties keep file order). The whole
-   file is read first because of that sort; for unbounded input use ``vigil run``.
-3. **Score** in micro-batches of ``batch_rows`` through the detector's ``process_many`` — the same call the
-   streaming engine makes, so the verdicts equal streaming the rows in that order (prequential: each row
-   is scored against the rows before it, then learned). Keys get slots from a :class:`~vigil.state.KeyIndex`.
-4. **Write** one row per input row, **in input order** (format by the output's extension): ``row`` (0-based
-   input row), ``ts_ms`` (the event time used), the time, key and value columns as read (renamed
-   ``input_<name>`` if they clash with an output column), ``score`` (raw), ``calibrated`` ([0, 1]), ``flag``,
-   ``ready``, per-column contributions when the verdict stats carry them (stats keys starting with
-   ``z_``, ``member_`` or ``contrib_``), and ``reason`` (empty for scored rows).
-
-Training (``--train FILE``): the training file is read with the same columns and put in event-time order.
-If the detector class has a classmethod ``fit_from_frame(columns: dict[str, np.ndarray]) -> dict``, it is
-called with the training columns (value columns as float64, the time column as int64 epoch ms, the key
-column as strings if any) and returns constructor params that override the config's; the fitted detector
-then scores the input. A detector without that hook is **warmed up** instead: the training rows stream
-through it first (their verdicts are discarded), so scoring starts from the state they leave — training
-data should precede the scored data in event time.
-"""
+"""``vigil score``: backtest a detector on a file, with the streaming code, strictly causal."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import numpy as np
+import typer
 
-from vigil.cli.score_io import Frame, read_frame, write_table
-from vigil.config.detector import ColumnsConfig, DetectorFactory, _needs_training, load_detector_config, resolve_config
-from vigil.detectors.base import Verdicts
-from vigil.errors import ConfigError
-
-CONTRIBUTION_PREFIXES = ("z_", "member_", "contrib_")
+from vigil.cli.common import err, fail
+from vigil.errors import VigilError
 
 
-def run_detector(
-    det: Any,
-    slots: np.ndarray,
-    ts_ms: np.ndarray,
-    X: dict[str, np.ndarray],
-    *,
-    batch_rows: int = 65_536,
-    on_batch: Callable[[int], None] | None = None,
-) -> Verdicts:
-    """Stream rows (already in event-time order) through ``det.process_many`` in micro-batches.
+def score(
+    config: Annotated[str, typer.Argument(help="Detector config YAML ({kind, params} or the full shape), or a "
+                                               "bundled name such as `nab`.")],
+    input: Annotated[Path, typer.Argument(help="CSV, JSON lines or Parquet: a time column, value column(s), "
+                                               "optionally a key column.")],
+    output: Annotated[Path, typer.Argument(help="Where to write per-row scores (.csv, .jsonl or .parquet).")],
+    train: Annotated[Path | None, typer.Option(help="Fit offline-trained detectors on this file first.")] = None,
+    batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 65_536,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on the last line.")] = False,
+) -> None:
+    """Backtest a detector on a file: the batch face of the streaming engine, strictly causal.
 
-    Args:
-        det: the detector (its state advances).
-        slots: int32 key slots; ts_ms: int64 event times; X: float64 columns by name.
-        batch_rows: rows per micro-batch (results don't depend on it: the detector contract).
-        on_batch: called with each batch's row count (progress).
+    Rows are replayed in event-time order through the same detector code as a live pipeline and
+    each row gets its raw score, calibrated score, alert flag and (for multi-column input) per-column
+    contributions, written in the input's row order. Unreadable rows are reported, never fatal.
 
-    Returns:
-        The verdicts of all rows, concatenated.
+    Example: `vigil score nab ../shared/datasets/nab/data/realKnownCause/nyc_taxi.csv taxi-scores.csv`
     """
-    n = len(ts_ms)
-    parts: list[Verdicts] = []
-    for lo in range(0, n, batch_rows):
-        hi = min(n, lo + batch_rows)
-        parts.append(det.process_many(slots[lo:hi], ts_ms[lo:hi], {k: v[lo:hi] for k, v in X.items()}))
-        if on_batch is not None:
-            on_batch(hi - lo)
-    if not parts:
-        return det.process_many(np.empty(0, np.int32), np.empty(0, np.int64), {k: v[:0] for k, v in X.items()})
-    return Verdicts.concat(parts) if len(parts) > 1 else parts[0]
+    import json as _json
 
+    from vigil.cli.score_file import score_file
 
-def _ordered(frame: Frame) -> tuple[Any, Any, Any, dict[str, np.ndarray], Any]:
-    """Readable rows in event-time order: (input row numbers, slots, ts, values, keys)."""
-    from vigil.state.keyindex import KeyIndex
-
-    ok = np.flatnonzero(frame.ok)
-    order = ok[np.argsort(frame.ts_ms[ok], kind="stable")]
-    ts = frame.ts_ms[order]
-    X = {c: np.ascontiguousarray(v[order]) for c, v in frame.values.items()}
-    keys = None
-    if frame.keys is not None:
-        keys = frame.keys[order]
-        slots = KeyIndex().slots_for(keys if keys.dtype.kind in "iu" else keys.tolist(), ts)
+    try:
+        summary = score_file(config, str(input), str(output), train_path=str(train) if train else None,
+                             progress=progress and not json_, batch_rows=batch_rows)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
+    if json_:
+        print(_json.dumps(summary, default=str))
     else:
-        slots = np.zeros(len(order), np.int32)
-    return order, slots, ts, X, keys
+        err.print(f"wrote {output}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict)))
 
 
-def _progress(enabled: bool, total: int, label: str) -> Any:
-    """A rich progress bar with rows/s on stderr (a no-op context when disabled)."""
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.text import Text
-
-    class RowsPerSecond(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:,.0f} rows/s", style="progress.data.speed")
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
-                   TimeElapsedColumn(), console=Console(stderr=True), transient=False)  # fmt: skip
-    bar.add_task(label, total=total)
-    return bar
-
-
-def score_file(
-    config: str | os.PathLike[str] | tuple[DetectorFactory, ColumnsConfig],
-    input_path: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
-    *,
-    train_path: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-    batch_rows: int = 65_536,
-) -> dict[str, Any]:
-    """Score every row of a file with a detector config and write the verdicts (see the module docstring).
-
-    Args:
-        config: a detector config file (:mod:`vigil.config.detector`), a bundled config name (e.g. ``nab``),
-            or an already loaded ``(factory, columns)``.
-        input_path: ``.csv``, ``.jsonl`` / ``.ndjson`` or ``.parquet``.
-        output_path: ``.csv``, ``.jsonl`` or ``.parquet`` (rows in input order).
-        train_path: fit (``fit_from_frame``) or warm up the detector on this file first.
-        progress: show a progress bar on stderr.
-        batch_rows: micro-batch size.
-
-    Returns:
-        A summary: rows, scored, unreadable (with counts by reason), flagged, keys, the time unit used,
-        training mode, detector seconds and rows/s, output path.
-    """
-    if batch_rows <= 0:
-        raise ValueError(f"`batch_rows` must be > 0; got {batch_rows!r}")
-    factory, cols = config if isinstance(config, tuple) else load_detector_config(resolve_config(config))
-    train_mode = None
-    warm: tuple[Any, ...] | None = None
-    if train_path is not None:
-        tframe = read_frame(train_path, cols)
-        t_order, t_slots, t_ts, t_X, t_keys = _ordered(tframe)
-        if factory.trainable:
-            factory.fit(dict(t_X))  # the value columns (features), rows in event-time order
-            train_mode = "fit"
-        else:
-            warm = (t_keys, t_ts, t_X)
-            train_mode = "warmup"
-    frame = read_frame(input_path, cols)
-    if factory.trainable and not factory.fitted and _needs_training(factory.cls, factory.params):
-        raise ConfigError("is trained offline: pass --train FILE (normal data to fit on), or give its `model`",
-                          field="detector", value=factory.kind)  # fmt: skip
-    det = factory()
-    n = frame.n
-    t_det = 0.0
-    if warm is not None:
-        verdicts, order, t_det = _score_with_warmup(det, frame, warm, batch_rows, progress)
-    else:
-        order, slots, ts, X, _ = _ordered(frame)
-        with _progress(progress, len(order), f"scoring {Path(input_path).name}") as bar:
-
-            def tick(k: int) -> None:
-                if bar is not None:
-                    bar.advance(bar.task_ids[0], k)
-
-            t0 = time.perf_counter()
-            verdicts = run_detector(det, slots, ts, X, batch_rows=batch_rows, on_batch=tick)
-            t_det = time.perf_counter() - t0
-    flag = verdicts.flag
-    if cols.threshold is not None:
-        flag = verdicts.ready & (verdicts.calibrated >= cols.threshold)
-    out_cols = _output_columns(frame, order, verdicts, flag, cols)
-    write_table(out_cols, output_path)
-    reasons: dict[str, int] = {}
-    for r in frame.reasons.values():
-        kind = r.split(":")[0]
-        reasons[kind] = reasons.get(kind, 0) + 1
-    scored = int(len(order))
-    return {
-        "input": os.fspath(input_path),
-        "output": os.fspath(output_path),
-        "detector": factory.kind,
-        "rows": n,
-        "scored": scored,
-        "ready": int(verdicts.ready.sum()),
-        "flagged": int(flag.sum()),
-        "unreadable": n - scored,
-        "unreadable_reasons": reasons,
-        "keys": int(len(np.unique(frame.keys[frame.ok]))) if frame.keys is not None else (1 if scored else 0),
-        "time_unit": frame.time_unit,
-        "train": train_mode,
-        "detector_s": round(t_det, 6),
-        "rows_per_s": round(scored / t_det, 1) if t_det > 0 else None,
-    }
-
-
-def _score_with_warmup(
-    det: Any, frame: Frame, warm: tuple[Any, ...], batch_rows: int, progress: bool
-) -> tuple[Verdicts, np.ndarray, float]:
-    """Stream the training rows, then the input rows, through one detector and one key index."""
-    from vigil.state.keyindex import KeyIndex
-
-    t_keys, t_ts, t_X = warm
-    ok = np.flatnonzero(frame.ok)
-    order = ok[np.argsort(frame.ts_ms[ok], kind="stable")]
-    ts = frame.ts_ms[order]
-    X = {c: np.ascontiguousarray(v[order]) for c, v in frame.values.items()}
-    ix = KeyIndex()
-
-    def slots_of(keys: Any, t: np.ndarray) -> np.ndarray:
-        if keys is None:
-            return np.zeros(len(t), np.int32)
-        return ix.slots_for(keys if keys.dtype.kind in "iu" else [str(k) for k in keys.tolist()], t)
-
-    t_slots = slots_of(t_keys, t_ts)
-    slots = slots_of(frame.keys[order] if frame.keys is not None else None, ts)
-    with _progress(progress, len(t_ts) + len(order), "warm-up + scoring") as bar:
-
-        def tick(k: int) -> None:
-            if bar is not None:
-                bar.advance(bar.task_ids[0], k)
-
-        t0 = time.perf_counter()
-        run_detector(det, t_slots, t_ts, t_X, batch_rows=batch_rows, on_batch=tick)
-        verdicts = run_detector(det, slots, ts, X, batch_rows=batch_rows, on_batch=tick)
-        t_det = time.perf_counter() - t0
-    return verdicts, order, t_det
-
-
-def _output_columns(
-    frame: Frame, order: np.ndarray, v: Verdicts, flag: np.ndarray, cols: ColumnsConfig
-) -> dict[str, Any]:
-    """Output columns in input order; rows that were not scored get nulls (NaN / None) and their reason."""
-    import pyarrow as pa
-
-    n = frame.n
-    scored = np.zeros(n, bool)
-    scored[order] = True
-
-    def scatter_float(a: np.ndarray) -> Any:
-        full = np.full(n, np.nan)
-        full[order] = a
-        return pa.array(full, pa.float64(), mask=~scored)
-
-    def scatter_bool(a: np.ndarray) -> Any:
-        full = np.zeros(n, bool)
-        full[order] = a
-        return pa.array(full, pa.bool_(), mask=~scored)
-
-    contrib = [k for k in v.stats if k.startswith(CONTRIBUTION_PREFIXES)]
-    out: dict[str, Any] = {"row": pa.array(np.arange(n, dtype=np.int64))}
-    out["ts_ms"] = pa.array(frame.ts_ms, pa.int64(), mask=~frame.ok)
-    reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib}
-    for name, a in frame.raw.items():  # time, key and value columns as read
-        out[f"input_{name}" if name in reserved else name] = a
-    out["score"] = scatter_float(v.score)
-    out["calibrated"] = scatter_float(v.calibrated)
-    out["flag"] = scatter_bool(flag)
-    out["ready"] = scatter_bool(v.ready)
-    for name in contrib:
-        out[name] = scatter_float(np.asarray(v.stats[name], np.float64))
-    reason = np.full(n, None, object)
-    for r, why in frame.reasons.items():
-        reason[r] = why
-    out["reason"] = pa.array(reason, pa.string())
-    return out
+def register(root: typer.Typer) -> None:
+    """``vigil score``."""
+    root.command("score")(score)
