@@ -1,0 +1,291 @@
+"""`vigil score` (vigil.cli.score_file.score_file): batch scoring == streaming process_many in event-time order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from vigil.cli.score_file import score_file
+from vigil.config.detector import ColumnsConfig, DetectorFactory, load_detector_config, parse_detector_config
+from vigil.detectors import EWZScore
+from vigil.detectors.base import Verdicts
+from vigil.errors import ConfigError
+from vigil.state.keyindex import KeyIndex
+
+CONFIG = """
+detector:
+  kind: ew_zscore
+  params: {field: value, halflife: 20, min_count: 5, protect: false}
+time_column: ts
+key_column: host
+"""
+
+
+def _data(n: int = 500, seed: int = 3) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    ts = 1_700_000_000_000 + rng.integers(0, 3_600_000, n)  # unsorted, with ties
+    ts[10:20] = ts[9]
+    host = np.array([f"h{k}" for k in rng.integers(0, 4, n)], object)
+    value = 10 + rng.standard_normal(n)
+    value[rng.integers(0, n, 5)] += 20
+    return {"ts": ts, "host": host, "value": value}
+
+
+def _write(d: dict[str, Any], path: Path) -> Path:
+    table = pa.table({"ts": d["ts"], "host": d["host"].tolist(), "value": d["value"]})
+    if path.suffix == ".csv":
+        pacsv.write_csv(table, path)
+    elif path.suffix == ".parquet":
+        pq.write_table(table, path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    return path
+
+
+def _read(path: Path) -> dict[str, list[Any]]:
+    if path.suffix == ".csv":
+        return pacsv.read_csv(path).to_pydict()
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pydict()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def _direct(d: dict[str, Any], det: Any) -> Verdicts:
+    """The streaming reference: rows in stable event-time order through one process_many call."""
+    order = np.argsort(d["ts"], kind="stable")
+    slots = KeyIndex().slots_for(d["host"][order].tolist())
+    v = det.process_many(slots, d["ts"][order], {"value": d["value"][order]})
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    return Verdicts(v.score[inv], v.calibrated[inv], v.flag[inv], v.fire[inv], v.ready[inv])
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    p = tmp_path / "det.yaml"
+    p.write_text(CONFIG)
+    return p
+
+
+@pytest.mark.parametrize("in_ext", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("out_ext", [".csv", ".jsonl", ".parquet"])
+def test_matches_process_many_in_event_time_order(tmp_path: Path, config: Path, in_ext: str, out_ext: str) -> None:
+    d = _data()
+    inp = _write(d, tmp_path / f"in{in_ext}")
+    out = tmp_path / f"out{out_ext}"
+    summary = score_file(config, inp, out, progress=False, batch_rows=37)
+    ref = _direct(d, EWZScore(field="value", halflife=20, min_count=5, protect=False))
+    got = _read(out)
+    assert summary["rows"] == summary["scored"] == len(d["ts"]) and summary["unreadable"] == 0
+    assert summary["keys"] == 4 and summary["time_unit"] == "ms"
+    assert got["row"] == list(range(len(d["ts"])))  # input order
+    assert got["ts_ms"] == d["ts"].tolist()
+    assert [str(h) for h in got["host"]] == d["host"].tolist()
+    np.testing.assert_array_equal(np.array(got["score"], float), ref.score)
+    np.testing.assert_array_equal(np.array(got["calibrated"], float), ref.calibrated)
+    assert [bool(f) for f in got["flag"]] == ref.flag.tolist()
+    assert [bool(r) for r in got["ready"]] == ref.ready.tolist()
+    assert ref.flag.sum() >= 3
+
+
+def test_batch_size_does_not_change_results(tmp_path: Path, config: Path) -> None:
+    inp = _write(_data(), tmp_path / "in.parquet")
+    score_file(config, inp, tmp_path / "a.parquet", progress=False, batch_rows=1)
+    score_file(config, inp, tmp_path / "b.parquet", progress=True, batch_rows=100_000)
+    assert pq.read_table(tmp_path / "a.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+
+
+def test_causality_prefix_gives_first_rows(tmp_path: Path, config: Path) -> None:
+    d = _data()
+    order = np.argsort(d["ts"], kind="stable")
+    d = {k: v[order] for k, v in d.items()}  # a file already in event-time order
+    full = _write(d, tmp_path / "full.csv")
+    k = 321
+    prefix = _write({c: v[:k] for c, v in d.items()}, tmp_path / "prefix.csv")
+    score_file(config, full, tmp_path / "full_out.csv", progress=False)
+    score_file(config, prefix, tmp_path / "prefix_out.csv", progress=False)
+    a, b = _read(tmp_path / "full_out.csv"), _read(tmp_path / "prefix_out.csv")
+    for col in ("score", "calibrated", "flag", "ready"):
+        assert b[col] == a[col][:k]
+
+
+def test_bad_rows_are_reported_not_fatal(tmp_path: Path) -> None:
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("kind: ew_zscore\nparams: {field: value, halflife: 10, min_count: 3}\n")
+    lines = ["timestamp,value"] + [f"2024-01-01T00:{m:02d}:00,{10 + m % 3}" for m in range(20)]
+    lines[5] = "2024-01-01T00:04:00,abc"  # not a number
+    lines[8] = "not-a-time,3"
+    lines[11] = "2024-01-01T00:10:00,1,2"  # malformed line
+    lines[14] = "2024-01-01T00:13:00,"  # missing value: not scored, but not unreadable
+    lines[16] = "2024-01-01T00:15:00,inf"
+    inp = tmp_path / "in.csv"
+    inp.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    s = score_file(cfg, inp, out, progress=False)
+    assert s["rows"] == 20 and s["unreadable"] == 4 and s["scored"] == 16
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(20))
+    bad = {r["row"]: r["reason"] for r in rows if r["reason"]}
+    assert set(bad) == {4, 7, 10, 15}
+    assert "not a number" in bad[4] and "ISO 8601" in bad[7] and "malformed" in bad[10] and "finite" in bad[15]
+    assert all(rows[i]["score"] is None and rows[i]["flag"] is None for i in bad)
+    assert rows[13]["reason"] is None and rows[13]["ready"] is False
+    assert rows[19]["ready"] is True
+
+
+def test_time_units_epoch_seconds_and_iso(tmp_path: Path) -> None:
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("kind: ew_zscore\nparams: {field: v, min_count: 3}\n")
+    base = 1_700_000_000
+    secs = tmp_path / "s.jsonl"
+    secs.write_text("".join(json.dumps({"timestamp": base + 60 * i, "v": i % 4}) + "\n" for i in range(10)))
+    iso = tmp_path / "iso.jsonl"
+    iso.write_text(
+        "".join(json.dumps({"timestamp": f"2023-11-14T22:{13 + i:02d}:20Z", "v": i % 4}) + "\n" for i in range(10))
+    )
+    a = score_file(cfg, secs, tmp_path / "a.csv", progress=False)
+    b = score_file(cfg, iso, tmp_path / "b.csv", progress=False)
+    assert a["time_unit"] == "s" and b["time_unit"] == "iso8601"
+    ta, tb = _read(tmp_path / "a.csv"), _read(tmp_path / "b.csv")
+    assert ta["ts_ms"] == tb["ts_ms"] == [(base + 60 * i) * 1000 for i in range(10)]
+    assert ta["score"] == tb["score"]
+
+
+class _Fitted:
+    """A two-column detector fitted offline (not registered): z-scores against means/stds from training data."""
+
+    kind: ClassVar[str] = "test_fitted"
+    fields = ("a", "b")
+    threshold = 3.0
+
+    def __init__(self, *, mean: list[float] | None = None, std: list[float] | None = None) -> None:
+        self.mean = np.array(mean or [0.0, 0.0])
+        self.std = np.array(std or [1.0, 1.0])
+
+    @classmethod
+    def fit_from_frame(cls, columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        assert set(columns) == {"a", "b"}  # the hook gets the value columns (features) only
+        return {
+            "mean": [float(np.mean(columns[f])) for f in cls.fields],
+            "std": [float(np.std(columns[f])) for f in cls.fields],
+        }
+
+    def process_many(self, slots: Any, ts_ms: Any, X: dict[str, np.ndarray]) -> Verdicts:
+        za = (X["a"] - self.mean[0]) / self.std[0]
+        zb = (X["b"] - self.mean[1]) / self.std[1]
+        score = np.hypot(za, zb)
+        flag = score > self.threshold
+        return Verdicts(score, 1 - np.exp(-score), flag, flag, np.ones(len(score), bool), {"z_a": za, "z_b": zb})
+
+
+def test_train_hook_fits_and_writes_contributions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    train = tmp_path / "train.csv"
+    pacsv.write_csv(
+        pa.table(
+            {"t": np.arange(1000) * 1000, "a": 5 + 2 * rng.standard_normal(1000), "b": -3 + rng.standard_normal(1000)}
+        ),
+        train,
+    )
+    inp = tmp_path / "in.csv"
+    pacsv.write_csv(pa.table({"t": np.arange(3) * 1000, "a": [5.0, 25.0, 5.0], "b": [-3.0, -3.0, 7.0]}), inp)
+    factory = DetectorFactory("test_fitted", _Fitted, {})
+    cols = ColumnsConfig(time_column="t", value_columns=("a", "b"))
+    s = score_file((factory, cols), inp, tmp_path / "out.csv", train_path=train, progress=False)
+    assert s["train"] == "fit" and factory.fitted["mean"][0] == pytest.approx(5, abs=0.3)
+    out = _read(tmp_path / "out.csv")
+    assert out["flag"] == [False, True, True]
+    assert abs(out["z_a"][1]) > 8 > abs(out["z_b"][1]) and abs(out["z_b"][2]) > 8
+
+
+def test_train_without_hook_warms_up(tmp_path: Path, config: Path) -> None:
+    d = _data(600)
+    order = np.argsort(d["ts"], kind="stable")
+    d = {k: v[order] for k, v in d.items()}
+    train = _write({k: v[:400] for k, v in d.items()}, tmp_path / "train.parquet")
+    inp = _write({k: v[400:] for k, v in d.items()}, tmp_path / "in.parquet")
+    s = score_file(config, inp, tmp_path / "out.parquet", train_path=train, progress=False)
+    assert s["train"] == "warmup"
+    ref = _direct(d, EWZScore(field="value", halflife=20, min_count=5, protect=False))
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "out.parquet")["score"].to_numpy(), ref.score[400:])
+
+
+def test_threshold_override_flags_on_calibrated(tmp_path: Path) -> None:
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(CONFIG + "threshold: 0.5\n")
+    inp = _write(_data(), tmp_path / "in.parquet")
+    score_file(cfg, inp, tmp_path / "o.parquet", progress=False)
+    t = pq.read_table(tmp_path / "o.parquet").to_pydict()
+    assert t["flag"] == [bool(r and c >= 0.5) for r, c in zip(t["ready"], t["calibrated"])]
+
+
+def test_config_shapes_and_errors(tmp_path: Path) -> None:
+    f, cols = parse_detector_config({"kind": "ew_zscore", "params": {"field": "cpu"}})
+    assert cols == ColumnsConfig(value_columns=("cpu",))
+    with pytest.raises(ConfigError, match=r"`detector.kind` is not a known detector.*got 'ew_zscor'.*'ew_zscore'"):
+        parse_detector_config({"detector": {"kind": "ew_zscor"}})
+    with pytest.raises(ConfigError, match=r"`params.halflif` is not a parameter.*did you mean `halflife`"):
+        parse_detector_config({"kind": "ew_zscore", "params": {"halflif": 3}})
+    with pytest.raises(ConfigError, match=r"`detector.params.inner.kind` is not a known detector.*'ew_zscore'"):
+        parse_detector_config({"detector": {"kind": "calibrated", "params": {"inner": {"kind": "ewzscore"}}}})
+    with pytest.raises(ConfigError, match=r"`value_columns` must include the detector's fields"):
+        parse_detector_config({"detector": {"kind": "ew_zscore"}, "value_columns": ["x"]})
+    with pytest.raises(ConfigError, match=r"`time_colum`.*did you mean `time_column`"):
+        parse_detector_config({"detector": {"kind": "ew_zscore"}, "time_colum": "t"})
+    with pytest.raises(ConfigError, match=r"`params` .*halflife"):
+        parse_detector_config({"kind": "ew_zscore", "params": {"halflife": -1}})
+    p = tmp_path / "x.yaml"
+    p.write_text("detector: {kind: ew_zscore}\nkey_column: host\n")
+    assert load_detector_config(p)[1].key_column == "host"
+
+
+def test_missing_column_is_a_config_error(tmp_path: Path, config: Path) -> None:
+    inp = tmp_path / "in.csv"
+    inp.write_text("ts,hots,value\n1,a,2\n")
+    with pytest.raises(ConfigError, match=r"`column` is not a column of in.csv; got 'host'.*'hots'"):
+        score_file(config, inp, tmp_path / "o.csv", progress=False)
+
+
+def test_score_trains_an_offline_detector_first(tmp_path):
+    """`vigil score --train`: an Isolation Forest is fitted on normal data, then scores the input."""
+    import csv as _csv
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    import numpy as _np
+
+    rng = _np.random.default_rng(0)
+
+    def write(path, n, spikes):
+        with open(path, "w", newline="") as f:
+            w = _csv.writer(f)
+            w.writerow(["timestamp", "cpu", "mem"])
+            for i in range(n):
+                cpu, mem = rng.normal(50, 5), rng.normal(30, 3)
+                if spikes and i % 200 == 100:
+                    cpu, mem = cpu + 60, mem + 40
+                w.writerow([1_700_000_000_000 + i * 1000, round(cpu, 3), round(mem, 3)])
+
+    write(tmp_path / "train.csv", 3000, False)
+    write(tmp_path / "test.csv", 2000, True)
+    (tmp_path / "if.yaml").write_text("detector: {kind: isolation_forest, params: {threshold: 0.99}}\n"
+                                      "time_column: timestamp\nvalue_columns: [cpu, mem]\n")
+    cmd = [_sys.executable, "-m", "vigil.cli.main", "score", str(tmp_path / "if.yaml"), str(tmp_path / "test.csv"),
+           str(tmp_path / "out.csv"), "--json"]
+    r = _sp.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 1 and "--train" in r.stderr  # an untrained model is refused clearly
+    r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
+    rows = list(_csv.DictReader(open(tmp_path / "out.csv")))
+    flagged = {int(row["row"]) for row in rows if row["flag"].lower() == "true"}
+    assert {i for i in range(2000) if i % 200 == 100} <= flagged

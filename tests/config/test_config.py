@@ -1,0 +1,81 @@
+"""YAML pipelines: load, build, and fail at load with the step, field and value named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vigil.config import load_pipeline, parse_spec
+from vigil.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_fraud_pipeline_loads():
+    p = load_pipeline(str(ROOT / "pipelines" / "fraud.yaml"))
+    assert [s.name for s in p.steps] == ["amount_z", "velocity", "spend_per_minute"]
+    assert p.event_time.max_delay_ms == 2000 and p.key_ttl_ms == 6 * 3600_000 and p.id_field == "txn_id"
+    z = p.steps[0].detector
+    assert z.window_ms == 60_000 and z.threshold == 3 and z.transform == "log"
+
+
+def _spec(**over):
+    base = {
+        "name": "p",
+        "source": {"kind": "jsonl", "path": "x.jsonl", "schema": {"key": "user", "time": "ts", "fields": ["amount"]}},
+        "steps": [{"name": "amount_z", "detector": "sliding_zscore", "params": {"field": "amount", "window": "60s"}}],
+    }
+    base.update(over)
+    return base
+
+
+def _load(tmp_path, doc):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    return load_pipeline(str(f))
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (_spec(steps=[{"name": "amount_z", "detector": "sliding_zscore", "params": {"window": "0s"}}]),
+         "step `amount_z`: `params.window` must be > 0; got '0s'"),
+        (_spec(steps=[{"name": "amount_z", "detector": "sliding_zscore", "params": {"window": "soon"}}]),
+         "step `amount_z`: `params.window`"),
+        (_spec(steps=[{"name": "amount_z", "detector": "sliding_zscore", "params": {"treshold": 3}}]),
+         "step `amount_z`: `params.treshold` is not a parameter of `sliding_zscore`; got 3 (hint: did you mean `threshold`?)"),
+        (_spec(steps=[{"name": "z", "detector": "slidng_zscore"}]),
+         "step `z`: `detector` is not a known detector; got 'slidng_zscore' (hint: did you mean 'sliding_zscore'?)"),
+        (_spec(steps=[{"name": "v", "detector": "velocity", "params": {"max_count": 0}}]),
+         "step `v`: `params.max_count` must be >= 1; got 0"),
+        (_spec(steps=[{"name": "v", "detector": "velocity", "severty": "high"}]),
+         "step `v`: `severty` Extra inputs are not permitted"),
+        (_spec(event_time={"max_delay": "2 parsecs"}), "`max_delay` is not a duration; got '2 parsecs'"),
+        (_spec(source={"kind": "kafkaa", "path": "x"}), "source: `kind`"),
+        (_spec(source={"kind": "jsonl", "path": "x.jsonl"}), "needs `schema`"),
+        (_spec(steps=[{"name": "w", "window": {"kind": "tumbling", "size": "-1s"}, "field": "amount",
+                       "to": {"kind": "jsonl", "path": "w.jsonl"}}]), "step `w`: `window.size`"),
+        (_spec(steps=[]), "has no steps"),
+    ],
+)
+def test_bad_config_fails_at_load_naming_step_field_value(tmp_path, doc, expected):
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, doc)
+    assert expected in str(exc.value)
+
+
+def test_severity_typo_gets_a_hint(tmp_path):
+    doc = _spec(steps=[{"name": "v", "detector": "velocity", "severty": "high"}])
+    with pytest.raises(ConfigError, match="did you mean `severity`"):
+        _load(tmp_path, doc)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("steps: [unclosed")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_pipeline(str(f))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_pipeline(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        parse_spec(["a", "list"])
