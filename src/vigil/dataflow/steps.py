@@ -12,7 +12,7 @@ Examples:
     >>> import numpy as np
     >>> from vigil.dataflow.outputs import CollectingOutputs
     >>> from vigil.detectors import VelocityRule
-    >>> from vigil.types import Batch
+    >>> from vigil.types import Batch, BoolArray
     >>> step = DetectStep("burst", VelocityRule(window="10s", max_count=3))
     >>> out = CollectingOutputs("demo", alert_sinks=["alerts"])
     >>> b = Batch(np.zeros(5, np.int32), np.arange(5) * 1000, {})
@@ -34,7 +34,7 @@ from vigil.dataflow.capabilities import HealthReporter, ServedModel, SlicedState
 from vigil.dataflow.operators import KeyedOperatorHost
 from vigil.dataflow.outputs import Outputs, late_rows, score_rows, verdict_alerts, window_rows
 from vigil.eventtime.windows import WindowAggregator
-from vigil.types import Batch, Int32Array, Int64Array
+from vigil.types import Batch, BoolArray, Int32Array, Int64Array
 
 log = logging.getLogger("vigil.dataflow")
 
@@ -54,8 +54,12 @@ class Step(Protocol):
         """On-time rows; ``wm_rows[i]`` is the watermark in force before row ``i``. May return verdicts (taps)."""
         ...
 
-    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
-        """Rows behind the watermark by more than the allowed lateness (``behind_ms`` per row)."""
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs,
+                expired: BoolArray) -> None:
+        """Rows behind the watermark by more than the allowed lateness (``behind_ms`` per row).
+
+        ``expired`` marks the rows whose key's state had expired by then (they see the key as new).
+        """
         ...
 
     def on_watermark(self, watermark_ms: int, out: Outputs) -> None:
@@ -98,7 +102,8 @@ def params_hash(params: Any) -> str:
 class _NoLate:
     """Steps that have nothing to do with late rows."""
 
-    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs,
+                expired: BoolArray) -> None:
         """Nothing."""
 
     def open(self) -> None:
@@ -143,20 +148,34 @@ class DetectStep:
             out.emit(out.score_sink, score_rows(out, self.name, batch, keys, v))
         return v
 
-    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
-        """Score late rows against a copy of the state; fired ones are alerts raised late."""
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs,
+                expired: BoolArray) -> None:
+        """Score late rows against a copy of their keys' state; fired ones are alerts raised late.
+
+        Each row is scored on its own against the state as it stands (nothing is learned, not even from another
+        late row of the same key): rows of one key go in separate rounds. A row whose key had expired is scored
+        against empty state.
+        """
         det = self.detector
         if any(f not in late.cols for f in det.fields):
             return
-        if self._sliced:  # copy only the late rows' keys' state, not every key's
-            slots = np.unique(late.slots)
-            twin = det.fresh()
-            twin.import_slots(slots, det.export_slots(slots))
-        else:  # state that no key's slice holds (e.g. one model over all keys): copy the whole detector
-            twin = type(det).from_snapshot(det.params(), det.snapshot())
-        v = twin.process_many(late.slots, late.ts_ms, late.cols)
-        out.alerts(self.name, verdict_alerts(out, self.name, det, self.severity, late, keys, v,
-                                             late_behind_ms=behind_ms.tolist()))  # fmt: skip
+        rounds = _rounds(late.slots)
+        for r in range(int(rounds.max()) + 1 if len(rounds) else 0):
+            rows = np.flatnonzero(rounds == r)
+            part = late.take(rows)
+            slots = part.slots
+            if self._sliced:  # copy only these keys' state, not every key's
+                twin = det.fresh()
+                states = det.export_slots(slots)
+                twin.import_slots(slots, [None if e else s for s, e in zip(states, expired[rows].tolist(),
+                                                                           strict=True)])  # fmt: skip
+            else:  # state that no key's slice holds (e.g. one model over all keys): copy the whole detector
+                twin = type(det).from_snapshot(det.params(), det.snapshot())
+                if expired[rows].any():
+                    twin.reset_slots(slots[expired[rows]])
+            v = twin.process_many(slots, part.ts_ms, part.cols)
+            out.alerts(self.name, verdict_alerts(out, self.name, det, self.severity, part, keys[rows], v,
+                                                 late_behind_ms=behind_ms[rows].tolist()))  # fmt: skip
 
     def on_watermark(self, watermark_ms: int, out: Outputs) -> None:
         """Nothing: detectors score on arrival."""
@@ -337,6 +356,23 @@ class ProcessStep(_NoLate):
     def sinks(self) -> list[Any]:
         """The operator's outputs."""
         return [self.sink] if self.sink is not None else []
+
+
+def _rounds(slots: np.ndarray) -> np.ndarray:
+    """Per row, how many earlier rows share its slot (the n-th row of a key goes in round n).
+
+    Examples:
+        >>> _rounds(np.array([3, 1, 3, 3, 1])).tolist()
+        [0, 0, 1, 2, 1]
+    """
+    order = np.argsort(slots, kind="stable")
+    s = slots[order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1] if len(s) else np.empty(0, np.int64)
+    first = np.zeros(len(s), np.int64)
+    first[starts] = starts
+    out = np.empty(len(s), np.int64)
+    out[order] = np.arange(len(s)) - np.maximum.accumulate(first)
+    return out
 
 
 def _nbytes(obj: Any) -> int:

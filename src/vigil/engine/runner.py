@@ -56,6 +56,7 @@ from vigil.eventtime.watermarks import MAX_WATERMARK, NO_WATERMARK, BoundedOutOf
 from vigil.io.sinks import LazyJsonlSink
 from vigil.state.checkpoint import CheckpointStore
 from vigil.state.keyindex import KeyIndex
+from vigil.state.ttl import expired_rows
 from vigil.types import Batch
 
 _END = object()
@@ -380,7 +381,7 @@ class EmbeddedRunner:
         if self.p.event_time.mode == "processing":
             recs.ts_ms = np.full(n, self.now_ns() // 1_000_000, np.int64)
         ts = recs.ts_ms
-        slots = self.keys.slots_for(recs.keys, ts)
+        slots = self.keys.slots_for(recs.keys)
         wm_before = self._watermarks(part, recs, ts)
         late = split_late(ts, wm_before, self.p.event_time.allowed_lateness_ms)
         out = self.out
@@ -388,35 +389,53 @@ class EmbeddedRunner:
             idx = np.flatnonzero(late)
             out.counts.late_events += len(idx)
             out.emit(self.late_sink, late_rows("watermark", recs.keys, ts, recs.cols, idx, wm_before, recs.extra))
-            if self.p.event_time.score_late:
-                lb = Batch(slots[idx], ts[idx], {k: v[idx] for k, v in recs.cols.items()},
-                           {k: v[idx] for k, v in recs.extra.items()})  # fmt: skip
-                behind = wm_before[idx] - ts[idx]
-                for step in self.p.steps:
-                    step.on_late(lb, recs.keys[idx], behind, out)
-            keep = ~late
-            batch = Batch(slots[keep], ts[keep], {k: v[keep] for k, v in recs.cols.items()},
-                          {k: v[keep] for k, v in recs.extra.items()})  # fmt: skip
-            keys = recs.keys[keep]
-            wm_rows = wm_before[keep]
+        expired = mid = None
+        if self.keys.ttl_ms is not None:  # keys expire by event time alone, at the row (vigil.state.ttl)
+            expired, mid = expired_rows(slots, ts, ~late, wm_before, self.keys.last_seen_ms, self.keys.ttl_ms)
+            first = expired & ~mid & ~late
+            if first.any():
+                self._reset(np.unique(slots[first]))
+        batch = Batch(slots, ts, recs.cols, recs.extra)
+        if not late.any() and (mid is None or not mid.any()):
+            self._on_time(batch, recs.keys, wm_before)  # the common case: one piece
         else:
-            batch = Batch(slots, ts, recs.cols, recs.extra)
-            keys = recs.keys
-            wm_rows = wm_before
-        st.events += len(batch)
+            # cut the batch where order matters: at late rows (scored against the state the on-time rows before
+            # them left) and before a row whose key expired since its earlier rows in this batch
+            starts = np.flatnonzero(np.r_[True, late[1:] != late[:-1]] | (mid if mid is not None else False))
+            for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(ts)], strict=True):
+                piece = batch.take(slice(a, b))  # type: ignore[arg-type]
+                if late[a]:
+                    if self.p.event_time.score_late:
+                        gone = expired[a:b] if expired is not None else np.zeros(b - a, bool)
+                        for step in self.p.steps:
+                            step.on_late(piece, recs.keys[a:b], wm_before[a:b] - ts[a:b], out, gone)
+                    continue
+                if mid is not None and mid[a]:
+                    self._reset(slots[a : a + 1])
+                self._on_time(piece, recs.keys[a:b], wm_before[a:b])
+        self._advance(self.watermarks.watermark)
+        self._check_health()
+        self._mark_watermark()
+
+    def _on_time(self, batch: Batch, keys: np.ndarray, wm_rows: np.ndarray) -> None:
+        """Every step on on-time rows; then the taps, with each detector step's verdicts."""
+        self.stats.events += len(batch)
         verdicts: dict[str, Any] = {}
         for step in self.p.steps:
             t0 = time.perf_counter()
-            v = step.on_batch(batch, keys, wm_rows, out)
+            v = step.on_batch(batch, keys, wm_rows, self.out)
             if v is not None:
                 verdicts[step.name] = v
             if self.metrics is not None:
                 self.metrics.observe_step(step.name, len(batch), time.perf_counter() - t0)
         for tap in self.taps:
             tap(batch, keys, verdicts)
-        self._advance(self.watermarks.watermark)
-        self._check_health()
-        self._mark_watermark()
+
+    def _reset(self, slots: np.ndarray) -> None:
+        """Every step forgets these keys (their state expired by event time)."""
+        self.stats.keys_expired += len(slots)
+        for step in self.p.steps:
+            step.reset_slots(slots)
 
     def _watermarks(self, part: str, recs: Any, ts: np.ndarray) -> np.ndarray:
         """The watermark before each row.

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from vigil.config.registry import register_step
 from vigil.dataflow.kinds import BuildContext, LiveChange, StepKind
 from vigil.dataflow.outputs import Outputs, make_alert
-from vigil.types import Batch, Int32Array, Int64Array
+from vigil.types import Batch, BoolArray, Int32Array, Int64Array
 
 
 class EveryNth:
@@ -43,7 +43,8 @@ class EveryNth:
                                          detect_ts_ms=int(batch.ts_ms[i])))  # fmt: skip
         out.alerts(self.name, alerts)
 
-    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs,
+                expired: BoolArray) -> None:
         """Late events are not counted."""
 
     def on_watermark(self, watermark_ms: int, out: Outputs) -> None:

@@ -41,7 +41,7 @@ from vigil.apps.servers.pipeline import ServerConfig, ServerPipeline, WindowVerd
 from vigil.apps.servers.revise import WindowRevisions
 from vigil.dataflow.outputs import Outputs, late_rows
 from vigil.dataflow.steps import params_hash
-from vigil.types import Batch, Int64Array
+from vigil.types import Batch, BoolArray, Int64Array
 
 __all__ = ["ServerStep"]
 
@@ -133,7 +133,8 @@ class ServerStep:
             out.counts.late_events += len(late)
             out.emit(out.late_sink, late_rows(self.name, keys, batch.ts_ms, batch.cols, late, wm_rows))
 
-    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs) -> None:
+    def on_late(self, late: Batch, keys: np.ndarray, behind_ms: Int64Array, out: Outputs,
+                expired: BoolArray) -> None:
         """Samples late at the watermark: revisions are made from samples the join calls late, not here."""
 
     def on_watermark(self, watermark_ms: int, out: Outputs) -> None:
