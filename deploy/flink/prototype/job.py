@@ -43,7 +43,7 @@ log = logging.getLogger("vigil.flink.prototype")
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variant", choices=["per-event", "keyed", "bucket", "nonkeyed"], default="bucket")
+    p.add_argument("--variant", choices=["per-event", "keyed", "bucket", "nonkeyed", "sqlbatch"], default="bucket")
     p.add_argument("--bootstrap", default="127.0.0.1:19092")
     p.add_argument("--topic", default="txns")
     p.add_argument("--alerts", default=None, help="alerts topic (default <topic>-alerts)")
@@ -60,6 +60,7 @@ def parse_args(argv):
     p.add_argument("--out-of-orderness-ms", type=int, default=2000)
     p.add_argument("--idleness-ms", type=int, default=5000)
     p.add_argument("--python-ts", action="store_true", help="assign timestamps in Python after the source")
+    p.add_argument("--window-ms", type=int, default=1000, help="sqlbatch: event-time window of one micro-batch")
     p.add_argument("--checkpoint-ms", type=int, default=5000)
     p.add_argument("--max-parallelism", type=int, default=128)
     p.add_argument("--txn-prefix", default=None, help="transactional id prefix (default vigil-<alerts>)")
@@ -79,6 +80,13 @@ def user_of(line: str) -> str:
         if end > 0:
             return line[9:end]
     return json.loads(line)["user"]
+
+
+def md5_bucket(user: str, buckets: int) -> int:
+    """The sqlbatch variant's bucket, computed in SQL from MD5's first two hex digits (Flink SQL has no hash)."""
+    import hashlib
+
+    return int(hashlib.md5(user.encode()).hexdigest()[:2], 16) % buckets
 
 
 def bucket_of(line: str, buckets: int) -> int:
@@ -359,6 +367,9 @@ def build(args):
                         self.state[u] = (int(n[i]), float(mean[i]), float(var[i]))
                 yield from score_grouped(users, ts, x, get, put, self.kernel)
 
+    if args.variant == "sqlbatch":
+        return build_sqlbatch(args, env, kafka_sink_factory(args), alerts_topic, late_topic)
+
     if args.variant == "per-event":
         parsed = raw.map(lambda s: (lambda r: (r["user"], r["ts"], r["amount"]))(json.loads(s)),
                          output_type=Types.TUPLE([Types.STRING(), Types.LONG(), Types.DOUBLE()])).uid("parse")
@@ -379,6 +390,20 @@ def build(args):
         alerts = keyed.process(fn, output_type=Types.STRING()).uid("zscore").name(f"zscore-{args.variant}")
         late = alerts.get_side_output(late_tag)
 
+    kafka_sink = kafka_sink_factory(args)
+
+    prefix = args.txn_prefix or f"vigil-{alerts_topic}"
+    alerts.sink_to(kafka_sink(alerts_topic, prefix)).uid("alerts-sink").name("alerts-sink")
+    if late is not None:
+        late.sink_to(kafka_sink(late_topic, prefix + "-late")).uid("late-sink").name("late-sink")
+    return env
+
+
+def kafka_sink_factory(args):
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
     def kafka_sink(topic: str, prefix: str):
         return (KafkaSink.builder()
                 .set_bootstrap_servers(args.bootstrap)
@@ -391,10 +416,90 @@ def build(args):
                 .set_property("transaction.timeout.ms", str(args.txn_timeout_ms))
                 .build())
 
+    return kafka_sink
+
+
+def build_sqlbatch(args, env, kafka_sink, alerts_topic: str, late_topic: str):
+    """Micro-batches made in the JVM: Flink SQL reads Kafka (raw lines + partition/offset/timestamp metadata),
+    assigns each record a bucket of users and an event-time tumbling window, and aggregates each (bucket, window)
+    into ONE record (LISTAGG of the lines): Python is called once per micro-batch instead of once per event.
+    Records behind the watermark (CURRENT_WATERMARK) are selected by a second query: the late output."""
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream.state import MapStateDescriptor
+    from pyflink.table import StreamTableEnvironment
+
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.exec.source.idle-timeout", f"{args.idleness_ms} ms")
+    bounded = "'scan.bounded.mode' = 'latest-offset'," if args.bounded else ""
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE src (
+          `line` STRING,
+          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+          `part` INT METADATA FROM 'partition' VIRTUAL,
+          `off` BIGINT METADATA FROM 'offset' VIRTUAL,
+          WATERMARK FOR `ts` AS `ts` - INTERVAL '{args.out_of_orderness_ms / 1000:.3f}' SECOND
+        ) WITH (
+          'connector' = 'kafka', 'topic' = '{args.topic}',
+          'properties.bootstrap.servers' = '{args.bootstrap}',
+          'properties.group.id' = '{args.group or "vigil-sqlbatch"}',
+          'scan.startup.mode' = 'earliest-offset', {bounded}
+          'format' = 'raw'
+        )""")
+    hexd = "'0123456789abcdef'"
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY VIEW tagged AS
+        SELECT line, ts, part, off,
+               MOD((POSITION(SUBSTRING(MD5(JSON_VALUE(line, '$.user')), 1, 1) IN {hexd}) - 1) * 16
+                   + POSITION(SUBSTRING(MD5(JSON_VALUE(line, '$.user')), 2, 1) IN {hexd}) - 1, {args.buckets})
+                 AS bucket,
+               CURRENT_WATERMARK(ts) AS wm
+        FROM src""")
+    batches = t_env.sql_query(f"""
+        SELECT bucket, window_end, COUNT(*) AS n,
+               LISTAGG(CONCAT(CAST(part AS STRING), ' ', CAST(off AS STRING), ' ', line), '\n') AS body
+        FROM TABLE(TUMBLE(TABLE tagged, DESCRIPTOR(ts), INTERVAL '{args.window_ms / 1000:.3f}' SECOND))
+        WHERE wm IS NULL OR ts > wm
+        GROUP BY bucket, window_start, window_end""")
+    late = t_env.sql_query("SELECT line FROM tagged WHERE wm IS NOT NULL AND ts <= wm")
+
+    class ScoreBatch(KeyedProcessFunction):
+        """One call per (bucket, window): decode, sort per user by (event time, partition, offset), score."""
+
+        def __init__(self, kernel: str):
+            self.kernel = kernel
+
+        def open(self, ctx: RuntimeContext):
+            import zscore
+
+            self.users = ctx.get_map_state(MapStateDescriptor("ew", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+            zscore.score_batch(np.array([0, 1]), np.zeros(1), np.zeros(1, np.int64), np.zeros(1), np.zeros(1),
+                               self.kernel)
+
+        def process_element(self, row, ctx):
+            import zscore
+
+            body = row[3]
+            parts = [ln.split(" ", 2) for ln in body.split("\n")]
+            # arrival order = (partition, offset): sort by it first, score_grouped's stable sort keeps it for ties
+            parts.sort(key=lambda p3: (int(p3[0]), int(p3[1])))
+            users, ts, x = decode_lines([p3[2] for p3 in parts])
+
+            def get(distinct):
+                return [zscore.decode_state(map_get(self.users, u)) for u in distinct]
+
+            def put(distinct, n, mean, var):
+                for i, u in enumerate(distinct):
+                    self.users.put(u, zscore.encode_state(int(n[i]), float(mean[i]), float(var[i])))
+            yield from score_grouped(users, ts, x, get, put, self.kernel)
+
+    rows = t_env.to_data_stream(batches)
+    alerts = (rows.key_by(lambda r: r[0], key_type=Types.INT())
+              .process(ScoreBatch(args.kernel), output_type=Types.STRING()).uid("zscore").name("zscore-sqlbatch"))
+    late_lines = t_env.to_data_stream(late).map(lambda r: r[0], output_type=Types.STRING()).uid("late-lines")
     prefix = args.txn_prefix or f"vigil-{alerts_topic}"
     alerts.sink_to(kafka_sink(alerts_topic, prefix)).uid("alerts-sink").name("alerts-sink")
-    if late is not None:
-        late.sink_to(kafka_sink(late_topic, prefix + "-late")).uid("late-sink").name("late-sink")
+    late_lines.sink_to(kafka_sink(late_topic, prefix + "-late")).uid("late-sink").name("late-sink")
     return env
 
 

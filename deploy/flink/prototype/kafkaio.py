@@ -190,7 +190,7 @@ def check(bootstrap: str, topic: str, alerts_topic: str, variant: str, idle_s: f
     """Compare the read_committed alerts (and late records) with the reference: exact, no duplicate, no loss."""
     inp = read_topic(bootstrap, topic, committed=False, idle_s=1.0)
     late_out = None
-    if variant in ("keyed", "bucket"):
+    if variant in ("keyed", "bucket", "sqlbatch"):
         late_out = [v for _p, _o, v in read_topic(bootstrap, f"{alerts_topic}-late", idle_s=2.0)]
     want, want_late = expected_alerts(inp, variant, set(late_out) if late_out is not None else None)
     got_raw = read_topic(bootstrap, alerts_topic, idle_s=idle_s, expect=len(want))
