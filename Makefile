@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down
+.PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down flink-venv flink-up flink-down
 
 setup: $(STAMP)
 
@@ -48,6 +48,19 @@ kafka-up: setup
 
 kafka-down:
 	@./deploy/kafka/kafka.sh down
+
+# PyFlink's own virtualenv (.venv-flink): apache-flink 2.2.1 + Vigil, only the versions deploy/flink/requirements.lock
+# pins (PyFlink pins numpy/pandas/pyarrow/Beam below what .venv has). A second run is a quick no-op.
+flink-venv:
+	@./deploy/flink/flink.sh venv
+
+# A real standalone Flink session cluster on 127.0.0.1 (1 JobManager + 2 TaskManagers, REST on 8081);
+# `down` keeps its data (deploy/flink/data: checkpoints, savepoints, logs).
+flink-up: flink-venv
+	@./deploy/flink/flink.sh up
+
+flink-down:
+	@./deploy/flink/flink.sh down
 
 bench: setup
 	@mkdir -p bench/results
