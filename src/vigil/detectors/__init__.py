@@ -26,6 +26,7 @@ from vigil.detectors.iforest import IsolationForestDetector
 from vigil.detectors.likelihood import AnomalyLikelihood, Calibrated
 from vigil.detectors.mad import RobustZScore
 from vigil.detectors.pagehinkley import PageHinkley
+from vigil.detectors.pattern import PatternRule
 from vigil.detectors.rarity import LevelRarity
 from vigil.detectors.river_adapter import RiverDetector
 from vigil.detectors.rules import ExpressionRule, ThresholdRule
@@ -35,6 +36,6 @@ from vigil.detectors.zscore import SlidingZScore
 __all__ = [
     "CUSUM", "AnomalyLikelihood", "BaseDetector", "Calibrated", "Detector", "EWForecaster", "EWZScore", "Ensemble",
     "ExpressionRule", "ForecastResidual", "HalfSpaceTrees", "HoltWinters", "HoltWintersForecaster",
-    "IsolationForestDetector", "LevelRarity", "PageHinkley", "RiverDetector", "RobustZScore", "SlidingZScore",
-    "ThresholdRule", "VelocityRule", "Verdicts", "register", "registry",
+    "IsolationForestDetector", "LevelRarity", "PageHinkley", "PatternRule", "RiverDetector", "RobustZScore",
+    "SlidingZScore", "ThresholdRule", "VelocityRule", "Verdicts", "register", "registry",
 ]  # fmt: skip
