@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from vigil.cli import (
+    alertmanager,
     alerts,
     bench,
     checkpoint,
@@ -37,7 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for topic in (demo, generate, pipelines, console, alerts, feedback, checkpoint, score, models, collect, bench):
+for topic in (demo, generate, pipelines, console, alerts, alertmanager, feedback, checkpoint, score, models, collect,
+              bench):
     topic.register(app)
 
 
@@ -62,7 +64,7 @@ def _dump_stacks_on_sigusr1() -> None:
 #: `vigil --help` in panels, in the order a newcomer needs them
 _PANELS = {
     "Start here": ("demo", "generate", "run", "validate"),
-    "Operate a running pipeline": ("console", "alerts", "silence", "apply", "feedback", "checkpoint"),
+    "Operate a running pipeline": ("console", "alerts", "silence", "apply", "feedback", "checkpoint", "alertmanager"),
     "Models and detectors": ("score", "train", "models", "retrain", "collect"),
     "Measure": ("bench",),
 }
