@@ -15,6 +15,12 @@ Examples:
     >>> expired, mid = expired_rows(slots, ts, np.ones(4, bool), wm, last, ttl_ms=5_000)
     >>> expired.tolist(), mid.tolist(), last.tolist()   # key 0: last event 2 000, watermark 8 000 > 7 000
     ([False, False, False, True], [False, False, False, True], [9000, 1000])
+
+    Before the first watermark (int64's minimum) nothing has expired:
+
+    >>> no_wm = np.full(4, np.iinfo(np.int64).min)
+    >>> expired_rows(slots, ts, np.ones(4, bool), no_wm, last, ttl_ms=5_000)[0].tolist()
+    [False, False, False, False]
 """
 
 from __future__ import annotations
@@ -30,13 +36,12 @@ def _timeline(slots, ts, on_time, wm, last_seen, ttl_ms, expired, mid, seen):  #
     for i in range(slots.shape[0]):
         s = slots[i]
         last = last_seen[s]
-        if last > 0 and wm[i] - ttl_ms > last:
+        if last > 0 and wm[i] > last + ttl_ms:  # not wm - ttl: no watermark yet is int64's minimum
             expired[i] = True
             mid[i] = on_time[i] and seen[s]
-        if on_time[i]:
-            if expired[i] or ts[i] > last:
-                last_seen[s] = ts[i]
-            seen[s] = True
+        if on_time[i] and (expired[i] or ts[i] > last):
+            last_seen[s] = ts[i]
+        seen[s] = True  # late rows too: one before an expiry is scored against the state before the reset
     for i in range(slots.shape[0]):  # leave the scratch marks clean for the next batch
         seen[slots[i]] = False
 
@@ -45,8 +50,8 @@ def expired_rows(slots: Int32Array, ts_ms: Int64Array, on_time: BoolArray, water
                  last_seen: Int64Array, ttl_ms: int) -> tuple[BoolArray, BoolArray]:  # fmt: skip
     """Rows that find their key's state expired; and the on-time ones among them that need the batch cut.
 
-    An expired on-time row whose key already had an on-time row earlier in the batch needs the batch cut there,
-    so that the reset happens between the two rows. ``last_seen`` (per slot, 0 = never seen) is updated with
+    An expired on-time row whose key already had a row (on time or late) earlier in the batch needs the batch
+    cut there, so that the reset happens between the two rows. ``last_seen`` (per slot, 0 = never seen) is updated with
     the on-time rows' times: after an expiry the row's time, else the maximum. Late rows don't count as
     activity: they are not learned.
     """
