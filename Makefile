@@ -68,6 +68,8 @@ bench: setup
 	$(BIN)/vigil bench detectors --json --out bench/results/detectors.json
 	$(BIN)/vigil bench nab --json --results bench/results/nab
 	$(BIN)/vigil bench servers --json --out bench/results/servers.json
+	@trap './deploy/kafka/kafka.sh down || true' EXIT; ./deploy/kafka/kafka.sh up && \
+	  $(BIN)/vigil bench kafka --json --out bench/results/kafka.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -101,6 +101,42 @@ def bench_detectors(
         fail(exc, 1)
 
 
+@app.command("kafka")
+def bench_kafka(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    bootstrap: Annotated[str, typer.Option(help="The Kafka broker (`make kafka-up` starts one here).")
+                         ] = "127.0.0.1:9092",  # fmt: skip
+    pipeline: Annotated[Path, typer.Option(help="The fraud pipeline whose steps run (its source, checkpoints and "
+                                                "alerts are pointed at the bench's topics).")
+                        ] = Path("pipelines/fraud-kafka.yaml"),  # fmt: skip
+    n: Annotated[int, typer.Option(help="Events in the workload (produced into a 4-partition topic).")] = 1_000_000,
+    keys: Annotated[int, typer.Option(help="Keys (users) in the workload.")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Events/s of the paced stream the latency is measured on.")] = 50_000,
+    latency_seconds: Annotated[float, typer.Option(help="Seconds of the paced stream per delivery mode.")] = 10.0,
+    checkpoint_interval: Annotated[str, typer.Option(
+        help="Checkpoint interval: exactly-once alerts become readable at each checkpoint.")] = "100ms",  # fmt: skip
+    shared: Annotated[Path | None, typer.Option(help="Folder with workload.py (default ../shared/bench/perf).")
+                      ] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/kafka.json"),
+) -> None:
+    """The fraud pipeline between real Kafka topics: events/s, creation-to-alert latency, recovery after SIGKILL.
+
+    Produces the shared workload into fresh topics on the broker and runs the pipeline in a process of its
+    own: `consume_eps` (exactly-once) and `consume_eps_alo` over the whole topic; `latency_ms` p50/p99 per
+    delivery mode at a paced --rate, from the producer's send to the alert being readable (read_committed for
+    exactly-once); `recovery_s` from a SIGKILL to the restarted worker having committed everything written
+    before it. The topics are deleted afterwards. Needs a broker: `make kafka-up`.
+    """
+    from vigil.cli.bench_kafka import run_kafka_bench
+
+    try:
+        run_kafka_bench(bootstrap=bootstrap, shared=shared, pipeline=pipeline, n=n, keys=keys, rate=rate,
+                        latency_s=latency_seconds, checkpoint_interval=checkpoint_interval, as_json=json_,
+                        out=out)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
+
+
 def register(root: typer.Typer) -> None:
     """``vigil bench ...``."""
     root.add_typer(app, name="bench")
