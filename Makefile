@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-kafka test bench lint clean kafka-up kafka-down
+.PHONY: setup demo demo-kafka test bench lint clean kafka-up kafka-down \
+  temporal-build temporal-up temporal-down otelcol-build otelcol-up otelcol-down
 
 setup: $(STAMP)
 
@@ -38,6 +39,28 @@ kafka-up: setup
 
 kafka-down:
 	@./deploy/kafka/kafka.sh down
+
+# Go-built servers, compiled once into ~/.cache/vigil/bin (outside git; 10-20 min each from cold, see
+# deploy/temporal and deploy/otelcol). `up` builds first when the binary is missing.
+# Temporal (SQLite, namespace "default") on 127.0.0.1:7233; `down` keeps its data (deploy/temporal/data).
+temporal-build:
+	@./deploy/temporal/temporal.sh build
+
+temporal-up:
+	@./deploy/temporal/temporal.sh up
+
+temporal-down:
+	@./deploy/temporal/temporal.sh down
+
+# OpenTelemetry Collector: OTLP on 127.0.0.1:4318 (http) / 4317 (grpc) -> Kafka $${VIGIL_KAFKA_BOOTSTRAP:-127.0.0.1:9092}.
+otelcol-build:
+	@./deploy/otelcol/otelcol.sh build
+
+otelcol-up:
+	@./deploy/otelcol/otelcol.sh up
+
+otelcol-down:
+	@./deploy/otelcol/otelcol.sh down
 
 bench: setup
 	@mkdir -p bench/results

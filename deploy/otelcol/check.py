@@ -89,9 +89,13 @@ def send(otlp_http: str, run: str) -> dict[str, tuple[str, str]]:
 def wait_for_topics(bootstrap: str, topics: list[str], timeout: float) -> dict[str, int]:
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     deadline = time.monotonic() + timeout
+    have: dict[str, int] = {}
     while True:
-        md = admin.list_topics(timeout=5)
-        have = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].partitions}
+        try:
+            md = admin.list_topics(timeout=5)
+            have = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].partitions}
+        except KafkaException:  # broker not (yet) reachable: the collector's exporter is retrying too
+            pass
         if len(have) == len(topics):
             return have
         if time.monotonic() > deadline:
@@ -165,7 +169,7 @@ def main() -> None:
         fail(f"spans in Kafka {got} != spans sent {sent}")
     msg0 = span_records[0][0]
     ok(f"topic {args.traces_topic}: {len(span_records)} record(s) (partition {msg0.partition()}, offset "
-       f"{msg0.offset()}, {len(msg0.value())} bytes, key {msg0.key()!r}) decode as TracesData (and identically as "
+       f"{msg0.offset()}, {len(msg0.value())} bytes, key {msg0.key()!r}, headers {msg0.headers()!r}) decode as TracesData (and identically as "
        f"ExportTraceServiceRequest) with all 3 spans, trace ids and parent links intact")
 
     # --- metrics
