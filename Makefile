@@ -40,8 +40,8 @@ kafka-up: setup
 kafka-down:
 	@./deploy/kafka/kafka.sh down
 
-# Go-built servers, compiled once into ~/.cache/vigil/bin (outside git; 10-20 min each from cold, see
-# deploy/temporal and deploy/otelcol). `up` builds first when the binary is missing.
+# Go-built servers, compiled once into ~/.cache/vigil/bin (outside git; from cold ~12 min for Temporal, ~5 min
+# for the collector on 2 cores, see deploy/temporal and deploy/otelcol). `up` builds first when the binary is missing.
 # Temporal (SQLite, namespace "default") on 127.0.0.1:7233; `down` keeps its data (deploy/temporal/data).
 temporal-build:
 	@./deploy/temporal/temporal.sh build
