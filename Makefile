@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down flink-venv flink-up flink-down
+.PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down flink-venv flink-up flink-down \
+  temporal-build temporal-up temporal-down otelcol-build otelcol-up otelcol-down
 
 setup: $(STAMP)
 
@@ -61,6 +62,28 @@ flink-up: flink-venv
 
 flink-down:
 	@./deploy/flink/flink.sh down
+
+# Go-built servers, compiled once into ~/.cache/vigil/bin (outside git; from cold ~12 min for Temporal, ~5 min
+# for the collector on 2 cores, see deploy/temporal and deploy/otelcol). `up` builds first when the binary is missing.
+# Temporal (SQLite, namespace "default") on 127.0.0.1:7233; `down` keeps its data (deploy/temporal/data).
+temporal-build:
+	@./deploy/temporal/temporal.sh build
+
+temporal-up:
+	@./deploy/temporal/temporal.sh up
+
+temporal-down:
+	@./deploy/temporal/temporal.sh down
+
+# OpenTelemetry Collector: OTLP on 127.0.0.1:4318 (http) / 4317 (grpc) -> Kafka $${VIGIL_KAFKA_BOOTSTRAP:-127.0.0.1:9092}.
+otelcol-build:
+	@./deploy/otelcol/otelcol.sh build
+
+otelcol-up:
+	@./deploy/otelcol/otelcol.sh up
+
+otelcol-down:
+	@./deploy/otelcol/otelcol.sh down
 
 bench: setup
 	@mkdir -p bench/results
