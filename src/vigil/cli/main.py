@@ -367,6 +367,10 @@ def generate_fleet_cmd(
         _fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
 
 
+from vigil.cli.services import generate_services_cmd  # noqa: E402 - the services simulator, imported light
+
+generate_app.command("services")(generate_services_cmd)
+
 from vigil.cli.console import console_cmd  # noqa: E402 - registered here, imported light
 
 app.command("console")(console_cmd)

@@ -56,8 +56,11 @@ _MIN_RATE = 1.0  # requests/s a fault's service must get at the peak for the fau
 
 @dataclass
 class Fault:
-    """One injected fault (ground truth). ``edge`` is ``(caller, callee)`` for network delays; ``zone`` for
-    zone-bound faults; ``params`` holds the magnitudes; ``cleared_ms`` is set when a remediation ends it."""
+    """One injected fault (ground truth).
+
+    ``edge`` is ``(caller, callee)`` for network delays, ``zone`` set for zone-bound faults, ``params`` holds
+    the magnitudes, and ``cleared_ms`` is set when a remediation ends the fault early.
+    """
 
     id: int
     type: str

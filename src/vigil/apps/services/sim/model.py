@@ -143,9 +143,10 @@ class _Walker:
             net = rng.uniform(0.1, 0.5, k) + 0.5 * (zone_to != caller_zone[active])
             if extra is not None:
                 net = net + extra[zone_to, b]
-            cidx, cpart = self.buf.add(trace=trace[active], parent=caller_span[active], rel_ms=base_ms[active]
-                                       + total[active], service=caller, peer=s, op=callee, kind=KIND_CLIENT,
-                                       zone=caller_zone[active], version=eff.version[caller, b], depth=depth)  # fmt: skip
+            cidx, cpart = self.buf.add(
+                trace=trace[active], parent=caller_span[active], rel_ms=base_ms[active] + total[active],
+                service=caller, peer=s, op=callee, kind=KIND_CLIENT, zone=caller_zone[active],
+                version=eff.version[caller, b], depth=depth)  # fmt: skip
             parts.append((cpart, active))
             state = eff.down[s, b]
             up = state == 0

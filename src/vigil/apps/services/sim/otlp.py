@@ -1,26 +1,25 @@
-"""Span and metric columns as OTLP: ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest`` bytes, and
-OTLP/JSON.
+"""Span and metric columns as OTLP: ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest``, and JSON.
 
 **Traces, vectorized.** Building protobuf objects span by span runs at ~140k spans/s; this encoder writes the
-wire format with numpy instead (several million spans/s). A span is the concatenation of two valid encodings
-of ``Span`` (protobuf merges them): a fixed part written column-wise (``trace_id``, ``span_id``,
-``parent_span_id`` when not a root, ``start_time_unix_nano``, ``end_time_unix_nano``) and a *template* with
-everything else (name, kind, attributes, status), serialized once per distinct (operation, kind, peer,
-status, code) by the official ``opentelemetry-proto`` classes and copied with one ragged gather. Spans are
-grouped by resource (service, version, zone) into ``ResourceSpans`` with one ``ScopeSpans`` each. The tests
+wire format with numpy instead (over a million spans/s). A span is the concatenation of two valid encodings
+of ``Span`` (protobuf merges them): a *template* with the name, kind, attributes and status, serialized once
+per distinct (operation, kind, peer, status, code) by the official ``opentelemetry-proto`` classes, and 56
+fixed bytes written column-wise (``trace_id``, ``span_id``, ``parent_span_id``, ``start_time_unix_nano``,
+``end_time_unix_nano``). Spans are grouped by resource (service, version, zone) into ``ResourceSpans`` with
+one ``ScopeSpans`` each, and by template inside it, so a run of equal templates is one byte block. The tests
 parse the output back with ``opentelemetry-proto`` and compare every field.
 
 Attributes follow the semantic conventions: resource ``service.name``, ``service.namespace``,
 ``service.version``, ``deployment.environment.name``, ``cloud.availability_zone``, ``k8s.deployment.name``;
-server spans ``rpc.system``/``rpc.service``/``rpc.method``/``rpc.grpc.status_code`` (HTTP: ``http.request.method``,
-``http.route``, ``http.response.status_code`` at the frontend); client spans the same plus ``peer.service``
-(and ``db.system``/``db.operation.name`` or ``messaging.system`` for datastores). Trace ids are ``trace_hi``
-then ``trace_lo``, span ids ``span_id``, all big-endian; times are nanoseconds.
+server spans ``rpc.system``/``rpc.service``/``rpc.method``/``rpc.grpc.status_code`` (HTTP at the frontend:
+``http.request.method``, ``http.route``, ``http.response.status_code``); client spans the same plus
+``peer.service`` (``db.system``/``db.operation.name`` or ``messaging.system`` towards datastores). Trace ids
+are ``trace_hi`` then ``trace_lo``, span ids ``span_id``, all big-endian; times are nanoseconds.
 
 **Metrics** are few (a point per service, metric and interval), so they use the protobuf classes.
 
 **OTLP/JSON** (``traces_json`` / ``metrics_json``) follows the OTLP JSON mapping: camelCase, hex ids, enum
-integers, 64-bit integers as strings — what the Collector's file exporter writes with ``format: json``.
+integers, 64-bit integers as strings; what the Collector's file exporter writes with ``format: json``.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from typing import Any
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
