@@ -11,7 +11,9 @@ The model, per service ``s``, zone ``z`` and bin ``b``:
   traffic weights; capacity ``replicas * cores``; a CPU hog takes a share of the capacity it found, a noisy
   neighbour steals 50-70 % of one zone's, GC takes its share. Self time is stretched by
   ``queue(rho) * (1 + cpu_share * (1/avail - 1))`` with ``rho = D / (capacity * avail)`` and
-  ``queue(rho) = 1 + rho**4 / (1 - rho)`` (negligible below rho 0.5, x3 at 0.8, capped at x30).
+  ``queue(rho) = 1 + rho**4 / (1 - rho)`` (negligible below rho 0.5, x3 at 0.8, capped at x30). CPU
+  pressure (the kernel's PSI "some": the share of time work waits for a CPU) is about ``rho``, plus 0.3 x
+  the share of CPU taken away, weighted over the zones by traffic.
 * **Memory and GC.** Memory sits at 35-50 % of the limit, plus load; a leak ramps it linearly toward
   93-98 % (restarting from the base after a restart). Above 75 % the share of time in GC grows
   quadratically, and so does the pause length (10 ms -> ~300 ms): requests that hit a pause wait for it.
@@ -74,6 +76,7 @@ class Effects:
     gc_frac: np.ndarray  # [S, B] share of time in GC
     mem_frac: np.ndarray  # [S, B] memory / limit
     cpu_used: np.ndarray  # [S, B] cores used besides requests (hog, GC)
+    pressure: np.ndarray  # [S, B] share of time runnable work waits for CPU (PSI "some")
     thrash: np.ndarray  # [S, Z, B] CPU per request multiplier (cache thrash)
     capacity: np.ndarray  # [S] cores
     version: np.ndarray  # [S, B] version code
@@ -212,12 +215,13 @@ class World:
             elif f.type == "noisy_neighbour":
                 z = ZONES.index(str(f.zone))
                 avail[s, z] *= 1.0 - f.params["steal"] * on
-                thrash[s, z] *= 1.0 + 0.5 * on
+                thrash[s, z] *= 1.0 + f.params.get("thrash", 0.5) * on  # cache and memory-bandwidth contention
         # load: expected demand per zone, GC, queueing
         demand = rate[None, :] * topo.fanout[:, None] * topo.cpu_ms[:, None] / 1000.0  # cores
         for j, op in enumerate(topo.batch_ops.tolist()):
             demand[topo.op_service[op]] += batch_rate[j] * 0.010
-        mem += 0.05 * np.clip(rate / self.peak_rate, 0, 3)[None, :]
+        heap = np.array([d.runtime != "native" for d in topo.defs])[:, None]
+        mem += np.where(heap, 0.03, 0.003) * np.clip(rate / self.peak_rate, 0, 3)[None, :]  # request buffers
         pressure = np.clip((mem - 0.75) / 0.25, 0.0, 1.0) ** 2
         gc_base = np.array([_GC_BASE.get(d.runtime, 0.0) for d in topo.defs])[:, None]
         has_gc = gc_base > 0
@@ -226,6 +230,8 @@ class World:
         cap_z = self.replicas * topo.cores[:, None]  # [S, Z]
         eff_cap = cap_z[:, :, None] * avail * (1.0 - gc_frac[:, None, :])
         rho = demand[:, None, :] * self.weights[:, :, None] * thrash / np.maximum(eff_cap, 1e-9)
+        # CPU pressure (PSI "some"): runnable work waits about rho of the time; stolen CPU makes it wait too
+        pressure = (self.weights[:, :, None] * np.minimum(1.0, rho + 0.3 * (1.0 - avail))).sum(axis=1)
         rho = np.minimum(rho, 0.97)
         queue = np.minimum(1.0 + rho**4 / (1.0 - rho), 30.0)
         stretch = 1.0 / np.maximum(avail * (1.0 - gc_frac[:, None, :]), 0.05) - 1.0  # [S, Z, B]
@@ -235,7 +241,7 @@ class World:
         return Effects(t0_ms=t0_ms, bin_ms=bin_ms, rate=rate, batch_rate=batch_rate, lat_mult=lat_mult,
                        lat_add_ms=lat_add, err_p=np.minimum(err_p, 1.0), down=down, net_add_ms=net,
                        gc_p=np.minimum(0.6, 8.0 * gc_frac), gc_pause_ms=gc_pause, gc_frac=gc_frac, mem_frac=mem,
-                       cpu_used=hog + gc_frac * capacity[:, None], thrash=thrash, capacity=capacity,
+                       cpu_used=hog + gc_frac * capacity[:, None], thrash=thrash, capacity=capacity, pressure=pressure,
                        version=version, weights=self.weights.copy())  # fmt: skip
 
     def _warm(self, t: np.ndarray) -> np.ndarray:

@@ -12,17 +12,17 @@ memory_leak         saturation   memory climbs to the limit; GC pauses lengthen 
 dependency_outage   errors       a datastore or external service is down: refused or hanging (timeouts)
 bad_deploy          deploy       a new version with more errors and/or 2.5-5x slower endpoints
 network_delay       latency      +40-200 ms on the calls from one service to another's zone
-noisy_neighbour     saturation   CPU steal on one zone's node: that zone's replicas run 2-3x slower
+noisy_neighbour     saturation   CPU steal and cache thrash on one zone's node: its replicas run 2-5x slower
 ==================  ===========  =====================================================================
 
 **Legitimate oddities** (``LEGIT_TYPES``; not faults, and the ground truth says so): a traffic spike
-(x1.8-3 for 5-15 min), a scheduled batch job (the ``batch-scheduler``'s cron load on catalog, search or
+(x1.5-2.5 for 5-15 min), a scheduled batch job (the ``batch-scheduler``'s cron load on catalog, search or
 orders) and a slow warm-up after a good deploy (latency x2.5-5 decaying over a minute or two).
 
 Faults come one at a time after ``warmup_min``, in a shuffled order of the requested types, each within its
 own segment of the timeline; oddities and good deploys fall anywhere after the warm-up, overlapping faults
-or not. Every random choice here uses its own generator (seed, ``0xFA17``), so the traffic of a scenario
-does not change when its plan does.
+or not. Every random choice here uses its own generator (seed, ``0xFA17``, the fault types), so the traffic
+of a scenario does not change when its plan does.
 
 Examples:
     >>> from vigil.apps.services.sim.topology import shop_topology
@@ -150,13 +150,14 @@ def plan_scenario(topo: Topology, *, seed: int, start_ms: int, minutes: float, f
     bad = [t for t in fault_types if t not in FAULT_TYPES]
     if bad:
         raise ValueError(f"unknown fault types {bad}; choose from {', '.join(FAULT_TYPES)}")
-    rng = np.random.default_rng([seed, 0xFA17])
+    rng = np.random.default_rng([seed, 0xFA17, *(1 + FAULT_TYPES.index(t) for t in fault_types)])
     kinds = [d.kind for d in topo.defs]
     rate = topo.fanout * peak_rate
     busy = rate >= _MIN_RATE
     apps = [i for i, k in enumerate(kinds) if k == "app" and busy[i]]
     stores = [i for i, k in enumerate(kinds) if k in ("datastore", "external") and busy[i]]
     served = [i for i, k in enumerate(kinds) if k in ("app", "datastore", "external") and busy[i]]
+    hosted = [i for i in served if kinds[i] != "external"]  # ours: their CPU can be hogged or stolen
     rel = _Releases(topo, rng)
     end_ms = start_ms + int(minutes * 60_000)
     t_lo = start_ms + int(warmup_min * 60_000)
@@ -173,7 +174,8 @@ def plan_scenario(topo: Topology, *, seed: int, start_ms: int, minutes: float, f
                 raise ValueError(f"{minutes} minutes are too short for {len(order)} faults after a "
                                  f"{warmup_min}-minute warm-up; give more `minutes` or fewer faults")  # fmt: skip
             a = t_lo + i * seg + int(rng.integers(0, seg - dur - 60_000 + 1))
-            faults.append(_fault(len(faults), typ, a, a + dur, topo, rng, apps, stores, served, rate, rel, deploys))
+            faults.append(_fault(len(faults), typ, a, a + dur, topo, rng, apps, stores, served, hosted, rate, rel,
+                                 deploys))  # fmt: skip
     oddities: list[Oddity] = []
     if legit and t_lo < end_ms:
         span_min = (end_ms - t_lo) / 60_000
@@ -202,7 +204,7 @@ def _in_bad_release(faults: list[Fault], service: str, ts: int) -> bool:
 
 
 def _fault(i: int, typ: str, a: int, b: int, topo: Topology, rng: np.random.Generator, apps: list[int],
-           stores: list[int], served: list[int], rate: np.ndarray, rel: _Releases,
+           stores: list[int], served: list[int], hosted: list[int], rate: np.ndarray, rel: _Releases,
            deploys: list[Deploy]) -> Fault:  # fmt: skip
     names = topo.services
     pick = lambda pool: names[int(rng.choice(pool))]  # noqa: E731
@@ -211,7 +213,7 @@ def _fault(i: int, typ: str, a: int, b: int, topo: Topology, rng: np.random.Gene
     if typ == "error_burst":
         return Fault(i, typ, pick(apps), a, b, {"error_p": float(rng.uniform(0.2, 0.6))})
     if typ == "cpu_hog":
-        return Fault(i, typ, pick(served), a, b, {"hog": float(rng.uniform(0.7, 0.9))})
+        return Fault(i, typ, pick(hosted), a, b, {"hog": float(rng.uniform(0.7, 0.9))})
     if typ == "memory_leak":
         return Fault(i, typ, pick(apps), a, b, {"to_frac": float(rng.uniform(0.93, 0.98))})
     if typ == "dependency_outage":
@@ -236,7 +238,8 @@ def _fault(i: int, typ: str, a: int, b: int, topo: Topology, rng: np.random.Gene
                      zone=zone)  # fmt: skip
     if typ == "noisy_neighbour":
         zone = ZONES[int(rng.integers(len(ZONES)))]
-        return Fault(i, typ, pick(served), a, b, {"steal": float(rng.uniform(0.5, 0.7))}, zone=zone)
+        return Fault(i, typ, pick(hosted), a, b, {"steal": float(rng.uniform(0.6, 0.8)),
+                                                  "thrash": float(rng.uniform(0.8, 1.5))}, zone=zone)  # fmt: skip
     raise ValueError(typ)
 
 
@@ -245,7 +248,7 @@ def _oddity(typ: str, t_lo: int, end_ms: int, topo: Topology, rng: np.random.Gen
     if typ == "traffic_spike":
         dur = int(rng.uniform(5, 15) * 60_000)
         a = int(rng.integers(t_lo, max(t_lo + 1, end_ms - dur)))
-        return Oddity(typ, a, a + dur, None, {"factor": float(rng.uniform(1.8, 3.0))})
+        return Oddity(typ, a, a + dur, None, {"factor": float(rng.uniform(1.5, 2.5))})
     if typ == "scheduled_batch":
         dur = int(rng.uniform(5, 20) * 60_000)
         a = int(rng.integers(t_lo, max(t_lo + 1, end_ms - dur)))

@@ -4,17 +4,20 @@
 
 * ``cpu`` — CPU utilisation of the service's limit, 0..1: the CPU time of the requests it served in the
   interval (x cache thrash) plus what a hog process or GC took, over its capacity; +-1.5 points of noise.
-* ``mem`` — memory in use, bytes (the state's memory share of a limit of 2.5 x the service's base size).
+* ``mem`` — memory in use, bytes (the state's memory share of a limit of 2.5 x the service's base size, +-1.5 %
+  of the limit for garbage-collected heaps, +-0.3 % for native processes).
 * ``gc`` — milliseconds of GC pause in the interval (0 for runtimes without GC: datastores).
 * ``requests`` / ``errors`` — requests served and failed: server spans for instrumented services; for
   datastores and external services (no server spans), their callers' attempts that reached them.
+* ``cpu_pressure`` — share of time runnable work waited for a CPU (Linux PSI "some", as cAdvisor exports
+  it): about the utilisation of the available CPU, more when CPU is stolen; x/÷10 % noise.
 
 The rows are long form (``ts_ms`` is the end of the interval, ``service``, ``metric`` index, ``value``), in
 time order, then service, then metric.
 
 Examples:
     >>> METRICS
-    ('cpu', 'mem', 'gc', 'requests', 'errors')
+    ('cpu', 'mem', 'gc', 'requests', 'errors', 'cpu_pressure')
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from vigil.apps.services.sim.topology import Topology
 
 __all__ = ["METRICS", "OTLP_METRICS", "window_metrics"]
 
-METRICS: tuple[str, ...] = ("cpu", "mem", "gc", "requests", "errors")
+METRICS: tuple[str, ...] = ("cpu", "mem", "gc", "requests", "errors", "cpu_pressure")
 #: OTLP name, unit, and whether it is a (delta, monotonic) sum rather than a gauge
 OTLP_METRICS = {"cpu": ("container.cpu.utilization", "1", False), "mem": ("container.memory.usage", "By", False),
                 "gc": ("runtime.gc.pause.time", "ms", True), "requests": ("service.requests", "{request}", True),
-                "errors": ("service.request.errors", "{request}", True)}  # fmt: skip
+                "errors": ("service.request.errors", "{request}", True),
+                "cpu_pressure": ("container.cpu.pressure", "1", False)}  # fmt: skip
 
 
 def window_metrics(topo: Topology, eff: Effects, spans: dict[str, np.ndarray], rng: np.random.Generator,
@@ -66,9 +70,13 @@ def window_metrics(topo: Topology, eff: Effects, spans: dict[str, np.ndarray], r
     base = 0.02 * eff.capacity[None, :]  # the runtime's idle work
     cpu = np.clip((busy + base) / eff.capacity[None, :] + 0.015 * rng.standard_normal((K, S)), 0.0, 1.0)
     limit = topo.mem_mb * 2.5 * 2**20
-    mem = mean_k(eff.mem_frac) * limit[None, :] * (1.0 + 0.004 * rng.standard_normal((K, S)))
+    heap = np.array([d.runtime not in ("native",) for d in topo.defs])  # GC heaps saw-tooth, natives barely move
+    wobble = np.where(heap, 0.015, 0.003)[None, :] * rng.standard_normal((K, S))
+    mem = (mean_k(eff.mem_frac) + wobble) * limit[None, :]
     gc = mean_k(eff.gc_frac) * step_ms * np.exp(0.15 * rng.standard_normal((K, S)))
-    values = np.stack([cpu, mem, gc, requests.astype(np.float64), errors], axis=2)  # [K, S, M]
+    psi = np.clip(mean_k(eff.pressure) * np.exp(0.1 * rng.standard_normal((K, S)))
+                  + 0.003 * np.abs(rng.standard_normal((K, S))), 0.0, 1.0)  # fmt: skip
+    values = np.stack([cpu, mem, gc, requests.astype(np.float64), errors, psi], axis=2)  # [K, S, M]
     M = len(METRICS)
     ts = eff.t0_ms + (np.arange(K, dtype=np.int64) + 1) * step_ms
     return {"ts_ms": np.repeat(ts, S * M), "service": np.tile(np.repeat(np.arange(S, dtype=np.int16), M), K),

@@ -1,0 +1,414 @@
+"""Ranked root causes of an incident: which service, what kind (latency, errors, saturation, deploy), why.
+
+:func:`rank_causes` takes a :class:`~vigil.rca.frame.MetricFrame` (RED series per service and per call edge,
+resource series per service), the time the incident was raised (``at_ms``: an alert's time; or None to
+detect it), optionally the call graph (else the frame's edges) and change events (else the frame's), and
+uses only data before ``at_ms``. The method, step by step (the README beside this file relates it to BARO,
+MicroRank, RCD and Nezha):
+
+1. **Robust change scores** (BARO). Baseline = the ``baseline_s`` before the anomaly window
+   ``[at - lookback_s, at)``; every series gets a robust z per bin (median / IQR with noise floors,
+   :mod:`~vigil.rca.scores`), its peak (second-largest z), its recent level and its onset.
+2. **Per-service anomaly** by family: latency (mean, p50, p90; p99 x 0.7), errors, saturation (CPU per
+   request, so that more traffic is not saturation; CPU pressure; memory; GC time) and network.
+3. **Explained by callees?** Failures propagate upstream, so a caller looks as broken as its callee.
+   From the call-edge series (what the caller saw of each callee) the increase of a caller's mean latency
+   is compared with the increase its calls contribute (edge latency x calls per request), and its extra
+   failures with its calls' extra failures; the explained share is taken off the caller's own score.
+   Without edge series, an anomalous callee explains a caller in proportion to their scores.
+4. **Network**: a call edge much slower than its callee's own server view (same bins) blames the link;
+   the callee is named, with the caller in the evidence.
+5. **More traffic?** A latency or memory change on a service whose load rose with its callers' (a traffic
+   spike, a batch job: load inherited from upstream, unlike retries) is mostly put down to load, and so is
+   a CPU-per-request change when its load rose beyond the entry points' (another mix of requests).
+6. **Still going on?** A fault persists until the alert; a warm-up after a good deploy or a passing spike
+   fades. Scores are weighted by the recent level over the peak.
+7. **Change events**: a deploy of a service with its own anomaly, within ``change_window_s`` before the
+   window and when the anomaly began with it (onset from 1 min before to 2 min after the deploy), makes the
+   kind ``deploy`` and raises its score.
+8. **Random walk** (MicroRank / RCD style): personalized PageRank on the anomalous subgraph, walking
+   from callers to the callees that look anomalous to them, personalized and self-looped by the own
+   scores; the final score blends own score and PageRank (``ppr_weight``).
+
+Examples:
+    >>> import numpy as np
+    >>> from vigil.rca.frame import MetricFrame
+    >>> T = 180
+    >>> ts = np.arange(T, dtype=np.int64) * 10_000
+    >>> rng = np.random.default_rng(0)
+    >>> lat = lambda base: base * np.exp(0.05 * rng.standard_normal(T))
+    >>> db, api = lat(2.0), lat(10.0)
+    >>> db[150:] += 50; api[150:] += 50  # the database slows down; the API waits for it
+    >>> edge = db + 0.5
+    >>> rate = np.full(T, 20.0)
+    >>> vals = np.array([[rate, api], [rate, db], [rate, edge]]).reshape(3, 2, T)
+    >>> f = MetricFrame(ts, ["api", "db", "api->db"], ["rate", "latency-mean"], vals)
+    >>> r = rank_causes(f, at_ms=170 * 10_000)
+    >>> r.top(2), r.causes[0].kind
+    (['db', 'api'], 'latency')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vigil.rca.frame import EDGE, ChangeEvent, MetricFrame, ServiceGraph
+from vigil.rca.graph import personalized_pagerank
+from vigil.rca.scores import TWO_SIDED, baseline, level, onset, peak
+
+__all__ = ["Cause", "RcaParams", "RcaResult", "rank_causes"]
+
+_LAT = ("latency-mean", "latency-p50", "latency-p90", "latency-p99")
+_LAT_W = {"latency-mean": 1.0, "latency-p50": 1.0, "latency-p90": 1.0, "latency-p99": 0.7}
+_SAT = ("cpu-per-request", "cpu-pressure", "mem", "gc")
+
+
+@dataclass(frozen=True)
+class RcaParams:
+    """Knobs of :func:`rank_causes` (defaults tuned on simulator seeds disjoint from the evaluation's)."""
+
+    lookback_s: float = 300.0
+    baseline_s: float = 1200.0
+    z_thr: float = 4.0
+    recent: int = 6
+    smooth: int = 3
+    change_window_s: float = 900.0
+    ppr_weight: float = 0.3
+    damping: float = 0.85
+    sat_weight: float = 0.6
+    sat_kind_z: float = 8.0
+    deploy_boost: float = 1.5
+
+
+@dataclass
+class Cause:
+    """A candidate root cause: ``service``, ``kind`` (latency, errors, saturation, deploy), ``score`` (0..1)."""
+
+    service: str
+    kind: str
+    score: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RcaResult:
+    """Causes best first, and the windows used."""
+
+    causes: list[Cause]
+    at_ms: int
+    window_ms: tuple[int, int]
+    baseline_ms: tuple[int, int]
+
+    def top(self, k: int = 3) -> list[str]:
+        """The ``k`` best-ranked services."""
+        return [c.service for c in self.causes[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return {"at_ms": self.at_ms, "window_ms": list(self.window_ms), "baseline_ms": list(self.baseline_ms),
+                "causes": [{"rank": i + 1, "service": c.service, "kind": c.kind, "score": round(c.score, 4),
+                            "evidence": c.evidence} for i, c in enumerate(self.causes)]}  # fmt: skip
+
+
+def _with_cpu_per_request(frame: MetricFrame, base: np.ndarray) -> MetricFrame:
+    """Add ``cpu-per-request``: CPU over the request rate, the rate floored at half its baseline median.
+
+    A spike does not raise it (each request costs what it did); a hog, contention or GC does. The floor
+    keeps a service whose callers fail upstream (its rate collapses, its idle CPU stays) from looking hot.
+    """
+    if "cpu" not in frame.metrics or "rate" not in frame.metrics or "cpu-per-request" in frame.metrics:
+        return frame
+    cpu, rate = frame.values[:, frame.metrics.index("cpu")], frame.values[:, frame.metrics.index("rate")]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            floor = 0.5 * np.nanmedian(rate[:, base], axis=1)
+        cpr = cpu / np.fmax(rate, floor[:, None])
+    cpr[~(np.nan_to_num(floor) > 0.05)] = np.nan  # idle in the baseline: no cost per request to compare with
+    values = np.concatenate([frame.values, cpr[:, None, :]], axis=1)
+    return MetricFrame(frame.ts_ms, frame.entities, [*frame.metrics, "cpu-per-request"], values, frame.changes,
+                       frame.virtual)  # fmt: skip
+
+
+def _rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Trailing mean over ``w`` bins along the last axis, NaN-aware (a bin with no values stays NaN)."""
+    if w <= 1:
+        return x
+    v = np.nan_to_num(x)
+    c = (~np.isnan(x)).astype(np.float64)
+    cs = np.cumsum(v, axis=-1)
+    cc = np.cumsum(c, axis=-1)
+    cs[..., w:] = cs[..., w:] - cs[..., :-w].copy()
+    cc[..., w:] = cc[..., w:] - cc[..., :-w].copy()
+    with np.errstate(all="ignore"):
+        out = cs / cc
+    out[np.isnan(x)] = np.nan
+    return out
+
+
+class _Scores:
+    """Peaks, levels, onsets and recent deltas of every (entity, metric) of a frame."""
+
+    def __init__(self, frame: MetricFrame, at_ms: int, p: RcaParams) -> None:
+        step = frame.step_ms or 10_000
+        self.step_s = step / 1000.0
+        ts = frame.ts_ms
+        self.a0 = at_ms - int(p.lookback_s * 1000)
+        self.b0 = self.a0 - int(p.baseline_s * 1000)
+        base = (ts >= self.b0) & (ts < self.a0)
+        win = (ts >= self.a0) & (ts < at_ms)
+        if base.sum() < 3 or win.sum() < 2:
+            raise ValueError(f"too little data around at_ms={at_ms}: {int(base.sum())} baseline bins, "
+                             f"{int(win.sum())} anomaly bins (step {step} ms)")  # fmt: skip
+        self.ts_win = ts[win]
+        E, M, _ = frame.values.shape
+        X = frame.values
+        ri = frame.metrics.index("rate") if "rate" in frame.metrics else None
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rate_med = np.nanmedian(X[:, ri][:, base], axis=1) if ri is not None else np.full(E, np.nan)
+                self.rate = np.nan_to_num(rate_med)
+                names, counts = list(frame.metrics) * E, np.repeat(rate_med * self.step_s, M)
+                two = np.tile(np.array([m in TWO_SIDED for m in frame.metrics]), E)
+                zs = []
+                for w in (1, p.smooth):  # single bins, and rolling means (evidence that persists adds up)
+                    Xw = _rolling_mean(X, w).reshape(E * M, -1)
+                    med, scale = baseline(Xw[:, base], names, counts * w, self.step_s)
+                    Z = (Xw[:, win] - med[:, None]) / scale[:, None]
+                    Z[two] = np.abs(Z[two])
+                    zs.append(Z)
+                    if w == 1:
+                        med1 = med
+                # a series that was mostly absent in the baseline (a job that just started) is not scored
+                seen = (~np.isnan(X[:, :, base])).sum(axis=2).reshape(E * M)
+                thin = seen < max(6, 0.3 * int(base.sum()))
+                for Z in zs:
+                    Z[thin] = np.nan
+                self.z = zs[0].reshape(E, M, -1)
+                self.peak = np.maximum(peak(zs[0], 3), peak(zs[1], 2)).reshape(E, M)  # 3 bins, or 30 s twice
+                self.level = level(zs[1], p.recent).reshape(E, M)
+                self.onset = onset(zs[0], p.z_thr).reshape(E, M)
+                med = med1
+                recent = np.nanmedian(X[:, :, win][:, :, -p.recent:], axis=2)
+                self.recent_rate = np.nan_to_num(recent[:, ri]) if ri is not None else np.zeros(E)
+                self.delta = np.nan_to_num(recent - med.reshape(E, M))
+        self.ent = {e: i for i, e in enumerate(frame.entities)}
+        self.met = {m: j for j, m in enumerate(frame.metrics)}
+
+    def get(self, table: np.ndarray, entity: str, metric: str, default: float = 0.0) -> float:
+        i, j = self.ent.get(entity), self.met.get(metric)
+        if i is None or j is None:
+            return default
+        v = float(table[i, j])
+        return v if np.isfinite(v) else default
+
+    def best(self, entity: str, metrics: Sequence[str], weights: dict[str, float] | None = None) -> tuple[float, str]:
+        """The largest weighted peak among ``metrics`` of ``entity``, and which metric it is."""
+        out, which = 0.0, ""
+        for m in metrics:
+            v = self.get(self.peak, entity, m) * (weights or {}).get(m, 1.0)
+            if v > out:
+                out, which = v, m
+        return out, which
+
+
+def _explained(sc: _Scores, s: str, callees: list[str], has_edges: bool, own: dict[str, float], lat: float,
+               err: float, thr: float) -> tuple[float, float]:  # fmt: skip
+    """Shares of ``s``'s latency and error increase that its calls account for (step 3)."""
+    if not callees:
+        return 0.0, 0.0
+    if has_edges:
+        lat_m = "latency-mean" if "latency-mean" in sc.met else "latency-p50"
+        d_lat = sc.get(sc.delta, s, lat_m)
+        rate_s = sc.rate[sc.ent[s]] if s in sc.ent else 0.0
+        d_err = sc.get(sc.delta, s, "errors") * rate_s
+        c_lat = c_err = 0.0
+        for c in callees:
+            e = f"{s}{EDGE}{c}"
+            if e not in sc.ent:
+                continue
+            rate_e = sc.rate[sc.ent[e]]
+            calls = rate_e / rate_s if rate_s > 0 else 1.0
+            c_lat += max(sc.get(sc.delta, e, lat_m), 0.0) * calls
+            c_err += max(sc.get(sc.delta, e, "errors"), 0.0) * rate_e
+        x_lat = min(1.0, c_lat / d_lat) if d_lat > 0 else 0.0
+        x_err = min(1.0, c_err / d_err) if d_err > 0 else 0.0
+        return x_lat, x_err
+    # no edge series: an anomalous callee explains in proportion to its own anomaly
+    worst = max((own.get(c, 0.0) for c in callees), default=0.0)
+    x = min(1.0, worst / max(lat, err, 1e-9)) if worst >= thr else 0.0
+    return x, x
+
+
+def _ratio(sc: _Scores, e: str) -> float:
+    """Recent request rate over the baseline median (1 when unknown; 10 for a service idle until now)."""
+    if e not in sc.ent:
+        return 1.0
+    base = sc.rate[sc.ent[e]]
+    if base > 0.05:
+        return 1.0 + sc.get(sc.delta, e, "rate") / base
+    return 10.0 if sc.recent_rate[sc.ent[e]] > 0.05 else 1.0
+
+
+def _load_explained(sc: _Scores, s: str, callers: list[str], entry_ratio: float) -> tuple[float, float]:
+    """How much of ``s``'s change more traffic from upstream explains: (load share, request-mix share).
+
+    The load must be inherited: ``s``'s request rate is up *and* so is its busiest caller's (or ``s`` is an
+    entry point); retries against a failing service raise only that service's rate, not its callers'. The
+    mix share counts only the part of that rise beyond the entry points' (a spike raises all alike, a batch
+    job only its own path, with requests that cost more).
+    """
+    r = _ratio(sc, s)
+    if callers:
+        r = min(r, max(_ratio(sc, c) for c in callers))
+    load = min(1.0, max(0.0, (r - 1.15) / 0.5))
+    mix = min(1.0, max(0.0, (r - entry_ratio - 0.15) / 0.5))
+    return load, mix
+
+
+def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceGraph | None = None,
+                changes: Sequence[ChangeEvent] | None = None,
+                params: RcaParams | None = None) -> RcaResult:  # fmt: skip
+    """Rank the services of ``frame`` as root causes of the incident raised at ``at_ms`` (module docstring)."""
+    p = params or RcaParams()
+    if at_ms is None:
+        from vigil.rca.detect import detect_incident
+
+        found = detect_incident(frame, int(frame.ts_ms[0]) + int(p.baseline_s * 1000))
+        if found is None:
+            raise ValueError("no incident found in the data; give its time (at_ms)")
+        at_ms = found
+    a0 = at_ms - int(p.lookback_s * 1000)
+    frame = _with_cpu_per_request(frame, (frame.ts_ms >= a0 - int(p.baseline_s * 1000)) & (frame.ts_ms < a0))
+    sc = _Scores(frame, at_ms, p)
+    g = graph if graph is not None and graph.edges else frame.graph()
+    has_edges = bool(frame.edge_pairs)
+    services = sorted(set(frame.services) | set(g.nodes))
+    changes = list(frame.changes if changes is None else changes)
+    thr = p.z_thr
+
+    entries = [s for s in services if not g.callers(s) and s in sc.ent and sc.rate[sc.ent[s]] > 0]
+    entry_ratio = max((_ratio(sc, s) for s in entries), default=1.0)
+    fam: dict[str, dict[str, Any]] = {}
+    for s in services:
+        lat, lat_m = sc.best(s, _LAT, _LAT_W)
+        err = max(sc.get(sc.peak, s, "errors"), 0.0)
+        sat, sat_m = sc.best(s, _SAT)
+        fam[s] = {"lat": lat, "lat_m": lat_m, "err": err, "sat": sat, "sat_m": sat_m}
+    total = {s: max(f["lat"], f["err"], f["sat"]) for s, f in fam.items()}
+
+    # network: an edge much slower than its callee's own server view
+    net: dict[str, tuple[float, str]] = {}
+    lat_m = "latency-mean" if "latency-mean" in sc.met else "latency-p50"
+    for a, b in frame.edge_pairs:
+        if b in frame.virtual or b not in sc.ent:
+            continue
+        e = f"{a}{EDGE}{b}"
+        d_edge = sc.get(sc.delta, e, lat_m)
+        if d_edge <= 0:
+            continue
+        frac = min(1.0, max(0.0, d_edge - max(sc.get(sc.delta, b, lat_m), 0.0)) / d_edge)
+        z_edge, _ = sc.best(e, _LAT, _LAT_W)
+        if z_edge * frac > net.get(b, (0.0, ""))[0]:
+            net[b] = (z_edge * frac, a)
+
+    own: dict[str, float] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for s in services:
+        f = fam[s]
+        x_lat, x_err = _explained(sc, s, g.callees(s), has_edges, total, f["lat"], f["err"], thr)
+        x_load, x_mix = _load_explained(sc, s, g.callers(s), entry_ratio)
+        o_lat, o_err = f["lat"] * (1 - x_lat) * (1 - 0.7 * x_load), f["err"] * (1 - x_err)
+        # more requests need more memory and CPU; a different mix of them (a batch job's) more CPU each;
+        # a service idle until now (a job that just started) is all new load
+        new = _ratio(sc, s) >= 10.0
+        f["sat"], f["sat_m"] = max((sc.get(sc.peak, s, "cpu-per-request") * (1 - 0.7 * x_mix) * (not new),
+                                    "cpu-per-request"),
+                                   (sc.get(sc.peak, s, "cpu-pressure") * (1 - 0.7 * x_load) * (not new),
+                                    "cpu-pressure"),
+                                   (sc.get(sc.peak, s, "mem") * (1 - 0.4 * x_load), "mem"),
+                                   (sc.get(sc.peak, s, "gc"), "gc"))  # fmt: skip
+        o_net, net_from = net.get(s, (0.0, ""))
+        perf = max(o_lat, o_err, o_net)
+        which = ("lat", f["lat_m"]) if perf == o_lat else ("err", "errors") if perf == o_err else ("net", "")
+        # is it still going on? judged on the series that carries the score
+        if p.sat_weight * f["sat"] > perf:
+            entity, metric = s, f["sat_m"]
+        elif which[0] == "net":
+            entity = f"{net_from}{EDGE}{s}"
+            metric = sc.best(entity, _LAT, _LAT_W)[1]
+        else:
+            entity, metric = s, which[1]
+        pk, lv = sc.get(sc.peak, entity, metric), sc.get(sc.level, entity, metric)
+        persist = min(1.0, max(0.0, lv / pk)) if pk > 0 else 0.0
+        score = (max(perf, p.sat_weight * f["sat"]) + 0.25 * min(f["sat"], perf)) * (0.2 + 0.8 * persist)
+        on = [int(sc.onset[sc.ent[s], sc.met[m]]) for m in (f["lat_m"], "errors", f["sat_m"])
+              if s in sc.ent and m in sc.met and sc.onset[sc.ent[s], sc.met[m]] >= 0]  # fmt: skip
+        onset_ms = int(sc.ts_win[min(on)]) if on else None
+        # a deploy explains the anomaly when the anomaly began with it (within the change window)
+        deploy = [c for c in changes if c.service == s and c.kind == "deploy"
+                  and sc.a0 - p.change_window_s * 1000 <= c.ts_ms < at_ms
+                  and (onset_ms is None or c.ts_ms - 60_000 <= onset_ms <= c.ts_ms + 120_000)]  # fmt: skip
+        most_fail = f["err"] >= thr and sc.get(sc.delta, s, "errors") >= 0.5  # most requests fail: an outage
+        kind = "errors" if which[0] == "err" or most_fail else "latency"
+        if f["sat"] >= p.sat_kind_z and not (kind == "errors" and f["err"] >= f["lat"]):
+            kind = "saturation"  # a resource clearly ran out on the service itself: that is how it is failing
+        if deploy and perf >= thr:
+            kind = "deploy"
+            score *= p.deploy_boost
+        own[s] = score
+        info[s] = {"z": {k: round(v, 1) for k, v in (("latency", f["lat"]), ("errors", f["err"]),
+                                                       ("saturation", f["sat"])) if v > 0},
+                   "explained_by_callees": {"latency": round(x_lat, 2), "errors": round(x_err, 2)},
+                   "explained_by_load": round(x_load, 2), "request_mix_change": round(x_mix, 2),
+                   "persistence": round(persist, 2), "kind": kind,
+                   "onset_ms": onset_ms}  # fmt: skip
+        if f["lat_m"]:
+            info[s]["latency_metric"] = f["lat_m"]
+        if f["sat"] > 0 and f["sat_m"]:
+            info[s]["saturation_metric"] = f["sat_m"]
+        if o_net > 0 and which[0] == "net":
+            info[s]["network_from"] = net_from
+        if deploy:
+            info[s]["deploy"] = {"ts_ms": deploy[-1].ts_ms, "detail": deploy[-1].detail}
+
+    final = _blend(own, total, g, sc, p)
+    order = sorted(services, key=lambda s: (-final[s], s))
+    causes = []
+    for s in order:
+        ev = dict(info[s])
+        ev["own_score"] = round(own[s], 2)
+        causes.append(Cause(s, str(ev.pop("kind")), float(final[s]), ev))
+    return RcaResult(causes, at_ms, (sc.a0, at_ms), (sc.b0, sc.a0))
+
+
+def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: _Scores,
+           p: RcaParams) -> dict[str, float]:  # fmt: skip
+    """Own scores blended with personalized PageRank on the anomalous subgraph (step 8), scaled to 0..1."""
+    top_own = max(own.values(), default=0.0) or 1.0
+    final = {s: (1 - p.ppr_weight) * v / top_own for s, v in own.items()}
+    nodes = [s for s in own if total[s] >= p.z_thr or own[s] >= p.z_thr]
+    if len(nodes) < 2 or p.ppr_weight <= 0:
+        return final
+    idx = {s: i for i, s in enumerate(nodes)}
+    W = np.zeros((len(nodes), len(nodes)))
+    for a, b in g.edges:
+        if a in idx and b in idx:
+            e = f"{a}{EDGE}{b}"
+            z_edge = max(sc.best(e, _LAT, _LAT_W)[0], sc.get(sc.peak, e, "errors")) if e in sc.ent else total[b]
+            W[idx[a], idx[b]] = max(z_edge, 0.0)
+    o = np.array([own[s] for s in nodes])
+    pr = personalized_pagerank(W, self_weight=o, personal=o, damping=p.damping)
+    pr = pr / pr.max() if pr.max() > 0 else pr
+    for s, v in zip(nodes, pr.tolist(), strict=True):
+        final[s] += p.ppr_weight * v
+    return final
