@@ -56,7 +56,7 @@ def _group_stats(group: np.ndarray, dur_ms: np.ndarray, err: np.ndarray, n_group
     if not len(group):
         out[:, 0] = 0
         return out
-    order = np.lexsort((qdur_ms, group))
+    order = _sort_by_group_then(group, qdur_ms, n_groups)
     d = qdur_ms[order]
     cnt = np.bincount(group, minlength=n_groups)
     out[:, 0] = cnt
@@ -70,23 +70,49 @@ def _group_stats(group: np.ndarray, dur_ms: np.ndarray, err: np.ndarray, n_group
     return out
 
 
+def _sort_by_group_then(group: np.ndarray, x: np.ndarray, n_groups: int) -> np.ndarray:
+    """Indices ordering rows by group, then by ``x``: a sort by ``x``, then a stable radix sort by group."""
+    if n_groups > 65_535:
+        return np.lexsort((x, group))
+    by_x = np.argsort(x)
+    return by_x[np.argsort(group[by_x].astype(np.uint16), kind="stable")]
+
+
+def _dense(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for small non-negative keys, in linear time."""
+    present = np.bincount(key, minlength=size) > 0
+    uniq = np.flatnonzero(present)
+    lookup = np.cumsum(present) - 1
+    return uniq, lookup[key]
+
+
 def _mix_adjusted(dur: np.ndarray, op: np.ndarray, kind: np.ndarray, svc: np.ndarray, peer: np.ndarray) -> np.ndarray:
     """Durations rescaled so each operation's median becomes its span group's median (module docstring)."""
     n_op = int(op.max()) + 1 if len(op) else 1
-    group = (svc * 1024 + (peer + 1)) * 4 + (kind & 3)  # what one series aggregates: a service, or an edge
-    key = group * n_op + op
-    uk, inv = np.unique(key, return_inverse=True)
-    ug, ginv = np.unique(group, return_inverse=True)
-    med_op = _medians(inv, dur, len(uk))
-    med_g = _medians(ginv, dur, len(ug))
+    n_svc = int(max(svc.max(initial=0), peer.max(initial=0))) + 2
+    group = ((svc * n_svc + (peer + 1)) * 4 + (kind & 3)).astype(np.int64)  # what one series aggregates
+    n_group = n_svc * n_svc * 4
+    ug, ginv = _dense(group, n_group)
+    uk, inv = _dense(ginv * n_op + op, len(ug) * n_op)
+    # medians from a sample: a few hundred thousand spans pin them down as well as millions
+    step = max(1, len(dur) // 200_000)
+    med_op = _medians(inv[::step], dur[::step], len(uk))
+    med_g = _medians(ginv[::step], dur[::step], len(ug))
+    missing = np.isnan(med_op)
+    if missing.any():  # an operation too rare for the sample: its own median
+        med_op[missing] = _medians(inv, dur, len(uk))[missing]
     return dur / np.maximum(med_op[inv], 1e-6) * med_g[ginv]
 
 
 def _medians(group: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
-    order = np.lexsort((x, group))
+    """Median of ``x`` per group (NaN for empty groups)."""
+    order = _sort_by_group_then(group, x, n)
     cnt = np.bincount(group, minlength=n)
     start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    return x[order][start + np.maximum(cnt - 1, 0) // 2]
+    out = np.full(n, np.nan)
+    has = cnt > 0
+    out[has] = x[order][start[has] + (cnt[has] - 1) // 2]
+    return out
 
 
 def red_frame(spans: Mapping[str, np.ndarray], services: Sequence[str], *, t0_ms: int, t1_ms: int,
@@ -117,7 +143,7 @@ def red_frame(spans: Mapping[str, np.ndarray], services: Sequence[str], *, t0_ms
     stats_s = _group_stats(ent_s[rows] * T + b[rows], dur[rows], err[rows], S * T, qdur[rows]).reshape(S, T, 6)
     # edges
     pair = svc[client] * S + peer[client]
-    uniq, inv = np.unique(pair, return_inverse=True)
+    uniq, inv = _dense(pair, S * S)
     E = len(uniq)
     stats_e = _group_stats(inv * T + b[client], dur[client], err[client], E * T, qdur[client]).reshape(E, T, 6)
     present = np.flatnonzero(stats_s[:, :, 0].sum(axis=1) > 0)

@@ -25,12 +25,12 @@ simulated time it was taken (recorded in the ground truth's ``actions``). Two wa
 Unknown services answer 404, bad values 400, ``/step`` in paced mode 409.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: FastAPI reads the endpoints' Annotated[...] parameters at
+# definition time, and they name the locally imported Body
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from vigil.apps.services.sim.simulator import ServiceSimulator, Window
 
@@ -92,8 +92,6 @@ class SimRunner:
 
 def control_app(runner: SimRunner, *, expose_truth: bool = False) -> Any:
     """The FastAPI app of the control API (module docstring)."""
-    from typing import Annotated
-
     from fastapi import Body, FastAPI, HTTPException
 
     app = FastAPI(title="Vigil services simulator control", docs_url="/docs", redoc_url=None)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -163,9 +163,12 @@ class OtlpHttpSink:
     """Windows POSTed to an OTLP/HTTP receiver (``url`` without the ``/v1/...`` path)."""
 
     def __init__(self, sim: ServiceSimulator, url: str, max_spans: int = 8192, timeout_s: float = 10.0,
-                 client: Any = None) -> None:  # fmt: skip
+                 client: Any = None, sleep: Callable[[float], None] | None = None) -> None:  # fmt: skip
+        import time
+
         import httpx
 
+        self.sleep = sleep or time.sleep  # back-off between retries: I/O at the edge, not simulation logic
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"`otlp` must be an http(s):// URL; got {url!r}")
@@ -181,9 +184,7 @@ class OtlpHttpSink:
                 return
             if r.status_code not in (429, 502, 503, 504) or attempt == 3:
                 raise RuntimeError(f"POST {self.url + path}: HTTP {r.status_code} {r.text[:200]}")
-            import time  # back-off between retries: I/O at the edge, not simulation logic
-
-            time.sleep(0.2 * 2**attempt)
+            self.sleep(0.2 * 2**attempt)
 
     def write(self, w: Window) -> None:
         """Take one window."""
