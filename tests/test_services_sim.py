@@ -218,7 +218,7 @@ def test_bad_deploy_changes_the_version_and_hurts():
     # the humans roll back at the window's end: the version before it runs again
     late = srv & (sp["ts_ms"] >= f.end_ms + 60_000)
     assert f.params["version"] not in {ver[v] for v in np.unique(sp["version"][late])}
-    assert [c["cause"] for c in sim.world.changes if c["service"] == f.service][-2:] == ["bad_release", "rollback"]
+    assert [c["cause"] for c in sim.world.changes if c["service"] == f.service][-2:] == ["release", "rollback"]
 
 
 def test_network_delay_slows_one_edge_not_the_callee():

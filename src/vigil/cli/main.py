@@ -370,6 +370,9 @@ def generate_fleet_cmd(
 from vigil.cli.services import generate_services_cmd  # noqa: E402 - the services simulator, imported light
 
 generate_app.command("services")(generate_services_cmd)
+from vigil.cli.rca import rca_cmd  # noqa: E402 - root-cause ranking, offline prototype
+
+app.command("rca")(rca_cmd)
 
 from vigil.cli.console import console_cmd  # noqa: E402 - registered here, imported light
 

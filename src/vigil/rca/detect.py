@@ -30,7 +30,7 @@ def detect_incident(frame: MetricFrame, from_ms: int, *, baseline_s: float = 120
     """The alert time of the first sustained latency or error change at or after ``from_ms`` (or None)."""
     ts = frame.ts_ms
     step = frame.step_ms or 10_000
-    base = (ts >= from_ms - int(baseline_s * 1000)) & (ts < from_ms)
+    base = (ts >= from_ms - int(baseline_s * 1000)) & (ts < from_ms)  # (shorter when the data starts later)
     scan = (ts >= from_ms) & (ts < (until_ms if until_ms is not None else np.iinfo(np.int64).max))
     if base.sum() < 3 or not scan.any():
         return None

@@ -38,7 +38,7 @@ import numpy as np
 
 from vigil.rca.frame import EDGE, MetricFrame, ServiceGraph
 
-__all__ = ["RED", "add_resource_metrics", "infer_graph", "red_frame"]
+__all__ = ["RED", "add_resource_metrics", "frame_from_columns", "infer_graph", "red_frame"]
 
 RED = ("rate", "errors", "latency-mean", "latency-p50", "latency-p90", "latency-p99")
 _SERVER, _CLIENT = 2, 3
@@ -210,3 +210,38 @@ def infer_graph(spans: Mapping[str, np.ndarray], services: Sequence[str]) -> Ser
         cross = found & (p_svc != svc)
         pairs |= set((p_svc[cross] * S + svc[cross]).tolist())
     return ServiceGraph(sorted((services[p // S], services[p % S]) for p in pairs if p // S != p % S))
+
+
+def frame_from_columns(directory: str, *, step_ms: int = 10_000, until_ms: int | None = None) -> MetricFrame:
+    """The frame of a span-columns directory, with the data before ``until_ms``.
+
+    The directory holds ``spans.npz`` and ``names.json``, optionally ``metrics.npz`` and ``changes.jsonl``:
+    what ``vigil generate services --format columns`` writes.
+    """
+    import json
+    import os
+
+    from vigil.rca.frame import ChangeEvent
+
+    with open(os.path.join(directory, "names.json"), encoding="utf-8") as f:
+        names = json.load(f)
+    with np.load(os.path.join(directory, "spans.npz")) as z:
+        spans = {k: z[k] for k in ("ts_ms", "service", "peer", "kind", "status", "duration_us", "op")}
+    end = int(spans["ts_ms"].max()) + 1 if until_ms is None else until_ms
+    keep = spans["ts_ms"] < end
+    spans = {k: v[keep] for k, v in spans.items()}
+    t0 = int(spans["ts_ms"].min()) // step_ms * step_ms
+    frame = red_frame(spans, names["service"], t0_ms=t0, t1_ms=end, step_ms=step_ms)
+    mpath = os.path.join(directory, "metrics.npz")
+    if os.path.exists(mpath):
+        with np.load(mpath) as z:
+            met = {k: z[k] for k in z.files}
+        keep = met["ts_ms"] <= end
+        frame = add_resource_metrics(frame, {k: v[keep] for k, v in met.items()}, names["service"], names["metric"])
+    cpath = os.path.join(directory, "changes.jsonl")
+    if os.path.exists(cpath):
+        with open(cpath, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        frame.changes = [ChangeEvent(int(r["ts_ms"]), str(r["service"]), str(r.get("type", "deploy")),
+                                     str(r.get("version", ""))) for r in rows if int(r["ts_ms"]) < end]  # fmt: skip
+    return frame

@@ -125,8 +125,9 @@ class World:
         else:
             self.stack[s].append(self._code(version))
         self.warmups[s] = [w for w in self.warmups[s] if ts_ms - w[0] < 10 * w[2]] + [(ts_ms, warmup, tau_ms)]
+        # what a deploy log shows: a release or a rollback (whether a release is bad is ground truth only)
         self.changes.append({"ts_ms": ts_ms, "service": self.topo.services[s], "type": "deploy",
-                             "version": self.version_of(s), "cause": cause})  # fmt: skip
+                             "version": self.version_of(s), "cause": "rollback" if cause == "rollback" else "release"})
 
     def restart(self, ts_ms: int, s: int) -> None:
         """Restart every replica of ``s``: clears memory, runaway processes, stuck states; a short warm-up."""
