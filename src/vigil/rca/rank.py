@@ -19,13 +19,14 @@ MicroRank, RCD and Nezha):
 4. **Network**: a call edge much slower than its callee's own server view (same bins) blames the link;
    the callee is named, with the caller in the evidence.
 5. **More traffic?** A latency or memory change on a service whose load rose with its callers' (a traffic
-   spike, a batch job: load inherited from upstream, unlike retries) is mostly put down to load, and so is
-   a CPU-per-request change when its load rose beyond the entry points' (another mix of requests).
+   spike, a batch job: load inherited from upstream, unlike retries) is mostly put down to load (latency
+   only as far as its CPU shows queueing), and so is a CPU-per-request change when its load rose beyond the
+   entry points' (another mix of requests).
 6. **Still going on?** A fault persists until the alert; a warm-up after a good deploy or a passing spike
    fades. Scores are weighted by the recent level over the peak.
-7. **Change events**: a deploy of a service with its own anomaly, within ``change_window_s`` before the
-   window and when the anomaly began with it (onset from 1 min before to 2 min after the deploy), makes the
-   kind ``deploy`` and raises its score.
+7. **Change events**: a deploy of a service with its own anomaly (z >= ``z_thr``, or half that if it
+   lasts), within ``change_window_s`` before the window and when the anomaly began with it (onset from 1 min
+   before to 2 min after the deploy), makes the kind ``deploy`` and raises its score.
 8. **Random walk** (MicroRank / RCD style): personalized PageRank on the anomalous subgraph, walking
    from callers to the callees that look anomalous to them, personalized and self-looped by the own
    scores; the final score blends own score and PageRank (``ppr_weight``).
@@ -60,7 +61,7 @@ from vigil.rca.frame import EDGE, ChangeEvent, MetricFrame, ServiceGraph
 from vigil.rca.graph import personalized_pagerank
 from vigil.rca.scores import TWO_SIDED, baseline, level, onset, peak
 
-__all__ = ["Cause", "RcaParams", "RcaResult", "rank_causes"]
+__all__ = ["Cause", "RcaParams", "RcaResult", "rank_baro", "rank_causes"]
 
 _LAT = ("latency-mean", "latency-p50", "latency-p90", "latency-p99")
 _LAT_W = {"latency-mean": 1.0, "latency-p50": 1.0, "latency-p90": 1.0, "latency-p99": 0.7}
@@ -327,7 +328,11 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         f = fam[s]
         x_lat, x_err = _explained(sc, s, g.callees(s), has_edges, total, f["lat"], f["err"], thr)
         x_load, x_mix = _load_explained(sc, s, g.callers(s), entry_ratio)
-        o_lat, o_err = f["lat"] * (1 - x_lat) * (1 - 0.7 * x_load), f["err"] * (1 - x_err)
+        # more load slows a service only through its CPU: without CPU data, trust the load; with it, only
+        # as far as the CPU shows queueing
+        busy = max(sc.get(sc.peak, s, "cpu-pressure", np.nan), sc.get(sc.peak, s, "cpu-per-request", np.nan))
+        x_load_lat = x_load if np.isnan(busy) else x_load * min(1.0, max(0.0, busy / thr))
+        o_lat, o_err = f["lat"] * (1 - x_lat) * (1 - 0.7 * x_load_lat), f["err"] * (1 - x_err)
         # more requests need more memory and CPU; a different mix of them (a batch job's) more CPU each;
         # a service idle until now (a job that just started) is all new load
         new = _ratio(sc, s) >= 10.0
@@ -340,16 +345,18 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         o_net, net_from = net.get(s, (0.0, ""))
         perf = max(o_lat, o_err, o_net)
         which = ("lat", f["lat_m"]) if perf == o_lat else ("err", "errors") if perf == o_err else ("net", "")
-        # is it still going on? judged on the series that carries the score
-        if p.sat_weight * f["sat"] > perf:
-            entity, metric = s, f["sat_m"]
-        elif which[0] == "net":
+        # is it still going on? judged on the series that carry the score (a symptom or an exhausted resource)
+        if which[0] == "net":
             entity = f"{net_from}{EDGE}{s}"
-            metric = sc.best(entity, _LAT, _LAT_W)[1]
+            carriers = [(entity, sc.best(entity, _LAT, _LAT_W)[1])]
         else:
-            entity, metric = s, which[1]
-        pk, lv = sc.get(sc.peak, entity, metric), sc.get(sc.level, entity, metric)
-        persist = min(1.0, max(0.0, lv / pk)) if pk > 0 else 0.0
+            carriers = [(s, which[1])]
+        if f["sat"] >= thr or p.sat_weight * f["sat"] > perf:
+            carriers.append((s, f["sat_m"]))
+        persist = 0.0
+        for entity, metric in carriers:
+            pk, lv = sc.get(sc.peak, entity, metric), sc.get(sc.level, entity, metric)
+            persist = max(persist, min(1.0, max(0.0, lv / pk)) if pk > 0 else 0.0)
         score = (max(perf, p.sat_weight * f["sat"]) + 0.25 * min(f["sat"], perf)) * (0.2 + 0.8 * persist)
         on = [int(sc.onset[sc.ent[s], sc.met[m]]) for m in (f["lat_m"], "errors", f["sat_m"])
               if s in sc.ent and m in sc.met and sc.onset[sc.ent[s], sc.met[m]] >= 0]  # fmt: skip
@@ -362,14 +369,14 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         kind = "errors" if which[0] == "err" or most_fail else "latency"
         if f["sat"] >= p.sat_kind_z and not (kind == "errors" and f["err"] >= f["lat"]):
             kind = "saturation"  # a resource clearly ran out on the service itself: that is how it is failing
-        if deploy and perf >= thr:
+        if deploy and (perf >= thr or (perf >= thr / 2 and persist >= 0.5)):  # weaker, lasting evidence + a change
             kind = "deploy"
             score *= p.deploy_boost
         own[s] = score
         info[s] = {"z": {k: round(v, 1) for k, v in (("latency", f["lat"]), ("errors", f["err"]),
                                                        ("saturation", f["sat"])) if v > 0},
                    "explained_by_callees": {"latency": round(x_lat, 2), "errors": round(x_err, 2)},
-                   "explained_by_load": round(x_load, 2), "request_mix_change": round(x_mix, 2),
+                   "explained_by_load": round(x_load_lat, 2), "request_mix_change": round(x_mix, 2),
                    "persistence": round(persist, 2), "kind": kind,
                    "onset_ms": onset_ms}  # fmt: skip
         if f["lat_m"]:
@@ -412,3 +419,39 @@ def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: 
     for s, v in zip(nodes, pr.tolist(), strict=True):
         final[s] += p.ppr_weight * v
     return final
+
+
+def rank_baro(frame: MetricFrame, at_ms: int, params: RcaParams | None = None) -> RcaResult:
+    """BARO's root-cause step alone, as a baseline to compare with.
+
+    Every series is scaled by the baseline's median and IQR (scikit-learn's ``RobustScaler``: an IQR of 0
+    scales by 1) and scored by its largest value in the anomaly window; services are ranked by their best
+    series. No noise floors, no propagation, no graph.
+    """
+    p = params or RcaParams()
+    a0 = at_ms - int(p.lookback_s * 1000)
+    base = (frame.ts_ms >= a0 - int(p.baseline_s * 1000)) & (frame.ts_ms < a0)
+    win = (frame.ts_ms >= a0) & (frame.ts_ms < at_ms)
+    best: dict[str, tuple[float, str]] = {}
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for i, e in enumerate(frame.entities):
+                if EDGE in e:
+                    continue
+                X = frame.values[i]
+                med = np.nanmedian(X[:, base], axis=1)
+                iqr = np.nanpercentile(X[:, base], 75, axis=1) - np.nanpercentile(X[:, base], 25, axis=1)
+                iqr = np.where((iqr > 0) & np.isfinite(iqr), iqr, 1.0)
+                z = np.nanmax((X[:, win] - med[:, None]) / iqr[:, None], axis=1)
+                z = np.where(np.isfinite(z), z, -np.inf)
+                j = int(np.argmax(z))
+                best[e] = (float(z[j]), frame.metrics[j])
+    order = sorted(best, key=lambda s: (-best[s][0], s))
+    top = max((best[s][0] for s in order), default=1.0) or 1.0
+    causes = [Cause(s, "latency" if best[s][1].startswith("latency") else "errors" if best[s][1] == "errors"
+                    else "saturation", best[s][0] / top, {"metric": best[s][1], "z": round(best[s][0], 1)})
+              for s in order]  # fmt: skip
+    return RcaResult(causes, at_ms, (a0, at_ms), (a0 - int(p.baseline_s * 1000), a0))

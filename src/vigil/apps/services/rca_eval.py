@@ -43,7 +43,7 @@ from vigil.apps.services.sim import FAULT_TYPES, ServiceSimSpec, ServiceSimulato
 from vigil.apps.services.sim.emit import MemorySink
 from vigil.rca.detect import detect_incident
 from vigil.rca.frame import ChangeEvent, MetricFrame
-from vigil.rca.rank import RcaParams, rank_causes
+from vigil.rca.rank import RcaParams, rank_baro, rank_causes
 from vigil.rca.series import add_resource_metrics, red_frame
 
 __all__ = ["Incident", "evaluate", "run_incident", "summarize"]
@@ -116,22 +116,36 @@ def run_incident(fault: str, seed: int, services: int, *, params: RcaParams | No
                  inject_delay_s: float = 180.0, rca_delay_s: float = 60.0,
                  **sim_kw: Any) -> list[Incident]:  # fmt: skip
     """Simulate one incident and rank it under both protocols (module docstring): ``inject`` and ``alert``."""
+    return run_variants(fault, seed, services, {"": params or RcaParams()}, inject_delay_s=inject_delay_s,
+                        rca_delay_s=rca_delay_s, **sim_kw)[""]
+
+
+def run_variants(fault: str, seed: int, services: int, variants: dict[str, RcaParams | str], *,
+                 inject_delay_s: float = 180.0, rca_delay_s: float = 60.0,
+                 **sim_kw: Any) -> dict[str, list[Incident]]:  # fmt: skip
+    """One simulated incident ranked with each of several parameter sets (for ablations).
+
+    A variant given as the string ``"baro"`` runs the BARO baseline (:func:`vigil.rca.rank.rank_baro`).
+    """
     sim, spans, metrics = simulate(fault, seed, services, **sim_kw)
     f = sim.plan.faults[0]
     full = frame_of(sim, spans, metrics, sim.end_ms)
     alert = detect_incident(full, f.start_ms, until_ms=f.end_ms)
     times = {"inject": min(f.start_ms + int(inject_delay_s * 1000), f.end_ms),
              "alert": min((alert if alert is not None else f.start_ms + 60_000) + int(rca_delay_s * 1000), f.end_ms)}
-    out = []
+    out: dict[str, list[Incident]] = {name: [] for name in variants}
     for protocol, at in times.items():
         t0 = time.perf_counter()
         frame = frame_of(sim, spans, metrics, at)
         t1 = time.perf_counter()
-        res = rank_causes(frame, at, params=params)
-        t2 = time.perf_counter()
-        out.append(Incident(fault, seed, services, f.service, f.kind, res.top(len(res.causes)),
-                            [c.kind for c in res.causes], alert is not None, (t2 - t1) * 1000, (t2 - t0) * 1000,
-                            len(spans["span_id"]), protocol))  # fmt: skip
+        for name, params in variants.items():
+            t1 = time.perf_counter() if name != next(iter(variants)) else t1
+            res = rank_baro(frame, at) if params == "baro" else rank_causes(frame, at, params=params)  # type: ignore[arg-type]
+            t2 = time.perf_counter()
+            total = (t2 - t0) * 1000 if name == next(iter(variants)) else (t2 - t1) * 1000
+            out[name].append(Incident(fault, seed, services, f.service, f.kind, res.top(len(res.causes)),
+                                      [c.kind for c in res.causes], alert is not None, (t2 - t1) * 1000, total,
+                                      len(spans["span_id"]), protocol))  # fmt: skip
     return out
 
 
@@ -203,16 +217,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--faults", default=",".join(FAULT_TYPES))
     ap.add_argument("--rate", type=float, default=50.0, help="frontend requests/s at the daily peak")
     ap.add_argument("--json", default=None, help="write the summary and every incident here")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also rank each incident without PageRank, with PageRank only, and with BARO's step alone")
     args = ap.parse_args(argv)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     sizes = [int(x) for x in args.services.split(",")]
-    incs = evaluate(seeds, sizes, args.faults.split(","), rate=args.rate)
-    summary = summarize(incs)
-    print(_table(summary))
+    if not args.ablations:
+        incs = evaluate(seeds, sizes, args.faults.split(","), rate=args.rate)
+        summary = summarize(incs)
+        print(_table(summary))
+        extra: dict[str, Any] = {}
+    else:
+        from dataclasses import replace
+
+        base = RcaParams()
+        variants: dict[str, RcaParams | str] = {"default": base, "no_pagerank": replace(base, ppr_weight=0.0),
+                                                "pagerank_only": replace(base, ppr_weight=1.0), "baro": "baro"}
+        by: dict[str, list[Incident]] = {k: [] for k in variants}
+        for i, seed in enumerate(seeds):
+            for fault in args.faults.split(","):
+                for k, v in run_variants(fault, seed, sizes[i % len(sizes)], variants, rate=args.rate).items():
+                    by[k] += v
+                print(f"{fault} seed={seed}: " + " ".join(f"{k}={''.join(str(int(x.hit1)) for x in by[k][-2:])}"
+                                                          for k in variants), file=sys.stderr, flush=True)  # fmt: skip
+        incs = by["default"]
+        summary = summarize(incs)
+        print(_table(summary))
+        extra = {k: summarize(v) for k, v in by.items() if k != "default"}
+        for k, sm in extra.items():
+            o = {p: sm[p]["overall"] for p in ("inject", "alert")}
+            print(f"{k:14s} " + "  ".join(f"{p}: top-1 {o[p]['top1']:.2f} top-3 {o[p]['top3']:.2f}" for p in o))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"summary": summary, "incidents": [vars(i) | {"hit1": i.hit1, "hit3": i.hit3} for i in incs]},
-                      f, indent=1)  # fmt: skip
+            json.dump({"summary": summary, "ablations": extra,
+                       "incidents": [vars(i) | {"hit1": i.hit1, "hit3": i.hit3} for i in incs]}, f, indent=1)
     return 0
 
 
