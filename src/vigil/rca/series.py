@@ -147,13 +147,14 @@ def red_frame(spans: Mapping[str, np.ndarray], services: Sequence[str], *, t0_ms
     E = len(uniq)
     stats_e = _group_stats(inv * T + b[client], dur[client], err[client], E * T, qdur[client]).reshape(E, T, 6)
     present = np.flatnonzero(stats_s[:, :, 0].sum(axis=1) > 0)
-    entities = [services[i] for i in present] + [f"{services[p // S]}{EDGE}{services[p % S]}" for p in uniq.tolist()]
+    entities = [services[int(i)] for i in present] + [f"{services[p // S]}{EDGE}{services[p % S]}"
+                                                       for p in uniq.tolist()]  # fmt: skip
     stats = np.concatenate([stats_s[present], stats_e], axis=0)  # [E', T, 6]
     values = np.empty((len(entities), len(RED), T))
     values[:, 0] = stats[:, :, 0] / (step_ms / 1000.0)
     values[:, 1:] = stats[:, :, 1:].transpose(0, 2, 1)
     values[:, 1:, :][np.broadcast_to(stats[:, None, :, 0] == 0, values[:, 1:, :].shape)] = np.nan
-    virtual = {services[i] for i in present if not has_server[i]}
+    virtual = {services[int(i)] for i in present if not has_server[i]}
     return MetricFrame(t0_ms + np.arange(T, dtype=np.int64) * step_ms, entities, list(RED), values, [], virtual)
 
 

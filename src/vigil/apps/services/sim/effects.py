@@ -34,6 +34,7 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,8 @@ class World:
         self.restart_ms = np.full(S, np.iinfo(np.int64).min // 2, np.int64)
         self.warmups: list[list[tuple[int, float, float]]] = [[] for _ in range(S)]
         self.pending: list[Deploy] = sorted(plan.deploys, key=lambda d: d.ts_ms)
-        self.changes: list[dict[str, object]] = []  # applied deploys and restarts: observable change events
-        self.actions: list[dict[str, object]] = []  # remediation actions, in order
+        self.changes: list[dict[str, Any]] = []  # applied deploys and restarts: observable change events
+        self.actions: list[dict[str, Any]] = []  # remediation actions, in order
         self.hog_cores: dict[int, np.ndarray] = {}
         self.start_ms = start_ms
         self.cpu_share = np.minimum(0.9, topo.cpu_ms[topo.op_service] / np.maximum(topo.op_median_ms, 0.1))

@@ -153,10 +153,10 @@ class FileSink:
         for f in self.files.values():
             f.close()
         if self.mem is not None:
-            np.savez(os.path.join(self.dir, "spans.npz"), **self.mem.spans())
-            np.savez(os.path.join(self.dir, "metrics.npz"), **self.mem.metrics())
-            with open(os.path.join(self.dir, "names.json"), "w", encoding="utf-8") as f:
-                json.dump({k: list(v) for k, v in self.sim.names.items()}, f, indent=1)
+            np.savez(os.path.join(self.dir, "spans.npz"), **self.mem.spans())  # type: ignore[arg-type]
+            np.savez(os.path.join(self.dir, "metrics.npz"), **self.mem.metrics())  # type: ignore[arg-type]
+            with open(os.path.join(self.dir, "names.json"), "w", encoding="utf-8") as out:
+                json.dump({k: list(v) for k, v in self.sim.names.items()}, out, indent=1)
 
 
 class OtlpHttpSink:

@@ -105,8 +105,8 @@ def _template(names: dict[str, Any], kinds: Sequence[str], op: int, kind: int, p
                   _kv("rpc.grpc.status_code", code)]  # fmt: skip
     if peer >= 0:
         attrs.append(_kv("peer.service", names["service"][peer]))
-    st = Status(code=status, message=_CODE_TEXT.get(code, "") if status == 2 else "")
-    return Span(name=name, kind=kind, attributes=attrs, status=st).SerializeToString()
+    st = Status(code=status, message=_CODE_TEXT.get(code, "") if status == 2 else "")  # type: ignore[arg-type]
+    return Span(name=name, kind=kind, attributes=attrs, status=st).SerializeToString()  # type: ignore[arg-type]
 
 
 def _be(a: np.ndarray) -> np.ndarray:
@@ -253,7 +253,7 @@ def _hex(words: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def traces_json(spans: dict[str, np.ndarray], rows: np.ndarray, names: dict[str, Any], kinds: Sequence[str],
-                cache: dict[int, Any] | None = None) -> bytes:  # fmt: skip
+                cache: dict[Any, Any] | None = None) -> bytes:  # fmt: skip
     """One OTLP/JSON ``ExportTraceServiceRequest`` (a line, without the newline) with the spans at ``rows``."""
     import orjson
 
