@@ -59,9 +59,9 @@ import numpy as np
 
 from vigil.rca.frame import EDGE, ChangeEvent, MetricFrame, ServiceGraph
 from vigil.rca.graph import personalized_pagerank
-from vigil.rca.scores import TWO_SIDED, baseline, level, onset, peak
+from vigil.rca.window import WindowScores, with_cpu_per_request
 
-__all__ = ["Cause", "RcaParams", "RcaResult", "rank_baro", "rank_causes"]
+__all__ = ["Cause", "RcaParams", "RcaResult", "rank_causes"]
 
 _LAT = ("latency-mean", "latency-p50", "latency-p90", "latency-p99")
 _LAT_W = {"latency-mean": 1.0, "latency-p50": 1.0, "latency-p90": 1.0, "latency-p99": 0.7}
@@ -115,114 +115,7 @@ class RcaResult:
                             "evidence": c.evidence} for i, c in enumerate(self.causes)]}  # fmt: skip
 
 
-def _with_cpu_per_request(frame: MetricFrame, base: np.ndarray) -> MetricFrame:
-    """Add ``cpu-per-request``: CPU over the request rate, the rate floored at half its baseline median.
-
-    A spike does not raise it (each request costs what it did); a hog, contention or GC does. The floor
-    keeps a service whose callers fail upstream (its rate collapses, its idle CPU stays) from looking hot.
-    """
-    if "cpu" not in frame.metrics or "rate" not in frame.metrics or "cpu-per-request" in frame.metrics:
-        return frame
-    cpu, rate = frame.values[:, frame.metrics.index("cpu")], frame.values[:, frame.metrics.index("rate")]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            floor = 0.5 * np.nanmedian(rate[:, base], axis=1)
-        cpr = cpu / np.fmax(rate, floor[:, None])
-    cpr[~(np.nan_to_num(floor) > 0.05)] = np.nan  # idle in the baseline: no cost per request to compare with
-    values = np.concatenate([frame.values, cpr[:, None, :]], axis=1)
-    return MetricFrame(frame.ts_ms, frame.entities, [*frame.metrics, "cpu-per-request"], values, frame.changes,
-                       frame.virtual)  # fmt: skip
-
-
-def _rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Trailing mean over ``w`` bins along the last axis, NaN-aware (a bin with no values stays NaN)."""
-    if w <= 1:
-        return x
-    v = np.nan_to_num(x)
-    c = (~np.isnan(x)).astype(np.float64)
-    cs = np.cumsum(v, axis=-1)
-    cc = np.cumsum(c, axis=-1)
-    cs[..., w:] = cs[..., w:] - cs[..., :-w].copy()
-    cc[..., w:] = cc[..., w:] - cc[..., :-w].copy()
-    with np.errstate(all="ignore"):
-        out = cs / cc
-    out[np.isnan(x)] = np.nan
-    return out
-
-
-class _Scores:
-    """Peaks, levels, onsets and recent deltas of every (entity, metric) of a frame."""
-
-    def __init__(self, frame: MetricFrame, at_ms: int, p: RcaParams) -> None:
-        step = frame.step_ms or 10_000
-        self.step_s = step / 1000.0
-        ts = frame.ts_ms
-        self.a0 = at_ms - int(p.lookback_s * 1000)
-        self.b0 = self.a0 - int(p.baseline_s * 1000)
-        base = (ts >= self.b0) & (ts < self.a0)
-        win = (ts >= self.a0) & (ts < at_ms)
-        if base.sum() < 3 or win.sum() < 2:
-            raise ValueError(f"too little data around at_ms={at_ms}: {int(base.sum())} baseline bins, "
-                             f"{int(win.sum())} anomaly bins (step {step} ms)")  # fmt: skip
-        self.ts_win = ts[win]
-        E, M, _ = frame.values.shape
-        X = frame.values
-        ri = frame.metrics.index("rate") if "rate" in frame.metrics else None
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                rate_med = np.nanmedian(X[:, ri][:, base], axis=1) if ri is not None else np.full(E, np.nan)
-                self.rate = np.nan_to_num(rate_med)
-                names, counts = list(frame.metrics) * E, np.repeat(rate_med * self.step_s, M)
-                two = np.tile(np.array([m in TWO_SIDED for m in frame.metrics]), E)
-                zs = []
-                for w in (1, p.smooth):  # single bins, and rolling means (evidence that persists adds up)
-                    Xw = _rolling_mean(X, w).reshape(E * M, -1)
-                    med, scale = baseline(Xw[:, base], names, counts * w, self.step_s)
-                    Z = (Xw[:, win] - med[:, None]) / scale[:, None]
-                    Z[two] = np.abs(Z[two])
-                    zs.append(Z)
-                    if w == 1:
-                        med1 = med
-                # a series that was mostly absent in the baseline (a job that just started) is not scored
-                seen = (~np.isnan(X[:, :, base])).sum(axis=2).reshape(E * M)
-                thin = seen < max(6, 0.3 * int(base.sum()))
-                for Z in zs:
-                    Z[thin] = np.nan
-                self.z = zs[0].reshape(E, M, -1)
-                self.peak = np.maximum(peak(zs[0], 3), peak(zs[1], 2)).reshape(E, M)  # 3 bins, or 30 s twice
-                self.level = level(zs[1], p.recent).reshape(E, M)
-                self.onset = onset(zs[0], p.z_thr).reshape(E, M)
-                med = med1
-                recent = np.nanmedian(X[:, :, win][:, :, -p.recent:], axis=2)
-                self.recent_rate = np.nan_to_num(recent[:, ri]) if ri is not None else np.zeros(E)
-                self.delta = np.nan_to_num(recent - med.reshape(E, M))
-        self.ent = {e: i for i, e in enumerate(frame.entities)}
-        self.met = {m: j for j, m in enumerate(frame.metrics)}
-
-    def get(self, table: np.ndarray, entity: str, metric: str, default: float = 0.0) -> float:
-        i, j = self.ent.get(entity), self.met.get(metric)
-        if i is None or j is None:
-            return default
-        v = float(table[i, j])
-        return v if np.isfinite(v) else default
-
-    def best(self, entity: str, metrics: Sequence[str], weights: dict[str, float] | None = None) -> tuple[float, str]:
-        """The largest weighted peak among ``metrics`` of ``entity``, and which metric it is."""
-        out, which = 0.0, ""
-        for m in metrics:
-            v = self.get(self.peak, entity, m) * (weights or {}).get(m, 1.0)
-            if v > out:
-                out, which = v, m
-        return out, which
-
-
-def _explained(sc: _Scores, s: str, callees: list[str], has_edges: bool, own: dict[str, float], lat: float,
+def _explained(sc: WindowScores, s: str, callees: list[str], has_edges: bool, own: dict[str, float], lat: float,
                err: float, thr: float) -> tuple[float, float]:  # fmt: skip
     """Shares of ``s``'s latency and error increase that its calls account for (step 3)."""
     if not callees:
@@ -250,7 +143,7 @@ def _explained(sc: _Scores, s: str, callees: list[str], has_edges: bool, own: di
     return x, x
 
 
-def _ratio(sc: _Scores, e: str) -> float:
+def _ratio(sc: WindowScores, e: str) -> float:
     """Recent request rate over the baseline median (1 when unknown; 10 for a service idle until now)."""
     if e not in sc.ent:
         return 1.0
@@ -260,7 +153,7 @@ def _ratio(sc: _Scores, e: str) -> float:
     return 10.0 if sc.recent_rate[sc.ent[e]] > 0.05 else 1.0
 
 
-def _load_explained(sc: _Scores, s: str, callers: list[str], entry_ratio: float) -> tuple[float, float]:
+def _load_explained(sc: WindowScores, s: str, callers: list[str], entry_ratio: float) -> tuple[float, float]:
     """How much of ``s``'s change more traffic from upstream explains: (load share, request-mix share).
 
     The load must be inherited: ``s``'s request rate is up *and* so is its busiest caller's (or ``s`` is an
@@ -289,8 +182,9 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
             raise ValueError("no incident found in the data; give its time (at_ms)")
         at_ms = found
     a0 = at_ms - int(p.lookback_s * 1000)
-    frame = _with_cpu_per_request(frame, (frame.ts_ms >= a0 - int(p.baseline_s * 1000)) & (frame.ts_ms < a0))
-    sc = _Scores(frame, at_ms, p)
+    frame = with_cpu_per_request(frame, (frame.ts_ms >= a0 - int(p.baseline_s * 1000)) & (frame.ts_ms < a0))
+    sc = WindowScores(frame, at_ms, lookback_s=p.lookback_s, baseline_s=p.baseline_s, z_thr=p.z_thr,
+                      recent=p.recent, smooth=p.smooth)
     g = graph if graph is not None and graph.edges else frame.graph()
     has_edges = bool(frame.edge_pairs)
     services = sorted(set(frame.services) | set(g.nodes))
@@ -398,7 +292,7 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
     return RcaResult(causes, at_ms, (sc.a0, at_ms), (sc.b0, sc.a0))
 
 
-def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: _Scores,
+def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: WindowScores,
            p: RcaParams) -> dict[str, float]:  # fmt: skip
     """Own scores blended with personalized PageRank on the anomalous subgraph (step 8), scaled to 0..1."""
     top_own = max(own.values(), default=0.0) or 1.0
@@ -420,38 +314,3 @@ def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: 
         final[s] += p.ppr_weight * v
     return final
 
-
-def rank_baro(frame: MetricFrame, at_ms: int, params: RcaParams | None = None) -> RcaResult:
-    """BARO's root-cause step alone, as a baseline to compare with.
-
-    Every series is scaled by the baseline's median and IQR (scikit-learn's ``RobustScaler``: an IQR of 0
-    scales by 1) and scored by its largest value in the anomaly window; services are ranked by their best
-    series. No noise floors, no propagation, no graph.
-    """
-    p = params or RcaParams()
-    a0 = at_ms - int(p.lookback_s * 1000)
-    base = (frame.ts_ms >= a0 - int(p.baseline_s * 1000)) & (frame.ts_ms < a0)
-    win = (frame.ts_ms >= a0) & (frame.ts_ms < at_ms)
-    best: dict[str, tuple[float, str]] = {}
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for i, e in enumerate(frame.entities):
-                if EDGE in e:
-                    continue
-                X = frame.values[i]
-                med = np.nanmedian(X[:, base], axis=1)
-                iqr = np.nanpercentile(X[:, base], 75, axis=1) - np.nanpercentile(X[:, base], 25, axis=1)
-                iqr = np.where((iqr > 0) & np.isfinite(iqr), iqr, 1.0)
-                z = np.nanmax((X[:, win] - med[:, None]) / iqr[:, None], axis=1)
-                z = np.where(np.isfinite(z), z, -np.inf)
-                j = int(np.argmax(z))
-                best[e] = (float(z[j]), frame.metrics[j])
-    order = sorted(best, key=lambda s: (-best[s][0], s))
-    top = max((best[s][0] for s in order), default=1.0) or 1.0
-    causes = [Cause(s, "latency" if best[s][1].startswith("latency") else "errors" if best[s][1] == "errors"
-                    else "saturation", best[s][0] / top, {"metric": best[s][1], "z": round(best[s][0], 1)})
-              for s in order]  # fmt: skip
-    return RcaResult(causes, at_ms, (a0, at_ms), (a0 - int(p.baseline_s * 1000), a0))

@@ -41,9 +41,10 @@ import numpy as np
 
 from vigil.apps.services.sim import FAULT_TYPES, ServiceSimSpec, ServiceSimulator
 from vigil.apps.services.sim.emit import MemorySink
+from vigil.rca.baro import rank_baro
 from vigil.rca.detect import detect_incident
 from vigil.rca.frame import ChangeEvent, MetricFrame
-from vigil.rca.rank import RcaParams, rank_baro, rank_causes
+from vigil.rca.rank import RcaParams, rank_causes
 from vigil.rca.series import add_resource_metrics, red_frame
 
 __all__ = ["Incident", "evaluate", "run_incident", "summarize"]
@@ -125,7 +126,7 @@ def run_variants(fault: str, seed: int, services: int, variants: dict[str, RcaPa
                  **sim_kw: Any) -> dict[str, list[Incident]]:  # fmt: skip
     """One simulated incident ranked with each of several parameter sets (for ablations).
 
-    A variant given as the string ``"baro"`` runs the BARO baseline (:func:`vigil.rca.rank.rank_baro`).
+    A variant given as the string ``"baro"`` runs the BARO baseline (:func:`vigil.rca.baro.rank_baro`).
     """
     sim, spans, metrics = simulate(fault, seed, services, **sim_kw)
     f = sim.plan.faults[0]
