@@ -9,8 +9,9 @@ MicroRank, RCD and Nezha):
 1. **Robust change scores** (BARO). Baseline = the ``baseline_s`` before the anomaly window
    ``[at - lookback_s, at)``; every series gets a robust z per bin (median / IQR with noise floors,
    :mod:`~vigil.rca.scores`), its peak (second-largest z), its recent level and its onset.
-2. **Per-service anomaly** by family: latency (mean, p50, p90; p99 x 0.7), errors, saturation (CPU per
-   request, so that more traffic is not saturation; CPU pressure; memory; GC time) and network.
+2. **Per-service anomaly** by family: latency (p50, p90, p99 x 0.7; the mean when there are no quantiles),
+   errors, saturation (CPU per request, so that more traffic is not saturation; CPU pressure; memory; GC
+   time) and network.
 3. **Explained by callees?** Failures propagate upstream, so a caller looks as broken as its callee.
    From the call-edge series (what the caller saw of each callee) the increase of a caller's mean latency
    is compared with the increase its calls contribute (edge latency x calls per request), and its extra
@@ -65,6 +66,18 @@ __all__ = ["Cause", "RcaParams", "RcaResult", "rank_causes"]
 
 _LAT = ("latency-mean", "latency-p50", "latency-p90", "latency-p99")
 _LAT_W = {"latency-mean": 1.0, "latency-p50": 1.0, "latency-p90": 1.0, "latency-p99": 0.7}
+_QUANTILES = ("latency-p50", "latency-p90", "latency-p99")
+
+
+def _lat_best(sc: WindowScores, entity: str) -> tuple[float, str]:
+    """The latency family's peak: from the quantiles when the series has them, else from the mean.
+
+    Quantiles built from spans are mix-adjusted, so a different mix of operations (a batch job's bulk calls)
+    does not move them; the mean would (it is kept for the explanation step, where milliseconds add up).
+    """
+    i = sc.ent.get(entity)
+    has_q = i is not None and any(m in sc.met and sc.present[i, sc.met[m]] for m in _QUANTILES)
+    return sc.best(entity, _QUANTILES if has_q else _LAT, _LAT_W)
 _SAT = ("cpu-per-request", "cpu-pressure", "mem", "gc")
 
 
@@ -195,7 +208,7 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
     entry_ratio = max((_ratio(sc, s) for s in entries), default=1.0)
     fam: dict[str, dict[str, Any]] = {}
     for s in services:
-        lat, lat_m = sc.best(s, _LAT, _LAT_W)
+        lat, lat_m = _lat_best(sc, s)
         err = max(sc.get(sc.peak, s, "errors"), 0.0)
         sat, sat_m = sc.best(s, _SAT)
         fam[s] = {"lat": lat, "lat_m": lat_m, "err": err, "sat": sat, "sat_m": sat_m}
@@ -212,7 +225,7 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         if d_edge <= 0:
             continue
         frac = min(1.0, max(0.0, d_edge - max(sc.get(sc.delta, b, lat_m), 0.0)) / d_edge)
-        z_edge, _ = sc.best(e, _LAT, _LAT_W)
+        z_edge, _ = _lat_best(sc, e)
         if z_edge * frac > net.get(b, (0.0, ""))[0]:
             net[b] = (z_edge * frac, a)
 
@@ -242,7 +255,7 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         # is it still going on? judged on the series that carry the score (a symptom or an exhausted resource)
         if which[0] == "net":
             entity = f"{net_from}{EDGE}{s}"
-            carriers = [(entity, sc.best(entity, _LAT, _LAT_W)[1])]
+            carriers = [(entity, _lat_best(sc, entity)[1])]
         else:
             carriers = [(s, which[1])]
         if f["sat"] >= thr or p.sat_weight * f["sat"] > perf:
@@ -305,7 +318,7 @@ def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: 
     for a, b in g.edges:
         if a in idx and b in idx:
             e = f"{a}{EDGE}{b}"
-            z_edge = max(sc.best(e, _LAT, _LAT_W)[0], sc.get(sc.peak, e, "errors")) if e in sc.ent else total[b]
+            z_edge = max(_lat_best(sc, e)[0], sc.get(sc.peak, e, "errors")) if e in sc.ent else total[b]
             W[idx[a], idx[b]] = max(z_edge, 0.0)
     o = np.array([own[s] for s in nodes])
     pr = personalized_pagerank(W, self_weight=o, personal=o, damping=p.damping)

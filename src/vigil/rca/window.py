@@ -108,6 +108,7 @@ class WindowScores:
                 latest = np.nanmedian(X[:, :, win][:, :, -recent:], axis=2)
                 self.recent_rate = np.nan_to_num(latest[:, ri]) if ri is not None else np.zeros(E)
                 self.delta = np.nan_to_num(latest - med.reshape(E, M))
+        self.present = ~np.isnan(X[:, :, win]).all(axis=2)  # [E, M]: the series has data in the window
         self.ent = {e: i for i, e in enumerate(frame.entities)}
         self.met = {m: j for j, m in enumerate(frame.metrics)}
 
