@@ -22,7 +22,8 @@ Every sink takes :class:`~.simulator.Window` objects (``write``) and is closed o
   exporter's defaults with ``encoding: otlp_proto``, which its Kafka receiver reads back.
 * :class:`MemorySink` keeps the windows' columns (``spans()`` / ``metrics()`` concatenate them).
 
-Requests hold at most ``max_spans`` spans (8192, the Collector batch processor's default batch).
+Requests hold at most ``max_spans`` spans (8192, the Collector batch processor's default batch; 4096 for
+Kafka, which keeps a message under the broker's default 1 MB limit even before compression).
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class KafkaSink:
     """Windows to Kafka, one OTLP request per message (module docstring)."""
 
     def __init__(self, sim: ServiceSimulator, bootstrap: str, traces_topic: str = "otlp_spans",
-                 metrics_topic: str = "otlp_metrics", max_spans: int = 8192,
+                 metrics_topic: str = "otlp_metrics", max_spans: int = 4096,
                  producer_config: dict[str, Any] | None = None) -> None:  # fmt: skip
         from confluent_kafka import Producer
 
@@ -210,7 +211,7 @@ class KafkaSink:
         self.enc = _Encoder(sim, max_spans)
         self.topics = (traces_topic, metrics_topic)
         self.errors = ErrorLog("producer `otlp`")
-        base = {"linger.ms": 20, "compression.type": "lz4", "message.max.bytes": 8 << 20,
+        base = {"linger.ms": 20, "compression.type": "lz4", "message.max.bytes": 1_000_000,
                 "client.id": "vigil-services-sim"}  # fmt: skip
         self.producer = Producer(client_config(bootstrap, base, producer_config, self.errors))
         self.failed: list[str] = []
