@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dataflow",),
     ("io",),
     ("engine",),
-    ("alerting", "models", "ops"),
+    ("alerting", "models", "ops", "rca"),
     ("feedback",),
     ("apps",),
     ("config",),

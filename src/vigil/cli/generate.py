@@ -107,6 +107,11 @@ def generate_fleet_cmd(
         fail(exc if isinstance(exc, VigilError) else ConfigError(str(exc), field="fleet"))
 
 
+from vigil.cli.services import generate_services_cmd  # noqa: E402 - the microservice shop simulator
+
+app.command("services")(generate_services_cmd)
+
+
 def register(root: typer.Typer) -> None:
     """``vigil generate ...``."""
     root.add_typer(app, name="generate")

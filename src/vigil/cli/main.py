@@ -23,6 +23,7 @@ from vigil.cli import (
     generate,
     models,
     pipelines,
+    rca,
     score,
 )
 
@@ -39,7 +40,7 @@ app = typer.Typer(
 )
 
 for topic in (demo, generate, pipelines, console, alerts, alertmanager, feedback, checkpoint, score, models, collect,
-              bench):
+              rca, bench):
     topic.register(app)
 
 
@@ -66,6 +67,7 @@ _PANELS = {
     "Start here": ("demo", "generate", "run", "validate"),
     "Operate a running pipeline": ("console", "alerts", "silence", "apply", "feedback", "checkpoint", "alertmanager"),
     "Models and detectors": ("score", "train", "models", "retrain", "collect"),
+    "Services and incidents": ("rca",),
     "Measure": ("bench",),
 }
 

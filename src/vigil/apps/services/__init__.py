@@ -1,0 +1,1 @@
+"""Microservice telemetry: a simulated shop emitting OpenTelemetry traces and metrics (``sim``)."""
