@@ -242,6 +242,18 @@ def _release(slots: Any, ist: Any, fst: Any, meta: Any, pool_ts: Any) -> None:
         fst[k, MASS] = 0.0
 
 
+@numba.njit(cache=True)
+def _ring_indices(ks, ist, out):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    """Pool indices of each slot's ring (``2**CLS`` entries at ``OFF``, oldest at ``HEAD``), in time order."""
+    j = 0
+    for k in ks:
+        mask = (1 << ist[k, CLS]) - 1
+        off, head = ist[k, OFF], ist[k, HEAD]
+        for i in range(ist[k, CNT]):
+            out[j] = off + ((head + i) & mask)
+            j += 1
+
+
 class TimeWindowState:
     """Exact sliding event-time windows for many keys (struct of arrays + a pooled ring store).
 
@@ -358,20 +370,22 @@ class TimeWindowState:
     def snapshot(self) -> dict[str, Any]:
         """Plain data: per slot, the window's entries in time order (compact; the pool is rebuilt on restore)."""
         counts = self.ist[:, CNT].copy()
-        ts_parts, x_parts = [], []
-        for k in np.flatnonzero(counts > 0).tolist():
-            cap = 1 << int(self.ist[k, CLS])
-            idx = self.ist[k, OFF] + ((self.ist[k, HEAD] + np.arange(counts[k])) & (cap - 1))
-            ts_parts.append(self.pool_ts[idx])
-            x_parts.append(self.pool_x[idx])
+        idx = self._entries(np.flatnonzero(counts > 0))
         return {
             "window_ms": self.window_ms,
             "cnt": counts,
             "newest": self.ist[:, NEWEST].copy(),
             "fst": self.fst.copy(),
-            "ts": np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64),
-            "x": np.concatenate(x_parts) if x_parts else np.empty(0, np.float64),
+            "ts": self.pool_ts[idx],
+            "x": self.pool_x[idx],
         }
+
+    def _entries(self, ks: Int64Array) -> Int64Array:
+        """Pool indices of the windows of slots ``ks``, slot after slot, each in time order (one gather)."""
+        ks = np.asarray(ks, np.int64)
+        out = np.empty(int(self.ist[ks, CNT].sum()), np.int64)
+        _ring_indices(ks, self.ist, out)
+        return out
 
     def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
         """Per slot, its window as plain data: entries in time order, newest time, running sums (bit for bit).
