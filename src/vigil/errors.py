@@ -81,6 +81,38 @@ class SourceError(VigilError):
     """A source that can't be opened or read."""
 
 
+def blame(exc: BaseException, where: str) -> BaseException:
+    """Record where an unexpected exception happened (``step `z` failed on a batch``), keeping its type.
+
+    The runner re-raises a thread's exception as it is (callers and tests catch its own type); this says where it
+    came from — as a PEP 678 note in tracebacks, and for :func:`describe`. The first place recorded wins.
+
+    Examples:
+        >>> describe(blame(KeyError("amont"), "step `amount_z` failed on a batch"))
+        "step `amount_z` failed on a batch: KeyError: 'amont'"
+    """
+    if getattr(exc, "vigil_where", None) is None:
+        try:
+            exc.vigil_where = where  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type that takes no attributes: the note still says it
+            pass
+        exc.add_note(f"vigil: {where}")
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    r"""``[where: ]Type: message`` of an unexpected exception, on one line (what an ``error:`` line shows).
+
+    Examples:
+        >>> describe(KeyError("x")), describe(ValueError("bad\nvalue"))
+        ("KeyError: 'x'", 'ValueError: bad value')
+    """
+    text = " ".join(str(exc).split())
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = getattr(exc, "vigil_where", None)
+    return f"{where}: {what}" if where else what
+
+
 class SinkError(VigilError):
     """A sink whose write or flush failed; the checkpoint in progress is aborted."""
 

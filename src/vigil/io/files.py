@@ -211,6 +211,33 @@ class CsvFileSource(_FileSource):
 _EOF = b""
 
 
+def _fd_reader(stream: IO[bytes]) -> Callable[[int], bytes | None] | None:
+    """Reads of ``stream``'s file descriptor that wait at most 0.1 s (``None``: nothing yet), or ``None``.
+
+    Reading the descriptor directly (``select`` then ``os.read``) rather than the buffered stream means the
+    pumping thread never holds the stream's lock while it waits: a run that stops while stdin is still open
+    (an error, Ctrl-C) then ends normally instead of the interpreter aborting at exit ("could not acquire
+    lock for <stdin> at interpreter shutdown, possibly due to daemon threads"), and the thread ends with
+    :meth:`close`. Streams without a descriptor (``BytesIO``) and platforms without ``select`` on pipes
+    are read through the stream. Nothing else may have read from the stream before (its buffer is bypassed).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if os.name != "posix":
+        return None
+    import select
+
+    def read(n: int) -> bytes | None:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            return None
+        return os.read(fd, n)
+
+    return read
+
+
 class _StreamReader(_LineReader):
     """Reads a blocking binary stream through a daemon thread, so read_batch can honour timeouts."""
 
@@ -226,17 +253,30 @@ class _StreamReader(_LineReader):
         self._thread.start()
 
     def _pump(self, stream: IO[bytes]) -> None:
-        read = getattr(stream, "read1", stream.read)
+        read: Callable[[int], bytes | None] = _fd_reader(stream) or getattr(stream, "read1", None) or stream.read
         try:
             while not self._closed:
                 chunk = read(1 << 20)
+                if chunk is None:  # nothing yet; look at _closed again
+                    continue
                 if not chunk:
                     break
-                self._queue.put(chunk)
+                while not self._closed:
+                    try:
+                        self._queue.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
         except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
             self._error = e
         finally:
-            self._queue.put(_EOF)
+            while True:  # the end goes in behind the last chunk, however long the reader takes to get there
+                try:
+                    self._queue.put(_EOF, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._closed:  # nobody reads the queue any more
+                        break
 
     def _read_chunk(self, deadline: float) -> bytes | None:
         try:
