@@ -42,6 +42,7 @@ class ConfigError(VigilError):
         section: str | None = None,
     ) -> None:
         self.step, self.field, self.value, self.hint, self.section = step, field, value, hint, section
+        self.message = message
         parts = []
         if step is not None:
             parts.append(f"step `{step}`: ")
@@ -55,6 +56,21 @@ class ConfigError(VigilError):
         if hint:
             parts.append(f" (hint: {hint})")
         super().__init__("".join(parts))
+
+    def within(self, *, section: str | None = None, step: str | None = None, prefix: str | None = None) -> ConfigError:
+        """The same error located in ``section`` (or ``step``), its field under ``prefix``, unless already located.
+
+        Examples:
+            >>> str(ConfigError("must be > 0", field="keep", value=0).within(section="checkpoints"))
+            'checkpoints: `keep` must be > 0; got 0'
+        """
+        located = self.step is not None or self.section is not None
+        field = f"{prefix}.{self.field}" if prefix and self.field else (self.field or prefix)
+        if section and field and field.startswith(f"{section}."):  # already says where: don't say it twice
+            field = field[len(section) + 1 :]
+        return ConfigError(self.message, step=self.step if located else step,
+                           section=self.section if located else section, field=field, value=self.value,
+                           hint=self.hint)  # fmt: skip
 
 
 class DecodeError(VigilError):

@@ -134,13 +134,30 @@ def _transactions_source(s: TransactionsSourceSpec, ctx: BuildContext) -> Any:
     return transaction_source(spec, rate=ctx.overrides.get("rate", s.rate))
 
 
-register_source(SourceKind("kafka", KafkaSourceSpec, _kafka_source))
-register_source(SourceKind("jsonl", FileSourceSpec, _file_source))
-register_source(SourceKind("csv", FileSourceSpec, _file_source))
-register_source(SourceKind("stdin", StdinSourceSpec, _stdin_source))
-register_source(SourceKind("influx", MetricsFileSourceSpec, _metrics_source))
-register_source(SourceKind("telegraf", MetricsFileSourceSpec, _metrics_source))
-register_source(SourceKind("transactions", TransactionsSourceSpec, _transactions_source))
+def _schema_columns(s: Any) -> Any:
+    """The records' shape: the source's ``schema``, or that of metric samples (host, time, value, metric)."""
+    schema = getattr(s, "schema_", None)
+    if schema is not None:
+        return schema_of(schema)
+    from vigil.io.metrics import METRIC_SCHEMA
+
+    return METRIC_SCHEMA
+
+
+def _transaction_columns(s: TransactionsSourceSpec) -> Any:
+    from vigil.io.schema import Schema
+
+    return Schema("user", "ts", fields=("amount",),
+                  extra=("txn_id", "merchant", "category", "country", "label", "pattern", "episode"))  # fmt: skip
+
+
+register_source(SourceKind("kafka", KafkaSourceSpec, _kafka_source, _schema_columns))
+register_source(SourceKind("jsonl", FileSourceSpec, _file_source, _schema_columns))
+register_source(SourceKind("csv", FileSourceSpec, _file_source, _schema_columns))
+register_source(SourceKind("stdin", StdinSourceSpec, _stdin_source, _schema_columns))
+register_source(SourceKind("influx", MetricsFileSourceSpec, _metrics_source, _schema_columns))
+register_source(SourceKind("telegraf", MetricsFileSourceSpec, _metrics_source, _schema_columns))
+register_source(SourceKind("transactions", TransactionsSourceSpec, _transactions_source, _transaction_columns))
 
 
 # -- sinks -----------------------------------------------------------------------------------------------
