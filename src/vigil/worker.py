@@ -29,13 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vigil.alerting.runtime import ManagedAlerts
 from vigil.config.spec import PipelineSpec, build_pipeline, feedback_base, managed_alerts, parse_spec
 from vigil.control import LiveControl, history_for
 from vigil.engine.runner import EmbeddedRunner, RunStats
-from vigil.errors import ConfigError
+from vigil.yamlfile import parse_yaml, read_text
 
 log = logging.getLogger("vigil.worker")
 
@@ -80,20 +78,8 @@ class Worker:
     def from_file(cls, path: str | os.PathLike[str], **kw: Any) -> Worker:
         """Read the pipeline file once, validate it, and build the worker."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError("does not exist", field="pipeline file", value=str(path)) from None
-        except IsADirectoryError:
-            raise ConfigError("is a folder, not a pipeline file", field="pipeline file", value=str(path)) from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"is not UTF-8 text (byte {exc.start})", field="pipeline file",
-                              value=str(path)) from None  # fmt: skip
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"is not valid YAML: {exc}", field="pipeline file", value=str(path)) from None
-        return cls(parse_spec(raw, origin=str(path)), text=text, path=path, **kw)
+        text = read_text(path, "pipeline file")
+        return cls(parse_spec(parse_yaml(text, "pipeline file", path), origin=str(path)), text=text, path=path, **kw)
 
     def _alert_manager(self) -> ManagedAlerts:
         """The pipeline's alert manager: its ``alerting:`` one, or a default recording in ``<out>/<name>/alerts.db``.

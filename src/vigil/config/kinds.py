@@ -8,11 +8,11 @@ imported (the registry does it on first use); apps register theirs from their ow
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from vigil.config.params import check_param_types, constructor_error
 from vigil.config.registry import SinkKind, SourceKind, register_sink, register_source, register_step
 from vigil.config.spec import Duration, Model, SchemaSpec, SinkSpec, close_hint, duration_ms, schema_of
 from vigil.dataflow.kinds import BuildContext, LiveChange, StepKind
@@ -228,9 +228,6 @@ class DetectorStepSpec(Model):
     severity: Literal["critical", "warning", "info"] = "warning"
 
 
-_FIELD_IN_MSG = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
-
-
 def detector_class(kind: str, step: str) -> type[Any]:
     """The registered detector class of ``kind``; an unknown one fails naming the step."""
     import vigil.models.serving  # noqa: F401  (registers `registry_model`, the model served from the registry)
@@ -254,18 +251,11 @@ def construct(cls: type[Any], params: dict[str, Any], step: str) -> Any:
         if name not in known:
             raise ConfigError(f"is not a parameter of `{cls.kind}`", step=step, field=f"params.{name}",
                               value=params[name], hint=close_hint(name, known, "parameters"))  # fmt: skip
+    check_param_types(cls, params, step=step)
     try:
         return cls(**params)
     except (ValueError, TypeError) as exc:
-        text = str(exc)
-        m = _FIELD_IN_MSG.search(text)
-        field = m.group(1) if m else None
-        body = _FIELD_IN_MSG.sub("", text, count=1).strip() if m else text
-        body = body.split("; got")[0].strip()
-        value = params.get(field) if field else None
-        hint = "use a duration such as '60s', '500ms' or '1m'" if field in ("window", "size", "slide", "gap") else None
-        raise ConfigError(body, step=step, field=f"params.{field}" if field else "params", value=value,
-                          hint=hint) from None
+        raise constructor_error(exc, params, step=step) from None
 
 
 def _build_detector(s: DetectorStepSpec, ctx: BuildContext) -> DetectStep:
