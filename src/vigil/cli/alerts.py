@@ -44,7 +44,7 @@ silence_app = typer.Typer(help=(
     "`vigil silence list --db ...` · `vigil silence expire 9c1e2f3a4b5d --db ...`"
 ), no_args_is_help=True, rich_markup_mode="markdown")
 
-DbOpt = Annotated[Path, typer.Option("--db", help="The alert store; by convention vigil-out/<pipeline>/alerts.db.")]
+DbOpt = Annotated[Path, typer.Option("--db", help="The alert store; by convention `vigil-out/<pipeline>/alerts.db`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who does this (default: your user name).")]
 

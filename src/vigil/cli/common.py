@@ -34,3 +34,30 @@ def fail_unexpected(exc: BaseException, code: int = 1) -> NoReturn:
         traceback.print_exception(exc)
     err.print(f"[bold red]error:[/] {escape(describe(exc))}")
     raise typer.Exit(code)
+
+
+def check_port(port: int | None, option: str) -> None:
+    """A port option must be in [0, 65535] (0: any free port); else one ``error:`` line naming the option."""
+    from vigil.errors import ConfigError
+
+    if port is not None and not 0 <= port <= 65535:
+        fail(ConfigError("must be a port number in [0, 65535] (0: any free port)", field=option, value=port))
+
+
+def check_port_free(port: int, option: str, host: str = "127.0.0.1") -> None:
+    """A port the user chose must be free now (SO_REUSEADDR, as the servers bind); else one ``error:`` line."""
+    import socket
+
+    from vigil.errors import ConfigError
+
+    if port == 0:
+        return
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        fail(ConfigError(f"is not free on {host} ({exc.strerror or exc})", field=option, value=port,
+                         hint="pick another one, or 0 for any free port"))  # fmt: skip
+    finally:
+        sock.close()

@@ -190,9 +190,10 @@ def _console_sink(s: ConsoleSinkSpec, ctx: BuildContext) -> Any:
 
 
 def _file_sink(s: FileSinkSpec, ctx: BuildContext) -> Any:
-    from vigil.io.sinks import JsonlSink, SqliteAlertSink
+    """The file is made when the run first uses it: loading the pipeline (or failing to start) makes none."""
+    from vigil.io.sinks import JsonlSink, OnFirstUse, SqliteAlertSink
 
-    return (JsonlSink if s.kind == "jsonl" else SqliteAlertSink)(ctx.path(s.path))
+    return OnFirstUse(JsonlSink if s.kind == "jsonl" else SqliteAlertSink, ctx.path(s.path))
 
 
 def _kafka_sink(s: KafkaSinkSpec, ctx: BuildContext) -> Any:

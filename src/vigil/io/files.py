@@ -133,6 +133,14 @@ class _FileSource:
         """One partition, ``"0"``."""
         return ["0"]
 
+    def check(self) -> None:
+        """Fail now, with a :class:`~vigil.errors.SourceError`, if the file can't be read (a run checks first)."""
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as e:
+            raise SourceError(f"source `{self.name}`: can't open {self.path}: {e.strerror}") from None
+
     def _decoder(self) -> JsonDecoder | CsvDecoder:
         raise NotImplementedError
 

@@ -401,6 +401,8 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -
         200
         >>> server.shutdown(); server.server_close()
     """
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError("must be in [0, 65535] (0: any free port)", field="metrics port", value=port)
     try:
         server, _thread = start_http_server(int(port), addr=host, registry=registry)
     except OSError as exc:
