@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vigil.cli.common import strict_json
 from vigil.errors import ConfigError, VigilError
 
 if TYPE_CHECKING:  # imported in the commands: `vigil --help` shouldn't pay for pydantic, sqlite3 and numpy
@@ -83,7 +84,7 @@ def _out() -> Console:
 def _print_json(data: Any) -> None:
     from vigil.alerting.store import to_json
 
-    print(json.dumps(json.loads(to_json(data)), indent=2))
+    print(strict_json(json.loads(to_json(data)), indent=2))
 
 
 @contextmanager

@@ -61,3 +61,31 @@ def check_port_free(port: int, option: str, host: str = "127.0.0.1") -> None:
                          hint="pick another one, or 0 for any free port"))  # fmt: skip
     finally:
         sock.close()
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalars and arrays
+        return _plain(obj.tolist())
+    if isinstance(obj, bytes | bytearray):  # e.g. a model's ONNX bytes among detector params
+        return f"<{len(obj):,} bytes>"
+    return obj
+
+
+def strict_json(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``obj`` as strict JSON (RFC 8259), what every ``--json`` prints: NaN and infinities become ``null``.
+
+    Python's ``json`` writes a bare ``NaN`` that no strict parser (``jq``, browsers, Go) reads; numpy scalars
+    and arrays become numbers and lists; anything else unknown its text.
+
+    Examples:
+        >>> import numpy as np
+        >>> strict_json({"p99": float("nan"), "n": np.int64(3), "r": [np.float64("inf"), 0.5]})
+        '{"p99": null, "n": 3, "r": [null, 0.5]}'
+    """
+    return json.dumps(_plain(obj), indent=indent, sort_keys=sort_keys, allow_nan=False, default=str)

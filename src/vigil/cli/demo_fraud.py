@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from typing import Any
@@ -14,6 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vigil.cli.common import strict_json
 from vigil.types import Alert
 
 
@@ -90,7 +90,7 @@ def run_demo(
     _print_summary(console, out, st)
     console.print(f"alerts written to {out['alerts_file']} (and alerts.sqlite beside it)")
     if as_json:
-        print(json.dumps(out), flush=True)
+        print(strict_json(out), flush=True)
     return out
 
 
@@ -256,7 +256,7 @@ def run_kafka_demo(
     console.print(f"alerts are in the topic {alert_topic} (keyed by user); latency is from the producer's record "
                   "timestamp to the alert")  # fmt: skip
     if as_json:
-        print(json.dumps(out), flush=True)
+        print(strict_json(out), flush=True)
     return out
 
 

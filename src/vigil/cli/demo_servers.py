@@ -19,13 +19,13 @@ event time at which the window closes and the alert can be raised):
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import numpy as np
 
 from vigil.apps.servers import KOfN, ServerConfig, ServerRun, run_server_pipeline, train_global_model
+from vigil.cli.common import strict_json
 from vigil.io.generators.fleet import INCIDENT_TYPES, FleetSpec, incident_table, simulate_fleet
 
 _DAY_MS = 86_400_000
@@ -155,7 +155,7 @@ def run_servers_demo(*, hosts: int = 100, days: float = 2.0, step_s: int = 10, s
         console.print(f"  [red]alert[/] {a.message}")
     if as_json:
         keep = ("recall_by_type", "precision", "time_to_detect_s", "false_alerts_per_host_day")
-        print(json.dumps({**{k: res[k] for k in keep}, **{k: v for k, v in res.items() if k not in keep}}),
+        print(strict_json({**{k: res[k] for k in keep}, **{k: v for k, v in res.items() if k not in keep}}),
               flush=True)  # fmt: skip
     return res
 

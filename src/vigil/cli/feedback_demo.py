@@ -38,7 +38,6 @@ promoted model; the new version is promoted only when it ranks the held-back win
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -52,6 +51,7 @@ from vigil.alerting.store import AlertStore
 from vigil.apps.servers import ServerConfig, ServerRun, run_server_pipeline, train_global_model
 from vigil.apps.servers.feedback import refire, server_base
 from vigil.apps.servers.retrain import label_by_incidents, retrain, rows_from_labels, window_rows
+from vigil.cli.common import strict_json
 from vigil.feedback.suppression import FeedbackTuner, Suppressions, labels_from_store
 from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, simulate_fleet
 from vigil.types import Alert
@@ -296,7 +296,7 @@ def demo_feedback_cmd(*, hosts: int = 100, days: float = 2.0, step: int = 10, se
     if res["workdir"]:
         console.print(f"alert store, suppression versions and registry kept in {res['workdir']}")
     if json_:
-        print(json.dumps(res), flush=True)
+        print(strict_json(res), flush=True)
     return res
 
 

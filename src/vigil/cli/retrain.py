@@ -7,7 +7,6 @@ move the versions of the learned per-key bars (:mod:`vigil.feedback.suppression`
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from vigil.alerting.store import AlertStore
 from vigil.apps.servers import ServerConfig, run_server_pipeline
 from vigil.apps.servers.retrain import label_by_incidents, retrain, rows_from_labels, window_rows
+from vigil.cli.common import strict_json
 from vigil.feedback.suppression import FeedbackTuner, labels_from_store
 from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, simulate_fleet
 
@@ -157,7 +157,7 @@ def retrain_cmd(*, db: str, registry: str | None = None, name: str | None = None
               f"with labels {_ap(new)}")  # fmt: skip
     out.print(("[green]" if report.promoted else "[yellow]") + report.decision + "[/]")
     if json_:
-        print(json.dumps(res), flush=True)
+        print(strict_json(res), flush=True)
     return res
 
 

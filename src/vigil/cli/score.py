@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vigil.cli.common import err, fail
+from vigil.cli.common import err, fail, strict_json
 from vigil.errors import VigilError
 
 
@@ -30,8 +30,6 @@ def score(
 
     Example: `vigil score nab ../shared/datasets/nab/data/realKnownCause/nyc_taxi.csv taxi-scores.csv`
     """
-    import json as _json
-
     from vigil.cli.score_file import score_file
 
     try:
@@ -40,7 +38,7 @@ def score(
     except VigilError as exc:
         fail(exc, 1)
     if json_:
-        print(_json.dumps(summary, default=str))
+        print(strict_json(summary))
     else:
         err.print(f"wrote {output}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict)))
 
