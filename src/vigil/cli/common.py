@@ -89,3 +89,24 @@ def strict_json(obj: Any, *, indent: int | None = None, sort_keys: bool = False)
         '{"p99": null, "n": 3, "r": [null, 0.5]}'
     """
     return json.dumps(_plain(obj), indent=indent, sort_keys=sort_keys, allow_nan=False, default=str)
+
+
+def check_output_file(path: str | os.PathLike[str], option: str) -> None:
+    """An output file named by ``option`` can be written: its folder exists (none is made) and it isn't a folder.
+
+    Raises:
+        ConfigError: naming the option, the path and what is wrong.
+    """
+    from pathlib import Path
+
+    from vigil.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError("is a folder; name a file", field=option, value=os.fspath(path))
+    folder = p.absolute().parent
+    if not folder.is_dir():
+        raise ConfigError(f"is in a folder that does not exist ({folder})", field=option, value=os.fspath(path),
+                          hint="create the folder first")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"can't be written (no permission in {folder})", field=option, value=os.fspath(path))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vigil.cli.common import err, fail, strict_json
-from vigil.errors import VigilError
+from vigil.errors import ConfigError, VigilError
 
 
 def score(
@@ -35,6 +35,8 @@ def score(
     try:
         summary = score_file(config, str(input), str(output), train_path=str(train) if train else None,
                              progress=progress and not json_, batch_rows=batch_rows)  # fmt: skip
+    except ConfigError as exc:
+        fail(exc)
     except VigilError as exc:
         fail(exc, 1)
     if json_:
