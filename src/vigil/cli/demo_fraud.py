@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from vigil.cli.common import strict_json
+from vigil.errors import ConfigError
 from vigil.types import Alert
 
 
@@ -56,7 +57,10 @@ def run_demo(
     console = Console(stderr=as_json, highlight=False)
     t0 = time.perf_counter()
     with console.status(f"generating {events:,} card transactions for {users:,} users (seed {seed})…"):
-        cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+        try:
+            cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+        except ValueError as exc:  # too few card holders for the events
+            raise ConfigError(str(exc), field="--users", value=users) from None
     info = summary(cols)
     # the generated columns live for the whole run: keep the garbage collector from walking their
     # million strings on every full collection (it shows up as latency spikes)
