@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from vigil.cli.common import strict_json
+from vigil.cli.common import shown, strict_json
 from vigil.errors import ConfigError, VigilError
 
 if TYPE_CHECKING:  # imported in the commands: `vigil --help` shouldn't pay for pydantic, sqlite3 and numpy
@@ -73,7 +74,7 @@ def _table(title: str) -> Table:
 
 
 def _fail(exc: Exception, code: int = 1) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code)
 
 
@@ -132,9 +133,10 @@ def alerts_list(
     for r in rows:
         lb = r["labels"]
         since = r["starts_at_ms"] if r["status"] == "firing" else r["ends_at_ms"]
-        t.add_row(r["fingerprint"], f"[{colour.get(r['status'], 'white')}]{r['status']}[/]", lb.get("alertname", ""),
-                  lb.get("key", ""), lb.get("severity", ""), str(r["observations"]), str(r["revision"]),
-                  "yes" if r["acked"] else "", _when(since, short=True))  # fmt: skip
+        t.add_row(r["fingerprint"], f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+                  shown(lb.get("alertname", "")), shown(lb.get("key", "")), shown(lb.get("severity", "")),
+                  str(r["observations"]), str(r["revision"]), "yes" if r["acked"] else "",
+                  _when(since, short=True))  # fmt: skip
     _out().print(t)
 
 
@@ -158,23 +160,23 @@ def alerts_show(
     a, out = doc["alert"], _out()
     assert a is not None
     out.print(f"[bold]{fp}[/]  {a['status']}  revision {a['revision']}  {a['observations']} observation(s)")
-    out.print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items())))
+    out.print("labels: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in sorted(a["labels"].items())))
     out.print(f"started {_when(a['starts_at_ms'])} UTC, ended {_when(a['ends_at_ms'])}")
     last = a.get("last_alert") or {}
     if last:
-        out.print(f"latest: {last.get('message') or last.get('detector')} (score {last.get('score')}, "
-                  f"threshold {last.get('threshold')}, event {last.get('event_id')})")  # fmt: skip
+        out.print(f"latest: {shown(last.get('message') or last.get('detector'))} (score {last.get('score')}, "
+                  f"threshold {last.get('threshold')}, event {shown(last.get('event_id'))})")  # fmt: skip
     t = _table("history")
     for col in ("at (UTC)", "reason", "status", "rev", "note"):
         t.add_column(col)
     for r in doc["revisions"]:
-        t.add_row(_when(r["at_ms"]), r["reason"], r["status"], str(r["revision"]), r.get("note") or "")
+        t.add_row(_when(r["at_ms"]), r["reason"], r["status"], str(r["revision"]), shown(r.get("note")))
     out.print(t)
     for k in doc["acks"]:
         state = "cleared" if k["cleared_ms"] else "active"
-        out.print(f"ack ({state}) by {k['by']} at {_when(k['at_ms'])}: {k['comment']}")
+        out.print(f"ack ({state}) by {shown(k['by'])} at {_when(k['at_ms'])}: {shown(k['comment'])}")
     for f in doc["feedback"]:
-        out.print(f"labelled {f['label']} by {f['by']} at {_when(f['at_ms'])}: {f['note']}")
+        out.print(f"labelled {f['label']} by {shown(f['by'])} at {_when(f['at_ms'])}: {shown(f['note'])}")
 
 
 @alerts_app.command("ack")
@@ -266,7 +268,7 @@ def silence_add(
     if json_:
         _print_json({"id": sid, "matchers": matcher, "starts_ms": now, "ends_ms": now + duration_ms})
     else:
-        _out().print(f"silence {sid}: {', '.join(matcher)} until {_when(now + duration_ms)} UTC")
+        _out().print(f"silence {sid}: {shown(', '.join(matcher))} until {_when(now + duration_ms)} UTC")
 
 
 @silence_app.command("list")
@@ -294,8 +296,8 @@ def silence_list(
     for col in ("id", "state", "matchers", "starts (UTC)", "ends (UTC)", "by", "comment"):
         t.add_column(col, no_wrap=col == "id")
     for r in rows:
-        t.add_row(r["id"], r["state"], ", ".join(r["matchers"]), _when(r["starts_ms"], True), _when(r["ends_ms"], True),
-                  r["created_by"], r["comment"])  # fmt: skip
+        t.add_row(r["id"], r["state"], shown(", ".join(r["matchers"])), _when(r["starts_ms"], True),
+                  _when(r["ends_ms"], True), shown(r["created_by"]), shown(r["comment"]))  # fmt: skip
     _out().print(t)
 
 

@@ -110,3 +110,15 @@ def check_output_file(path: str | os.PathLike[str], option: str) -> None:
                           hint="create the folder first")  # fmt: skip
     if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"can't be written (no permission in {folder})", field=option, value=os.fspath(path))
+
+
+def shown(value: Any) -> str:
+    r"""Data (a key, a label, a note) for a rich table or line: hidden characters visible, markup escaped.
+
+    Examples:
+        >>> shown("u1\u202e[red]x")
+        'u1<U+202E>\\[red]x'
+    """
+    from vigil.io.display import visible
+
+    return escape(visible("" if value is None else value))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from vigil.errors import ConfigError, SinkError
+from vigil.io.display import visible
 from vigil.types import Alert
 
 if TYPE_CHECKING:
@@ -509,12 +510,12 @@ class ConsoleAlertSink(_Closable):
         line = Text()
         line.append(when, style="dim")
         line.append(f" {label:<5} ", style=style)
-        line.append(str(a.get("key", "?")), style="bold cyan")
-        line.append(f"  {a.get('detector', '?')}", style="magenta")
+        line.append(visible(a.get("key", "?")), style="bold cyan")  # a key shows what it is (no bidi tricks)
+        line.append(f"  {visible(a.get('detector', '?'))}", style="magenta")
         line.append(f"  score {_fixed(a.get('score'))} (threshold {_fixed(a.get('threshold'))})", style=style)
         stats = a.get("stats") or {}
         if a.get("message"):
-            line.append(f"  {a['message']}")
+            line.append(f"  {visible(a['message'])}")
         elif stats:
             first = cls._STATS_FIRST
             ordered = [k for k in first if k in stats] + [k for k in stats if k not in first]
