@@ -199,16 +199,19 @@ def alerts_ack(
 @alerts_app.command("label")
 def alerts_label(
     fingerprint: Annotated[str, typer.Argument(help="The alert's fingerprint, or a unique prefix of it.")],
-    true_positive: Annotated[bool, typer.Option("--true-positive/--false-positive",
-                                                help="Was it a real anomaly?", show_default=False)],  # fmt: skip
+    true_positive: Annotated[bool, typer.Option("--true-positive", help="It was a real anomaly.")] = False,
+    false_positive: Annotated[bool, typer.Option("--false-positive", help="It was not.")] = False,
     note: Annotated[str, typer.Option("--note", help="Why, for whoever tunes the detector.")] = "",
     by: ByOpt = "",
     db: DbOpt = DEFAULT_DB,
 ) -> None:
-    """Record whether an alert was a true or a false positive (training and tuning data).
+    """Record whether an alert was a true or a false positive (training and tuning data): exactly one of the two.
 
     Example: `vigil alerts label 3f2a --false-positive --note "promo day" --db vigil-out/fraud/alerts.db`
     """
+    if true_positive == false_positive:
+        _fail(ConfigError("both given" if true_positive else "missing", field="--true-positive / --false-positive",
+                          hint="give exactly one of them"), 2)  # fmt: skip
     label = "true_positive" if true_positive else "false_positive"
     with _store(db) as store:
         fp = store.find_fingerprint(fingerprint)
