@@ -297,3 +297,25 @@ def test_collect_host_to_kafka(kafka_bootstrap, kafka_topic):
     recs, _ = decode_kafka_values(values)
     assert recs.dead == [] and set(recs.keys.tolist()) == {"kh"}
     assert "cpu.usage_user" in set(recs.extra["metric"].tolist())
+
+
+def test_collect_host_network_totals_leave_out_loopback():
+    """Was: `net` summed every interface, loopback included (a machine talking to itself looked busy)."""
+    from types import SimpleNamespace as NS
+
+    from vigil.cli.collect_host import net_totals
+
+    def nic(n):
+        return NS(bytes_sent=n, bytes_recv=2 * n, packets_sent=3 * n, packets_recv=4 * n)
+
+    ps = NS(net_io_counters=lambda pernic: {"lo": nic(1_000_000), "eth0": nic(10), "wlan0": nic(5)},
+            net_if_stats=lambda: {"lo": NS(flags="up,loopback,running"), "eth0": NS(flags="up,broadcast"),
+                                  "wlan0": NS(flags="up,broadcast")},
+            net_if_addrs=lambda: {})
+    assert net_totals(ps) == {"bytes_sent": 15, "bytes_recv": 30, "packets_sent": 45, "packets_recv": 60}
+    # without interface flags (older psutil, other OSes): by the addresses
+    ps.net_if_stats = lambda: {}
+    ps.net_if_addrs = lambda: {"lo": [NS(address="127.0.0.1"), NS(address="::1"), NS(address="00:00:00:00:00:00")],
+                               "eth0": [NS(address="192.0.2.2"), NS(address="fe80::fc:ff:fe00:1%eth0")],
+                               "wlan0": [NS(address="fd00::2")]}
+    assert net_totals(ps)["bytes_sent"] == 15
