@@ -94,15 +94,16 @@ def test_influx_bad_lines_become_dead_letters_with_reasons():
         f'cpu,host=a s="open v=1 {T_NS}'.encode(),
         b"\xff\xfe v=1",
         f"cpu,host=a v=1 {T_NS} extra".encode(),
-        f"cpu,host=a s=\"only text\" {T_NS}".encode(),  # no numeric field: skipped, not dead
+        f"cpu,host=a s=\"only text\",up=true {T_NS}".encode(),  # no numeric field: counted, never silently gone
     ]
     recs = parse_influx_lines(lines, source="f", first_position=1)
     assert len(recs) == 1
     got = reasons(recs)
-    assert [p for p, _ in got] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert [p for p, _ in got] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     assert codes(recs) == ["wrong_type", "not_finite", "invalid_timestamp", "invalid_line", "invalid_line",
                            "missing_field", "missing_field", "absurd_timestamp", "invalid_line", "invalid_utf8",
-                           "invalid_line"]
+                           "invalid_line", "no_numeric_field"]
+    assert got[11][1] == "no numeric field (only text or booleans: `s`, `up`): nothing to score"
     assert "`v` value 'abc' is not a number" in got[0][1]
     assert "not finite" in got[1][1]
     assert "timestamp '12x' is not an integer" in got[2][1]
@@ -197,7 +198,7 @@ def _influx_file(tmp_path):
 def test_influx_file_source_conformance_with_lines_cut_by_max_items(tmp_path):
     p = _influx_file(tmp_path)
     totals = check_source(lambda: InfluxLineFileSource(p), max_items=(1, 2, 3, 64))
-    assert totals["dead"] == 6 and totals["records"] > 40
+    assert totals["dead"] == 6 + 3 and totals["records"] > 40  # 6 `oops`, 3 text-only (no_numeric_field)
 
 
 def test_influx_file_source_resumes_inside_a_line(tmp_path):
