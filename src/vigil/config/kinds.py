@@ -19,6 +19,8 @@ from vigil.dataflow.kinds import BuildContext, LiveChange, StepKind
 from vigil.dataflow.steps import DetectStep, WindowStep
 from vigil.errors import ConfigError
 
+MAX_RECORD_BYTES = 8 << 20  # the sources' default record size cap (vigil.io.lines.MAX_RECORD_BYTES; `too_large`)
+
 # -- sources -------------------------------------------------------------------------------------------
 
 
@@ -32,6 +34,7 @@ class KafkaSourceSpec(Model):
     stop_at_end: bool = False
     metrics: Literal["influx", "telegraf"] | None = None
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSourceSpec:
@@ -49,6 +52,7 @@ class FileSourceSpec(Model):
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> FileSourceSpec:
@@ -63,6 +67,7 @@ class StdinSourceSpec(Model):
     kind: Literal["stdin"]
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     format: Literal["jsonl", "csv"] = "jsonl"
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> StdinSourceSpec:
@@ -78,6 +83,7 @@ class MetricsFileSourceSpec(Model):
     path: str
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
 
 class TransactionsSourceSpec(Model):
@@ -101,7 +107,7 @@ def _kafka_source(s: KafkaSourceSpec, ctx: BuildContext) -> Any:
     return KafkaSource.from_url(
         s.url, schema_of(s.schema_) if s.schema_ else None, group_id=s.group_id or f"vigil-{ctx.pipeline}",
         dead_letter_topic=s.dead_letter_topic, stop_at_end=ctx.overrides.get("stop_at_end", s.stop_at_end),
-        decoder=decoder,
+        decoder=decoder, max_record_bytes=s.max_record_bytes,
     )  # fmt: skip
 
 
@@ -110,21 +116,21 @@ def _file_source(s: FileSourceSpec, ctx: BuildContext) -> Any:
 
     assert s.schema_ is not None
     cls = files.JsonlFileSource if s.kind == "jsonl" else files.CsvFileSource
-    return cls(ctx.path(s.path), schema_of(s.schema_), pace=s.pace, speed=s.speed)
+    return cls(ctx.path(s.path), schema_of(s.schema_), pace=s.pace, speed=s.speed, max_record_bytes=s.max_record_bytes)
 
 
 def _stdin_source(s: StdinSourceSpec, ctx: BuildContext) -> Any:
     from vigil.io.files import StdinSource
 
     assert s.schema_ is not None
-    return StdinSource(schema_of(s.schema_), format=s.format)
+    return StdinSource(schema_of(s.schema_), format=s.format, max_record_bytes=s.max_record_bytes)
 
 
 def _metrics_source(s: MetricsFileSourceSpec, ctx: BuildContext) -> Any:
     from vigil.io.metrics import InfluxLineFileSource, TelegrafJsonFileSource
 
     cls = InfluxLineFileSource if s.kind == "influx" else TelegrafJsonFileSource
-    return cls(ctx.path(s.path), pace=s.pace, speed=s.speed)
+    return cls(ctx.path(s.path), pace=s.pace, speed=s.speed, max_record_bytes=s.max_record_bytes)
 
 
 def _transactions_source(s: TransactionsSourceSpec, ctx: BuildContext) -> Any:

@@ -9,8 +9,9 @@ Positions:
   first ``n`` data lines (meaningful when the same input is piped again).
 
 Lines are read in 4 MiB chunks; each ``read_batch`` decodes at most ``max_items`` lines. A file is
-read up to its end as it is when reached (no "follow" mode). CSV files start with a header line;
-quoted CSV fields may not span lines.
+read up to its end as it is when reached (no "follow" mode). A line longer than ``max_record_bytes``
+(8 MiB by default) is a dead letter with the reason ``too_large``, never read into memory whole. CSV
+files start with a header line; quoted CSV fields may not span lines.
 
 ``pace="original"`` replays a file at its original event-time pace: event time advances at
 ``speed`` × wall clock, measured from the first event (``speed=60`` replays an hour in a minute).
@@ -30,7 +31,7 @@ from typing import IO, Any, Literal
 
 from vigil.errors import ConfigError, SourceError
 from vigil.io.decode import CsvDecoder, JsonDecoder
-from vigil.io.lines import _LineReader
+from vigil.io.lines import MAX_RECORD_BYTES, _LineReader
 from vigil.io.schema import Schema
 
 CHUNK_BYTES = 4 << 20
@@ -42,6 +43,12 @@ def _check_pace(pace: str, speed: float) -> None:
         raise ConfigError("must be 'max' or 'original'", field="pace", value=pace)
     if not speed > 0:
         raise ConfigError("must be > 0", field="speed", value=speed, hint="1.0 = real time, 60 = 1 h per min")
+
+
+def _check_max_record(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1024:
+        raise ConfigError("must be an integer of bytes >= 1024", field="max_record_bytes", value=n,
+                          hint=f"default {MAX_RECORD_BYTES:,} (8 MiB)")  # fmt: skip
 
 
 def _count_newlines(f: IO[bytes], end: int) -> int:
@@ -120,8 +127,11 @@ class _FileSource:
         chunk_bytes: int,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         _check_pace(pace, speed)
+        _check_max_record(max_record_bytes)
+        self.max_record_bytes = max_record_bytes
         self.path = Path(path)
         self.schema = schema
         self.name = name or self.path.name
@@ -151,6 +161,7 @@ class _FileSource:
         return self._reader(
             self.path, self._decoder(), self.name, resume, self._chunk_bytes,
             pace=self.pace, speed=self.speed, clock=self._clock, sleep=self._sleep,
+            max_record_bytes=self.max_record_bytes,
         )
 
 
@@ -186,8 +197,9 @@ class JsonlFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
-        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
 
     def _decoder(self) -> JsonDecoder:
         return JsonDecoder(self.schema)
@@ -208,8 +220,9 @@ class CsvFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
-        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
         self.delimiter = delimiter
 
     def _decoder(self) -> CsvDecoder:
@@ -249,8 +262,9 @@ def _fd_reader(stream: IO[bytes]) -> Callable[[int], bytes | None] | None:
 class _StreamReader(_LineReader):
     """Reads a blocking binary stream through a daemon thread, so read_batch can honour timeouts."""
 
-    def __init__(self, stream: IO[bytes], decoder: JsonDecoder | CsvDecoder, source: str, skip: int) -> None:
-        super().__init__(decoder, source)
+    def __init__(self, stream: IO[bytes], decoder: JsonDecoder | CsvDecoder, source: str, skip: int,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:  # fmt: skip
+        super().__init__(decoder, source, max_record_bytes=max_record_bytes)
         self._csv = decoder if isinstance(decoder, CsvDecoder) else None
         self._skip = skip
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=64)  # bounded: backpressure on the producer
@@ -336,9 +350,12 @@ class StdinSource:
         format: Literal["jsonl", "csv"] = "jsonl",
         stream: IO[bytes] | None = None,
         name: str = "stdin",
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         if format not in ("jsonl", "csv"):
             raise ConfigError("must be 'jsonl' or 'csv'", field="format", value=format)
+        _check_max_record(max_record_bytes)
+        self.max_record_bytes = max_record_bytes
         self.schema, self.format, self.name = schema, format, name
         self._stream = stream
         self._opened = False
@@ -360,4 +377,4 @@ class StdinSource:
         decoder: JsonDecoder | CsvDecoder = (
             JsonDecoder(self.schema) if self.format == "jsonl" else CsvDecoder(self.schema)
         )
-        return _StreamReader(stream, decoder, self.name, resume or 0)
+        return _StreamReader(stream, decoder, self.name, resume or 0, self.max_record_bytes)

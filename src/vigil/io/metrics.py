@@ -62,6 +62,7 @@ from vigil.errors import ConfigError, SourceError
 from vigil.io.base import DeadLetter, Records
 from vigil.io.decode import raw_text, utf8_error
 from vigil.io.files import CHUNK_BYTES, Pace, _FileReader, _FileSource
+from vigil.io.lines import MAX_RECORD_BYTES
 from vigil.io.schema import MAX_TS_MS_DEFAULT, MIN_TS_MS_DEFAULT, Schema
 
 METRIC_SCHEMA = Schema("host", "time", fields=("value",), extra=("metric",))
@@ -562,9 +563,10 @@ class _MetricFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         **options: Any,
     ) -> None:
-        super().__init__(path, METRIC_SCHEMA, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, METRIC_SCHEMA, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
         self._options = options
         self._decoder()  # validate the options now, not at open
 

@@ -24,7 +24,7 @@ no_numeric_field   a metric line or object whose fields are all text or booleans
 absurd_timestamp   the event time lies outside ``[min_ts_ms, max_ts_ms]``: a wrong unit or a broken clock
 invalid_timestamp  the event time can't be read as a time at all
 empty_value        a message whose value is null or blank
-too_large          a record larger than the source's size cap
+too_large          a record larger than the source's size cap (``max_record_bytes``, 8 MiB by default)
 scrape_failed      a scrape target answered with an error or a body that can't be read
 unreachable        a scrape target could not be reached
 undecodable        any other failure to read the record; the message says what
@@ -76,7 +76,7 @@ REASONS: Final[dict[str, str]] = {
     "absurd_timestamp": "the event time lies outside [min_ts_ms, max_ts_ms]: a wrong unit or a broken clock",
     "invalid_timestamp": "the event time can't be read as a time at all",
     "empty_value": "a message whose value is null or blank",
-    "too_large": "a record larger than the source's size cap",
+    "too_large": "a record larger than the source's size cap (max_record_bytes, 8 MiB by default)",
     "scrape_failed": "a scrape target answered with an error or a body that can't be read",
     "unreachable": "a scrape target could not be reached",
     "undecodable": "any other failure to read the record; the message says what",
