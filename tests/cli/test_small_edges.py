@@ -213,3 +213,15 @@ def test_the_line_readers_cap_records_in_files_and_on_stdin(tmp_path, cap):
         if isinstance(source, JsonlFileSource):
             assert r.position() == len(data)  # offsets count the skipped bytes
         r.close()
+
+
+def test_output_paths_that_cant_be_written_are_one_error_line_and_make_no_folder(tmp_path, bidi_store):
+    (tmp_path / "afile").write_text("")
+    for args, expected in [
+        (("collect", "host", "--count", "1", "--out", "nod/x.influx"), "error: `--out` is in a folder that does not"),
+        (("alerts", "export-labels", "nod/l.csv", "--db", str(bidi_store)), "error: `OUT` is in a folder that does"),
+        (("demo", "--events", "500", "--out", "afile/x"), "error: `--out` can't be a folder: "),
+    ]:
+        r = vigil(*args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith(expected) and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "nod").exists()

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vigil.cli.common import shown, strict_json
+from vigil.cli.common import check_output_file, shown, strict_json
 from vigil.errors import ConfigError, VigilError
 
 if TYPE_CHECKING:  # imported in the commands: `vigil --help` shouldn't pay for pydantic, sqlite3 and numpy
@@ -228,6 +228,10 @@ def alerts_export_labels(
 
     Example: `vigil alerts export-labels labels.csv --db vigil-out/fraud/alerts.db`
     """
+    try:
+        check_output_file(out, "OUT")  # its folder must exist: none is made
+    except ConfigError as exc:
+        _fail(exc, 2)
     with _store(db) as store:
         n = store.export_feedback(out)
     _out().print(f"wrote {n} label(s) to {out}")

@@ -56,6 +56,12 @@ def demo(
         return
     if events < 1 or users < 1:
         fail(ConfigError("must be >= 1", field="--events" if events < 1 else "--users", value=min(events, users)))
+    from vigil.worker import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ConfigError as exc:
+        fail(exc)
     if kafka:
         try:
             run_kafka_demo(bootstrap=bootstrap, events=events, users=users, rate=rate or None, seed=seed,
