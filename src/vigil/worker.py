@@ -73,6 +73,7 @@ def move_aside(paths: list[Path], dest: Path) -> list[Path]:
         moved.append(target)
     return moved
 
+
 #: the alert policy of a pipeline without ``alerting:``: one group per detector and key
 DEFAULT_POLICY: dict[str, Any] = {"route": {"group_by": ["alertname", "key"]}}
 

@@ -312,14 +312,14 @@ def test_a_failing_step_stops_the_run_naming_the_step_and_outputs_are_flushed(tm
 
     alerts = MemorySink()
     n = 2000
-    p = (Pipeline("t").source(_src(["k"] * n, np.arange(n) * 10, [1.0] * n))
+    p = (Pipeline("boomrun").source(_src(["k"] * n, np.arange(n) * 10, [1.0] * n))
          .micro_batches(max_rows=100).detect("v", VelocityRule(window="60s", max_count=100))
          .step(_Boom()).alerts_to(alerts))
     with pytest.raises(KeyError) as exc:  # re-raised as it is, on the calling thread
         EmbeddedRunner(p, out_dir=str(tmp_path)).run()
     assert describe(exc.value) == "step `boom` failed on a batch: KeyError: 'amont'"
     assert alerts._closed  # the sink thread stopped and every output was closed
-    assert all(not t.name.startswith("vigil-t-") for t in threading.enumerate())
+    assert all(not t.name.startswith("vigil-boomrun-") for t in threading.enumerate())  # every thread ended
 
 
 def test_a_failing_sink_stops_the_run_naming_the_sink(tmp_path):
