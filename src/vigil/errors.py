@@ -42,6 +42,7 @@ class ConfigError(VigilError):
         section: str | None = None,
     ) -> None:
         self.step, self.field, self.value, self.hint, self.section = step, field, value, hint, section
+        self.message = message
         parts = []
         if step is not None:
             parts.append(f"step `{step}`: ")
@@ -55,6 +56,21 @@ class ConfigError(VigilError):
         if hint:
             parts.append(f" (hint: {hint})")
         super().__init__("".join(parts))
+
+    def within(self, *, section: str | None = None, step: str | None = None, prefix: str | None = None) -> ConfigError:
+        """The same error located in ``section`` (or ``step``), its field under ``prefix``, unless already located.
+
+        Examples:
+            >>> str(ConfigError("must be > 0", field="keep", value=0).within(section="checkpoints"))
+            'checkpoints: `keep` must be > 0; got 0'
+        """
+        located = self.step is not None or self.section is not None
+        field = f"{prefix}.{self.field}" if prefix and self.field else (self.field or prefix)
+        if section and field and field.startswith(f"{section}."):  # already says where: don't say it twice
+            field = field[len(section) + 1 :]
+        return ConfigError(self.message, step=self.step if located else step,
+                           section=self.section if located else section, field=field, value=self.value,
+                           hint=self.hint)  # fmt: skip
 
 
 class DecodeError(VigilError):
@@ -79,6 +95,38 @@ class CheckpointError(StateError):
 
 class SourceError(VigilError):
     """A source that can't be opened or read."""
+
+
+def blame(exc: BaseException, where: str) -> BaseException:
+    """Record where an unexpected exception happened (``step `z` failed on a batch``), keeping its type.
+
+    The runner re-raises a thread's exception as it is (callers and tests catch its own type); this says where it
+    came from — as a PEP 678 note in tracebacks, and for :func:`describe`. The first place recorded wins.
+
+    Examples:
+        >>> describe(blame(KeyError("amont"), "step `amount_z` failed on a batch"))
+        "step `amount_z` failed on a batch: KeyError: 'amont'"
+    """
+    if getattr(exc, "vigil_where", None) is None:
+        try:
+            exc.vigil_where = where  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type that takes no attributes: the note still says it
+            pass
+        exc.add_note(f"vigil: {where}")
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    r"""``[where: ]Type: message`` of an unexpected exception, on one line (what an ``error:`` line shows).
+
+    Examples:
+        >>> describe(KeyError("x")), describe(ValueError("bad\nvalue"))
+        ("KeyError: 'x'", 'ValueError: bad value')
+    """
+    text = " ".join(str(exc).split())
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = getattr(exc, "vigil_where", None)
+    return f"{where}: {what}" if where else what
 
 
 class SinkError(VigilError):

@@ -130,14 +130,16 @@ def test_bad_rows_are_reported_not_fatal(tmp_path: Path) -> None:
     inp.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.jsonl"
     s = score_file(cfg, inp, out, progress=False)
-    assert s["rows"] == 20 and s["unreadable"] == 4 and s["scored"] == 16
+    assert s["rows"] == 20 and s["unreadable"] == 4 and s["missing"] == 1 and s["scored"] == 15
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["row"] for r in rows] == list(range(20))
     bad = {r["row"]: r["reason"] for r in rows if r["reason"]}
-    assert set(bad) == {4, 7, 10, 15}
+    assert set(bad) == {4, 7, 10, 13, 15}
     assert "not a number" in bad[4] and "ISO 8601" in bad[7] and "malformed" in bad[10] and "finite" in bad[15]
-    assert all(rows[i]["score"] is None and rows[i]["flag"] is None for i in bad)
-    assert rows[13]["reason"] is None and rows[13]["ready"] is False
+    assert all(rows[i]["score"] is None and rows[i]["flag"] is None for i in bad if i != 13)
+    assert rows[13]["reason"] == "`value` missing (empty or NaN): not scored" and rows[13]["ready"] is False
+    assert rows[13]["score"] is None and rows[13]["flag"] is False
+    assert bad[15] == "`value` is not finite: inf"  # the value, not numpy's repr (np.float64(inf))
     assert rows[19]["ready"] is True
 
 
@@ -240,7 +242,7 @@ def test_config_shapes_and_errors(tmp_path: Path) -> None:
         parse_detector_config({"detector": {"kind": "ew_zscore"}, "value_columns": ["x"]})
     with pytest.raises(ConfigError, match=r"`time_colum`.*did you mean `time_column`"):
         parse_detector_config({"detector": {"kind": "ew_zscore"}, "time_colum": "t"})
-    with pytest.raises(ConfigError, match=r"`params` .*halflife"):
+    with pytest.raises(ConfigError, match=r"`params.halflife` must be > 0"):
         parse_detector_config({"kind": "ew_zscore", "params": {"halflife": -1}})
     p = tmp_path / "x.yaml"
     p.write_text("detector: {kind: ew_zscore}\nkey_column: host\n")
@@ -282,10 +284,40 @@ def test_score_trains_an_offline_detector_first(tmp_path):
     cmd = [_sys.executable, "-m", "vigil.cli.main", "score", str(tmp_path / "if.yaml"), str(tmp_path / "test.csv"),
            str(tmp_path / "out.csv"), "--json"]
     r = _sp.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 1 and "--train" in r.stderr  # an untrained model is refused clearly
+    assert r.returncode == 2 and "--train" in r.stderr  # an untrained model is refused clearly
     r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert _json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
     rows = list(_csv.DictReader(open(tmp_path / "out.csv")))
     flagged = {int(row["row"]) for row in rows if row["flag"].lower() == "true"}
     assert {i for i in range(2000) if i % 200 == 100} <= flagged
+
+
+def test_nan_and_empty_values_are_missing_not_scored_and_no_output_folder_is_made(tmp_path: Path) -> None:
+    """Was: NaN and empty values counted as "scored" while inf was "unreadable"; any missing folder was created."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("kind: ew_zscore\nparams: {field: value, halflife: 10, min_count: 2}\n")
+    inp = tmp_path / "in.csv"
+    inp.write_text("timestamp,value\n" + "".join(f"2024-01-01T00:{m:02d}:00,{v}\n" for m, v in
+                                                 enumerate(["1", "nan", "", "inf", "-inf", "2", "NaN", "3"])))
+    s = score_file(cfg, inp, tmp_path / "o.csv", progress=False)
+    assert (s["rows"], s["scored"], s["missing"], s["unreadable"]) == (8, 3, 3, 2)
+    assert s["unreadable_reasons"] == {"`value` is not finite": 2}
+
+    def vigil(*args):
+        return subprocess.run([sys.executable, "-m", "vigil.cli.main", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    r = vigil("score", str(cfg), str(inp), str(tmp_path / "no" / "such" / "out.csv"))
+    assert r.returncode == 2 and not (tmp_path / "no").exists()
+    assert r.stderr.strip() == (f"error: `output` is in a folder that does not exist ({tmp_path / 'no' / 'such'}); "
+                                f"got '{tmp_path / 'no' / 'such' / 'out.csv'}' (hint: create the folder first)")
+    r = vigil("score", str(cfg), str(inp), "out.jsonl", "--json")
+    assert r.returncode == 0
+    summary = json.loads(r.stdout.strip().splitlines()[-1])  # strict JSON: no bare NaN anywhere
+    assert summary["missing"] == 3
+    for line in (tmp_path / "out.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))

@@ -1,6 +1,7 @@
 """Live reconfiguration: `vigil apply` validates, versions and applies changes without a restart or lost state."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -120,6 +121,34 @@ def test_apply_without_a_running_pipeline_says_how(tx_file, tmp_path):
     f.write_text(yaml.safe_dump(_doc(tx_file)))
     r = CliRunner().invoke(app, ["apply", str(f), "--out", str(tmp_path / "none")])
     assert r.exit_code == 2 and "vigil run" in r.output
+
+
+def test_apply_never_claims_a_stopped_pipeline_applied_it(tx_file, tmp_path):
+    """Was: "applied by the running pipeline" read from the `applied` marker an earlier run left behind."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    h = ConfigHistory(out / "live" / "config")
+    h.record(yaml.safe_dump(_doc(tx_file)), action="start", who="vigil run")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (h.dir / "applied").write_text(f"v0001 1.0 {int(gone.stdout)}\n")  # the marker of a run that has ended
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(_doc(tx_file, threshold=5.0)))
+    cli = CliRunner(env={"COLUMNS": "300"})
+    r = cli.invoke(app, ["apply", str(f), "--out", str(out), "--wait", "5"])
+    assert r.exit_code == 0 and h.current_version() == "v0002"
+    assert "applied by the running pipeline" not in r.output
+    assert f"recorded v0002 (was v0001); nothing confirmed it: no pipeline is running with --out {out}" in r.output
+    r = cli.invoke(app, ["apply", str(f), "--out", str(out), "--rollback", "--wait", "5"])  # back to v0001
+    assert r.exit_code == 0 and "rolled back v0002 -> v0001; nothing confirmed it" in r.output
+    # a live process that wrote the marker but hasn't taken the new version (yet)
+    (h.dir / "applied").write_text(f"v0001 1.0 {os.getpid()}\n")
+    r = cli.invoke(app, ["apply", str(f), "--out", str(out), "--wait", "0"])
+    assert r.exit_code == 0 and f"the running pipeline (pid {os.getpid()}) has not confirmed it within 0s" in r.output
+    h.mark_applied("v0003")  # ... and once it has
+    r = cli.invoke(app, ["apply", str(f), "--out", str(out), "--wait", "0"])
+    assert r.exit_code == 0 and "no change against the current v0003" in r.output
 
 
 def test_console_api_applies_and_rolls_back_live(tx_file, tmp_path):

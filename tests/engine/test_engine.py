@@ -260,3 +260,74 @@ def test_scores_output_has_every_event_of_every_step(tmp_path):
     row = scores.items[-1]
     assert set(row) == {"step", "key", "ts_ms", "event_id", "score", "calibrated", "flag", "ready"}
     assert {r["step"] for r in scores.items} == {"z", "v"} and row["event_id"] == "e49"
+
+
+class _Boom:
+    """A step that raises on its second batch (a bug, or data it can't handle)."""
+
+    kind = "boom"
+
+    def __init__(self, name="boom"):
+        self.name, self.calls = name, 0
+
+    def open(self):
+        pass
+
+    def on_batch(self, batch, keys, wm_rows, out):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("amont")
+
+    def on_late(self, *a):
+        pass
+
+    def on_watermark(self, *a):
+        pass
+
+    def reset_slots(self, slots):
+        pass
+
+    def snapshot(self):
+        return {}
+
+    def restore(self, state):
+        pass
+
+    def state_key(self):
+        return "boom"
+
+    def sinks(self):
+        return []
+
+
+class _BadSink(MemorySink):
+    path = "bad.jsonl"
+
+    def write_batch(self, items):
+        raise ZeroDivisionError("division by zero")
+
+
+def test_a_failing_step_stops_the_run_naming_the_step_and_outputs_are_flushed(tmp_path):
+    from vigil.errors import describe
+
+    alerts = MemorySink()
+    n = 2000
+    p = (Pipeline("boomrun").source(_src(["k"] * n, np.arange(n) * 10, [1.0] * n))
+         .micro_batches(max_rows=100).detect("v", VelocityRule(window="60s", max_count=100))
+         .step(_Boom()).alerts_to(alerts))
+    with pytest.raises(KeyError) as exc:  # re-raised as it is, on the calling thread
+        EmbeddedRunner(p, out_dir=str(tmp_path)).run()
+    assert describe(exc.value) == "step `boom` failed on a batch: KeyError: 'amont'"
+    assert alerts._closed  # the sink thread stopped and every output was closed
+    assert all(not t.name.startswith("vigil-boomrun-") for t in threading.enumerate())  # every thread ended
+
+
+def test_a_failing_sink_stops_the_run_naming_the_sink(tmp_path):
+    from vigil.errors import describe
+
+    n = 500
+    p = (Pipeline("t").source(_src(["k"] * n, np.arange(n) * 10, [1.0] * n))
+         .detect("v", VelocityRule(window="60s", max_count=3)).alerts_to(_BadSink()))
+    with pytest.raises(ZeroDivisionError) as exc:
+        EmbeddedRunner(p, out_dir=str(tmp_path)).run()
+    assert describe(exc.value) == "output _BadSink (bad.jsonl) failed: ZeroDivisionError: division by zero"

@@ -253,7 +253,7 @@ def test_csv_round_trip(cols, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == SMALL.events
     r = rows[5]
-    assert int(r["ts_ms"]) == cols["ts_ms"][5] and float(r["amount"]) == cols["amount"][5]
+    assert int(r["ts"]) == cols["ts_ms"][5] and float(r["amount"]) == cols["amount"][5]  # `ts`, as documented
     assert r["pattern"] == cols["pattern"][5] and int(r["episode"]) == cols["episode"][5]
 
 
@@ -302,3 +302,21 @@ def test_reference_detection_quality(cols):
     assert 0.02 < per["large_purchase"] < 0.5
     assert per["bursty_shopper"] + per["travel"] > 0
     assert per["normal"] < 0.01
+
+
+@pytest.mark.parametrize("events", [300, 2_000, 5_000])
+def test_small_streams_have_exactly_the_events_asked_and_every_pattern(events):
+    """Was: 2,000 events for the default 20,000 users wrote fewer events and no fraud at all."""
+    from vigil.io.generators.transactions import active_users
+
+    for seed in range(3):
+        spec = TransactionSpec(events=events, users=20_000, seed=seed)
+        c = generate_transactions(spec)
+        assert len(c["ts_ms"]) == events
+        assert set(c["pattern"]) == set(PATTERNS)
+        assert summary(c)["users"] <= active_users(spec) == events // 25
+
+
+def test_too_few_users_for_the_events_is_an_error_not_a_shorter_stream():
+    with pytest.raises(ValueError, match="5 card holders can't make"):
+        generate_transactions(TransactionSpec(events=20_000, users=5))

@@ -390,3 +390,27 @@ def test_jsonl_sink_cuts_a_torn_last_line_before_appending(tmp_path):
     s.write_batch([{"d": 4}])
     s.close()
     assert path.read_text().splitlines() == ['{"a":1}', '{"b":2}', '{"d":4}']
+
+
+def test_stdin_reader_thread_ends_on_close_while_the_pipe_stays_open():
+    """Was: the thread stayed blocked in a read holding stdin's lock, and the interpreter aborted at exit."""
+    from vigil.io.files import StdinSource
+    from vigil.io.schema import Schema
+
+    r_fd, w_fd = os.pipe()
+    os.write(w_fd, b'{"user":"a","ts":1700000000000,"amount":1}\n')
+    stream = os.fdopen(r_fd, "rb")
+    try:
+        reader = StdinSource(Schema("user", "ts", fields=("amount",)), stream=stream).open()
+        got = None
+        for _ in range(500):  # the line arrives; the writer keeps the pipe open
+            got = reader.read_batch(10, 20)
+            if got is not None and len(got):
+                break
+        assert got is not None and got.keys.tolist() == ["a"]
+        reader.close()
+        reader._thread.join(timeout=5)
+        assert not reader._thread.is_alive()  # not blocked in a read: it saw the close
+    finally:
+        os.close(w_fd)
+        stream.close()

@@ -247,6 +247,31 @@ def test_bad_messages_go_to_dead_letters_and_topic(kafka_bootstrap, kafka_topic)
     assert {m.value() for m in msgs if m.key() == b"bad"} == set(bad)
 
 
+def test_a_message_over_the_size_cap_is_a_too_large_dead_letter(kafka_bootstrap, kafka_topic):
+    topic, dlq = kafka_topic(partitions=1), kafka_topic(partitions=1)
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    rows = _rows(0, 4)
+    big = orjson.dumps({**rows[1], "pad": "x" * 5000})
+    for i, r in enumerate(rows):
+        p.produce(topic, big if i == 1 else orjson.dumps(r), key=b"k")
+    assert p.flush(10) == 0
+    src = KafkaSource(kafka_bootstrap, topic, SCHEMA, group_id=_group(), stop_at_end=True, dead_letter_topic=dlq,
+                      max_record_bytes=4096)
+    reader = src.open("kafka")
+    batches = _read_to_end(reader)
+    reader.flush_dead_letters()
+    reader.close()
+    assert _cat(batches, "keys").tolist() == [rows[0]["user"], rows[2]["user"], rows[3]["user"]]
+    (dead,) = [d for b in batches for d in b.dead]
+    assert dead.reason == "too_large" and dead.position == {"partition": 0, "offset": 1}
+    assert dead.message == f"a message value of {len(big):,} bytes, over the source's max_record_bytes (4,096); " \
+                           "its start is kept here"
+    (m,) = _consume_all(kafka_bootstrap, dlq)
+    assert m.value() == big[:4096] and dict(m.headers())["vigil.reason"] == b"too_large"
+    with pytest.raises(ConfigError, match="max_record_bytes"):
+        KafkaSource(kafka_bootstrap, topic, SCHEMA, group_id=_group(), max_record_bytes=10)
+
+
 def test_event_time_from_kafka_timestamp(kafka_bootstrap, kafka_topic):
     topic = kafka_topic(partitions=3)
     p = Producer({"bootstrap.servers": kafka_bootstrap})

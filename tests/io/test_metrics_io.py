@@ -94,15 +94,16 @@ def test_influx_bad_lines_become_dead_letters_with_reasons():
         f'cpu,host=a s="open v=1 {T_NS}'.encode(),
         b"\xff\xfe v=1",
         f"cpu,host=a v=1 {T_NS} extra".encode(),
-        f"cpu,host=a s=\"only text\" {T_NS}".encode(),  # no numeric field: skipped, not dead
+        f"cpu,host=a s=\"only text\",up=true {T_NS}".encode(),  # no numeric field: counted, never silently gone
     ]
     recs = parse_influx_lines(lines, source="f", first_position=1)
     assert len(recs) == 1
     got = reasons(recs)
-    assert [p for p, _ in got] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert [p for p, _ in got] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     assert codes(recs) == ["wrong_type", "not_finite", "invalid_timestamp", "invalid_line", "invalid_line",
                            "missing_field", "missing_field", "absurd_timestamp", "invalid_line", "invalid_utf8",
-                           "invalid_line"]
+                           "invalid_line", "no_numeric_field"]
+    assert got[11][1] == "no numeric field (only text or booleans: `s`, `up`): nothing to score"
     assert "`v` value 'abc' is not a number" in got[0][1]
     assert "not finite" in got[1][1]
     assert "timestamp '12x' is not an integer" in got[2][1]
@@ -197,7 +198,7 @@ def _influx_file(tmp_path):
 def test_influx_file_source_conformance_with_lines_cut_by_max_items(tmp_path):
     p = _influx_file(tmp_path)
     totals = check_source(lambda: InfluxLineFileSource(p), max_items=(1, 2, 3, 64))
-    assert totals["dead"] == 6 and totals["records"] > 40
+    assert totals["dead"] == 6 + 3 and totals["records"] > 40  # 6 `oops`, 3 text-only (no_numeric_field)
 
 
 def test_influx_file_source_resumes_inside_a_line(tmp_path):
@@ -297,3 +298,25 @@ def test_collect_host_to_kafka(kafka_bootstrap, kafka_topic):
     recs, _ = decode_kafka_values(values)
     assert recs.dead == [] and set(recs.keys.tolist()) == {"kh"}
     assert "cpu.usage_user" in set(recs.extra["metric"].tolist())
+
+
+def test_collect_host_network_totals_leave_out_loopback():
+    """Was: `net` summed every interface, loopback included (a machine talking to itself looked busy)."""
+    from types import SimpleNamespace as NS
+
+    from vigil.cli.collect_host import net_totals
+
+    def nic(n):
+        return NS(bytes_sent=n, bytes_recv=2 * n, packets_sent=3 * n, packets_recv=4 * n)
+
+    ps = NS(net_io_counters=lambda pernic: {"lo": nic(1_000_000), "eth0": nic(10), "wlan0": nic(5)},
+            net_if_stats=lambda: {"lo": NS(flags="up,loopback,running"), "eth0": NS(flags="up,broadcast"),
+                                  "wlan0": NS(flags="up,broadcast")},
+            net_if_addrs=lambda: {})
+    assert net_totals(ps) == {"bytes_sent": 15, "bytes_recv": 30, "packets_sent": 45, "packets_recv": 60}
+    # without interface flags (older psutil, other OSes): by the addresses
+    ps.net_if_stats = lambda: {}
+    ps.net_if_addrs = lambda: {"lo": [NS(address="127.0.0.1"), NS(address="::1"), NS(address="00:00:00:00:00:00")],
+                               "eth0": [NS(address="192.0.2.2"), NS(address="fe80::fc:ff:fe00:1%eth0")],
+                               "wlan0": [NS(address="fd00::2")]}
+    assert net_totals(ps)["bytes_sent"] == 15

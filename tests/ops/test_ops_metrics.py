@@ -112,6 +112,7 @@ def test_scraped_metrics_match_run_stats_and_never_label_a_key(tmp_path):
         assert v("vigil_step_events", sample="vigil_step_events_total", step=step) == st.events
         assert v("vigil_step_alerts", sample="vigil_step_alerts_total", step=step) == st.fired.get(step, 0)
         assert v("vigil_step_flagged", sample="vigil_step_flagged_total", step=step) == st.flagged.get(step, 0)
+        assert v("vigil_step_unscored", sample="vigil_step_unscored_total", step=step) == st.unscored.get(step, 0)
         n = v("vigil_step_latency_seconds", sample="vigil_step_latency_seconds_count", step=step)
         assert n == v("vigil_batch_rows", sample="vigil_batch_rows_count") > 0  # one per batch with rows
         assert v("vigil_step_latency_seconds", sample="vigil_step_latency_seconds_bucket", step=step, le="+Inf") == n

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from vigil.cli.common import check_output_file, shown, strict_json
 from vigil.errors import ConfigError, VigilError
 
 if TYPE_CHECKING:  # imported in the commands: `vigil --help` shouldn't pay for pydantic, sqlite3 and numpy
@@ -44,7 +46,7 @@ silence_app = typer.Typer(help=(
     "`vigil silence list --db ...` · `vigil silence expire 9c1e2f3a4b5d --db ...`"
 ), no_args_is_help=True, rich_markup_mode="markdown")
 
-DbOpt = Annotated[Path, typer.Option("--db", help="The alert store; by convention vigil-out/<pipeline>/alerts.db.")]
+DbOpt = Annotated[Path, typer.Option("--db", help="The alert store; by convention `vigil-out/<pipeline>/alerts.db`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who does this (default: your user name).")]
 
@@ -72,7 +74,7 @@ def _table(title: str) -> Table:
 
 
 def _fail(exc: Exception, code: int = 1) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code)
 
 
@@ -83,7 +85,7 @@ def _out() -> Console:
 def _print_json(data: Any) -> None:
     from vigil.alerting.store import to_json
 
-    print(json.dumps(json.loads(to_json(data)), indent=2))
+    print(strict_json(json.loads(to_json(data)), indent=2))
 
 
 @contextmanager
@@ -131,9 +133,10 @@ def alerts_list(
     for r in rows:
         lb = r["labels"]
         since = r["starts_at_ms"] if r["status"] == "firing" else r["ends_at_ms"]
-        t.add_row(r["fingerprint"], f"[{colour.get(r['status'], 'white')}]{r['status']}[/]", lb.get("alertname", ""),
-                  lb.get("key", ""), lb.get("severity", ""), str(r["observations"]), str(r["revision"]),
-                  "yes" if r["acked"] else "", _when(since, short=True))  # fmt: skip
+        t.add_row(r["fingerprint"], f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+                  shown(lb.get("alertname", "")), shown(lb.get("key", "")), shown(lb.get("severity", "")),
+                  str(r["observations"]), str(r["revision"]), "yes" if r["acked"] else "",
+                  _when(since, short=True))  # fmt: skip
     _out().print(t)
 
 
@@ -157,23 +160,23 @@ def alerts_show(
     a, out = doc["alert"], _out()
     assert a is not None
     out.print(f"[bold]{fp}[/]  {a['status']}  revision {a['revision']}  {a['observations']} observation(s)")
-    out.print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items())))
+    out.print("labels: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in sorted(a["labels"].items())))
     out.print(f"started {_when(a['starts_at_ms'])} UTC, ended {_when(a['ends_at_ms'])}")
     last = a.get("last_alert") or {}
     if last:
-        out.print(f"latest: {last.get('message') or last.get('detector')} (score {last.get('score')}, "
-                  f"threshold {last.get('threshold')}, event {last.get('event_id')})")  # fmt: skip
+        out.print(f"latest: {shown(last.get('message') or last.get('detector'))} (score {last.get('score')}, "
+                  f"threshold {last.get('threshold')}, event {shown(last.get('event_id'))})")  # fmt: skip
     t = _table("history")
     for col in ("at (UTC)", "reason", "status", "rev", "note"):
         t.add_column(col)
     for r in doc["revisions"]:
-        t.add_row(_when(r["at_ms"]), r["reason"], r["status"], str(r["revision"]), r.get("note") or "")
+        t.add_row(_when(r["at_ms"]), r["reason"], r["status"], str(r["revision"]), shown(r.get("note")))
     out.print(t)
     for k in doc["acks"]:
         state = "cleared" if k["cleared_ms"] else "active"
-        out.print(f"ack ({state}) by {k['by']} at {_when(k['at_ms'])}: {k['comment']}")
+        out.print(f"ack ({state}) by {shown(k['by'])} at {_when(k['at_ms'])}: {shown(k['comment'])}")
     for f in doc["feedback"]:
-        out.print(f"labelled {f['label']} by {f['by']} at {_when(f['at_ms'])}: {f['note']}")
+        out.print(f"labelled {f['label']} by {shown(f['by'])} at {_when(f['at_ms'])}: {shown(f['note'])}")
 
 
 @alerts_app.command("ack")
@@ -196,16 +199,19 @@ def alerts_ack(
 @alerts_app.command("label")
 def alerts_label(
     fingerprint: Annotated[str, typer.Argument(help="The alert's fingerprint, or a unique prefix of it.")],
-    true_positive: Annotated[bool, typer.Option("--true-positive/--false-positive",
-                                                help="Was it a real anomaly?", show_default=False)],  # fmt: skip
+    true_positive: Annotated[bool, typer.Option("--true-positive", help="It was a real anomaly.")] = False,
+    false_positive: Annotated[bool, typer.Option("--false-positive", help="It was not.")] = False,
     note: Annotated[str, typer.Option("--note", help="Why, for whoever tunes the detector.")] = "",
     by: ByOpt = "",
     db: DbOpt = DEFAULT_DB,
 ) -> None:
-    """Record whether an alert was a true or a false positive (training and tuning data).
+    """Record whether an alert was a true or a false positive (training and tuning data): exactly one of the two.
 
     Example: `vigil alerts label 3f2a --false-positive --note "promo day" --db vigil-out/fraud/alerts.db`
     """
+    if true_positive == false_positive:
+        _fail(ConfigError("both given" if true_positive else "missing", field="--true-positive / --false-positive",
+                          hint="give exactly one of them"), 2)  # fmt: skip
     label = "true_positive" if true_positive else "false_positive"
     with _store(db) as store:
         fp = store.find_fingerprint(fingerprint)
@@ -222,6 +228,10 @@ def alerts_export_labels(
 
     Example: `vigil alerts export-labels labels.csv --db vigil-out/fraud/alerts.db`
     """
+    try:
+        check_output_file(out, "OUT")  # its folder must exist: none is made
+    except ConfigError as exc:
+        _fail(exc, 2)
     with _store(db) as store:
         n = store.export_feedback(out)
     _out().print(f"wrote {n} label(s) to {out}")
@@ -265,7 +275,7 @@ def silence_add(
     if json_:
         _print_json({"id": sid, "matchers": matcher, "starts_ms": now, "ends_ms": now + duration_ms})
     else:
-        _out().print(f"silence {sid}: {', '.join(matcher)} until {_when(now + duration_ms)} UTC")
+        _out().print(f"silence {sid}: {shown(', '.join(matcher))} until {_when(now + duration_ms)} UTC")
 
 
 @silence_app.command("list")
@@ -293,8 +303,8 @@ def silence_list(
     for col in ("id", "state", "matchers", "starts (UTC)", "ends (UTC)", "by", "comment"):
         t.add_column(col, no_wrap=col == "id")
     for r in rows:
-        t.add_row(r["id"], r["state"], ", ".join(r["matchers"]), _when(r["starts_ms"], True), _when(r["ends_ms"], True),
-                  r["created_by"], r["comment"])  # fmt: skip
+        t.add_row(r["id"], r["state"], shown(", ".join(r["matchers"])), _when(r["starts_ms"], True),
+                  _when(r["ends_ms"], True), shown(r["created_by"]), shown(r["comment"]))  # fmt: skip
     _out().print(t)
 
 

@@ -34,8 +34,8 @@ def apply_cmd(path: str, *, out: str, dry_run: bool, who: str, why: str, wait_s:
     if not plan.ok:
         raise ConfigError("can't be applied live:\n  - " + "\n  - ".join(plan.problems), field="file", value=path)
     if not plan.changes:
-        console.print(f"no change against the running {version}")
-        return {"version": version, "changes": [], "applied": True}
+        console.print(f"no change against the current {version}")
+        return {"version": version, "changes": [], "applied": h.applied() == version and h.applier() is not None}
     for c in plan.changes:
         console.print(f"  {c}")
     if dry_run:
@@ -45,9 +45,7 @@ def apply_cmd(path: str, *, out: str, dry_run: bool, who: str, why: str, wait_s:
         text = f.read()
     new_version = h.record(text, action="apply", who=who, why=why, changes=plan.changes)
     applied = _wait(h, new_version, wait_s)
-    console.print(f"recorded {new_version} (was {version})" + (
-        "; applied by the running pipeline" if applied else
-        f"; the running pipeline applies it within a second (check: vigil apply --history {path})"))
+    console.print(f"recorded {new_version} (was {version}); " + _outcome(h, applied, wait_s, path, out))
     return {"version": new_version, "changes": plan.changes, "applied": applied}
 
 
@@ -70,8 +68,8 @@ def rollback_cmd(path: str, version: str | None, *, out: str, who: str, why: str
         raise ConfigError("can't be rolled back to live:\n  - " + "\n  - ".join(plan.problems), field="version",
                           value=version)  # fmt: skip
     h.rollback(version, who=who, why=why)
-    applied = _wait(h, version, wait_s)
-    console.print(f"rolled back {cur} -> {version}" + ("; applied by the running pipeline" if applied else ""))
+    applied = _wait(h, version, wait_s, since=time.time())
+    console.print(f"rolled back {cur} -> {version}; " + _outcome(h, applied, wait_s, path, out))
     for c in plan.changes:
         console.print(f"  {c}")
     return {"version": version, "changes": plan.changes, "applied": applied}
@@ -94,10 +92,25 @@ def history_cmd(path: str, *, out: str, console: Console) -> list[dict[str, Any]
     return entries
 
 
-def _wait(h: ConfigHistory, version: str, wait_s: float) -> bool:
+def _outcome(h: ConfigHistory, applied: bool, wait_s: float, path: str, out: str) -> str:
+    """What confirmed the change — or that nothing did (a stale marker of an earlier run is no confirmation)."""
+    if applied:
+        return f"applied by the running pipeline (pid {h.applier()})"
+    pid = h.applier()
+    if pid is None:
+        return (f"nothing confirmed it: no pipeline is running with --out {out}; it is in force when the pipeline "
+                f"next starts (`vigil run {path} --out {out}`)")  # fmt: skip
+    return (f"the running pipeline (pid {pid}) has not confirmed it within {wait_s:g}s: it applies it between two "
+            f"batches; check with `vigil apply {path} --history`")  # fmt: skip
+
+
+def _wait(h: ConfigHistory, version: str, wait_s: float, since: float | None = None) -> bool:
+    """True once a running process confirms ``version`` (after ``since``, for a version applied before)."""
     deadline = time.monotonic() + wait_s
     while True:
-        if h.applied() == version:
+        if h.applier() is None:
+            return False  # no process runs the pipeline: nothing will confirm it, and an old marker is stale
+        if h.applied() == version and (since is None or h.applied_at() >= since):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -11,7 +11,6 @@ is one JSON object: ``{"detectors": {name: {"eps", "auc", ...}}, "river_hst": {.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vigil.cli.bench_engine import _import_shared, find_shared
+from vigil.cli.common import strict_json
 
 BATCH_ROWS = 16_384
 
@@ -169,18 +169,12 @@ def run_detectors_bench(
         log(f"HalfSpaceTrees per key vs River's: {speedup}× events/s, AUC {hst['auc']} vs {river['auc']}")  # type: ignore[index]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=_plain) + "\n")
+        out.write_text(strict_json(result, indent=1) + "\n")
     if as_json:
-        print(json.dumps(result, default=_plain), flush=True)
+        print(strict_json(result), flush=True)
     return result
 
 
 if __name__ == "__main__":  # pragma: no cover
     run_detectors_bench(1_000_000, 10_000, None, True, None)
 
-
-def _plain(obj: object) -> object:
-    """JSON for what detector params may hold besides plain data (e.g. a model's ONNX bytes)."""
-    if isinstance(obj, (bytes, bytearray)):
-        return f"<{len(obj):,} bytes>"
-    return str(obj)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vigil.cli.common import strict_json
 from vigil.errors import VigilError
 
 HELP_SHARED = (
@@ -119,7 +120,7 @@ def engine_worker(*, npz: Path, jsonl: Path, repeats: int = 3) -> dict[str, Any]
         "vigil_jsonl_dead_letters": st_c.dead_letters,
         "peak_rss_mb": round(rss_mb, 1),
     }
-    print(json.dumps(out), flush=True)
+    print(strict_json(out), flush=True)
     return out
 
 
@@ -263,9 +264,9 @@ def run_engine_bench(
                       f"({fraud['fraud_yaml_alerts']:,} alerts, {fraud['fraud_yaml_windows']:,} windows); "
                       f"where the time goes (s): {fraud['fraud_yaml_where_s']}")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.write_text(strict_json(result, indent=1) + "\n")
     if as_json:
-        print(json.dumps(result), flush=True)
+        print(strict_json(result), flush=True)
     return result
 
 

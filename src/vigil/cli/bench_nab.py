@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from vigil.cli.common import strict_json
 from vigil.errors import VigilError
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
@@ -210,7 +211,7 @@ def run_nab_bench(
     if not quiet:
         _print_table(result, cfg_path.stem)
     if as_json:
-        print(json.dumps({k: result[k] for k in (*PROFILES, "points_per_s")}), flush=True)
+        print(strict_json({k: result[k] for k in (*PROFILES, "points_per_s")}), flush=True)
     return result
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from vigil.cli.bench_engine import peak_rss_mb
+from vigil.cli.common import strict_json
 from vigil.errors import VigilError
 
 _START_MS = 1_704_067_200_000
@@ -181,7 +182,7 @@ def servers_worker(*, hosts: int, minutes: float, step_s: int = 1, chunk_s: floa
         "generate_s": round(gen_s, 2), "rss_before_run_mb": round(rss_before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }  # fmt: skip
-    print(json.dumps(out), flush=True)
+    print(strict_json(out), flush=True)
     return out
 
 
@@ -219,9 +220,9 @@ def run_servers_bench(*, hosts: int = 10_000, minutes: float = 10.0, step_s: int
     console.print(t)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n")
+        out.write_text(strict_json(res, indent=1) + "\n")
     if as_json:
-        print(json.dumps(res), flush=True)
+        print(strict_json(res), flush=True)
     return res
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from vigil.cli.common import strict_json
 from vigil.state import codec
 from vigil.state.checkpoint import CheckpointStore
 
@@ -90,7 +91,7 @@ def inspect(target: Path, *, as_json: bool, console: Console) -> dict[str, Any]:
     out = summarize(state, path)
     out["other_checkpoints"] = others
     if as_json:
-        print(json.dumps(codec.to_jsonable(out), default=str))
+        print(strict_json(codec.to_jsonable(out)))
         return out
     t = Table(title=f"checkpoint {path.name}", show_header=False, title_justify="left")
     t.add_row("pipeline", f"{out['pipeline']} (seq {out['seq']}, taken {out['created']})")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vigil.cli.common import err, fail
+from vigil.cli.common import check_output_file, err, fail
 from vigil.errors import VigilError
 
 app = typer.Typer(help="Collect metrics from this machine.", no_args_is_help=True)
@@ -29,6 +29,8 @@ def collect_host_cmd(
     from vigil.cli.collect_host import collect_host
 
     try:
+        if out != "-" and not out.startswith("kafka://"):
+            check_output_file(out, "--out")  # before the first sample, not a traceback after it
         n = collect_host(interval_s=interval, format=fmt, out=out, count=count, host=host)  # type: ignore[arg-type]
     except VigilError as exc:
         fail(exc)

@@ -12,7 +12,7 @@ tagged ``host=<name>``, in Influx line protocol (nanosecond timestamps) or Teleg
 ``diskio``  ``read_bytes_per_s``, ``write_bytes_per_s``, ``reads_per_s``, ``writes_per_s`` (all disks;
             omitted where the OS exposes no disk counters)
 ``net``     ``bytes_sent_per_s``, ``bytes_recv_per_s``, ``packets_sent_per_s``, ``packets_recv_per_s``
-            (all interfaces)
+            (every interface but loopback: traffic a machine sends itself is not network traffic)
 ``system``  ``load1``, ``load5``, ``load15``
 ========== =======================================================================================
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -70,6 +71,49 @@ def to_telegraf_json(measurement: str, tags: dict[str, str], fields: dict[str, f
     return orjson.dumps({"fields": clean, "name": measurement, "tags": tags, "timestamp": timestamp})
 
 
+_NET_FIELDS = ("bytes_sent", "bytes_recv", "packets_sent", "packets_recv")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+
+
+def is_loopback(name: str, flags: str = "", addresses: tuple[str, ...] = ()) -> bool:
+    """Whether a network interface is the loopback one (by its flags, else its addresses, else its name).
+
+    Examples:
+        >>> is_loopback("lo", "up,loopback,running"), is_loopback("eth0", "up,broadcast"), is_loopback("lo0")
+        (True, False, True)
+    """
+    if flags:
+        return "loopback" in flags.split(",")
+    ips = [a for a in addresses if not _MAC.match(a)]
+    if ips:
+        return all(a.startswith("127.") or a == "::1" for a in ips)
+    return name == "lo" or name.startswith("lo0") or name.lower().startswith("loopback")
+
+
+def net_totals(ps: Any) -> dict[str, int] | None:
+    """Counters summed over every interface but loopback (``None`` where the OS exposes none)."""
+    try:
+        per_nic = ps.net_io_counters(pernic=True)
+    except (OSError, RuntimeError):
+        return None
+    if not per_nic:
+        return None
+    try:
+        stats = {k: getattr(v, "flags", "") for k, v in ps.net_if_stats().items()}
+    except (OSError, RuntimeError):
+        stats = {}
+    try:
+        addrs = {k: tuple(str(a.address) for a in v) for k, v in ps.net_if_addrs().items()}
+    except (OSError, RuntimeError):
+        addrs = {}
+    out = dict.fromkeys(_NET_FIELDS, 0)
+    for name, c in per_nic.items():
+        if not is_loopback(name, stats.get(name, ""), addrs.get(name, ())):
+            for f in _NET_FIELDS:
+                out[f] += int(getattr(c, f))
+    return out
+
+
 class HostSampler:
     """Takes samples of this machine with psutil; each :meth:`sample` covers the time since the previous one.
 
@@ -85,7 +129,7 @@ class HostSampler:
         psutil.cpu_times_percent(interval=None)  # primes the "since the last call" baseline
         self._t = clock()
         self._disk = psutil.disk_io_counters()
-        self._net = psutil.net_io_counters()
+        self._net = net_totals(psutil)
 
     def sample(self) -> list[Measurement]:
         """Measurements since the previous call (or the construction)."""
@@ -94,7 +138,7 @@ class HostSampler:
         dt = max(now - self._t, 1e-6)
         cpu = ps.cpu_times_percent(interval=None)._asdict()
         mem = ps.virtual_memory()
-        disk, net = ps.disk_io_counters(), ps.net_io_counters()
+        disk, net = ps.disk_io_counters(), net_totals(ps)
         out: list[Measurement] = [
             ("cpu", {f"usage_{mode}": float(v) for mode, v in cpu.items()}),
             ("mem", {"used_percent": float(mem.percent), "available_percent": 100.0 * mem.available / mem.total}),
@@ -109,12 +153,7 @@ class HostSampler:
             }))  # fmt: skip
         if net is not None and self._net is not None:
             n0 = self._net
-            out.append(("net", {
-                "bytes_sent_per_s": max(0, net.bytes_sent - n0.bytes_sent) / dt,
-                "bytes_recv_per_s": max(0, net.bytes_recv - n0.bytes_recv) / dt,
-                "packets_sent_per_s": max(0, net.packets_sent - n0.packets_sent) / dt,
-                "packets_recv_per_s": max(0, net.packets_recv - n0.packets_recv) / dt,
-            }))  # fmt: skip
+            out.append(("net", {f"{f}_per_s": max(0, net[f] - n0[f]) / dt for f in _NET_FIELDS}))
         if hasattr(os, "getloadavg"):
             l1, l5, l15 = os.getloadavg()
             out.append(("system", {"load1": l1, "load5": l5, "load15": l15}))

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vigil.cli.common import check_port
 from vigil.errors import VigilError
 
 DEFAULT_DB = Path("vigil-out/alerts.db")
@@ -25,7 +26,7 @@ def _fail(exc: Exception, code: int = 1) -> NoReturn:
 
 def console_cmd(
     db: Annotated[Path, typer.Option(
-        "--db", help="The alert store; by convention vigil-out/<pipeline>/alerts.db.")] = DEFAULT_DB,
+        "--db", help="The alert store; by convention `vigil-out/<pipeline>/alerts.db`.")] = DEFAULT_DB,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option(
         help="Address to listen on. The default only accepts connections from this machine.")] = "127.0.0.1",
@@ -46,6 +47,7 @@ def console_cmd(
     from vigil.alerting.store import AlertStore
     from vigil.console.launch import start_console
 
+    check_port(port, "--port")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         store = AlertStore(db, create=False)

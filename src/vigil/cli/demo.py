@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vigil.cli.common import fail
-from vigil.errors import VigilError
+from vigil.errors import ConfigError, VigilError
 
 app = typer.Typer(help=(
     "The card-fraud detector on a synthetic stream, scored against its labels (`vigil demo`); "
@@ -54,6 +54,14 @@ def demo(
 
     if ctx.invoked_subcommand is not None:
         return
+    if events < 1 or users < 1:
+        fail(ConfigError("must be >= 1", field="--events" if events < 1 else "--users", value=min(events, users)))
+    from vigil.worker import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ConfigError as exc:
+        fail(exc)
     if kafka:
         try:
             run_kafka_demo(bootstrap=bootstrap, events=events, users=users, rate=rate or None, seed=seed,
@@ -61,8 +69,16 @@ def demo(
         except VigilError as exc:
             fail(exc, 1)
         return
-    run_demo(events=events, users=users, rate=rate or None, seed=seed, as_json=json_, live=live and not json_,
-             out_dir=str(out), show_alerts=show_alerts)  # fmt: skip
+    from vigil.cli.generate import say_users
+
+    say_users(events, users)
+    try:
+        run_demo(events=events, users=users, rate=rate or None, seed=seed, as_json=json_, live=live and not json_,
+                 out_dir=str(out), show_alerts=show_alerts)  # fmt: skip
+    except ConfigError as exc:
+        fail(exc)
+    except VigilError as exc:
+        fail(exc, 1)
 
 
 @app.command("servers")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from typing import Any
@@ -14,6 +13,8 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vigil.cli.common import strict_json
+from vigil.errors import ConfigError
 from vigil.types import Alert
 
 
@@ -56,7 +57,10 @@ def run_demo(
     console = Console(stderr=as_json, highlight=False)
     t0 = time.perf_counter()
     with console.status(f"generating {events:,} card transactions for {users:,} users (seed {seed})…"):
-        cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+        try:
+            cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+        except ValueError as exc:  # too few card holders for the events
+            raise ConfigError(str(exc), field="--users", value=users) from None
     info = summary(cols)
     # the generated columns live for the whole run: keep the garbage collector from walking their
     # million strings on every full collection (it shows up as latency spikes)
@@ -90,7 +94,7 @@ def run_demo(
     _print_summary(console, out, st)
     console.print(f"alerts written to {out['alerts_file']} (and alerts.sqlite beside it)")
     if as_json:
-        print(json.dumps(out), flush=True)
+        print(strict_json(out), flush=True)
     return out
 
 
@@ -256,7 +260,7 @@ def run_kafka_demo(
     console.print(f"alerts are in the topic {alert_topic} (keyed by user); latency is from the producer's record "
                   "timestamp to the alert")  # fmt: skip
     if as_json:
-        print(json.dumps(out), flush=True)
+        print(strict_json(out), flush=True)
     return out
 
 

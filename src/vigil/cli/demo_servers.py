@@ -19,13 +19,13 @@ event time at which the window closes and the alert can be raised):
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import numpy as np
 
 from vigil.apps.servers import KOfN, ServerConfig, ServerRun, run_server_pipeline, train_global_model
+from vigil.cli.common import strict_json
 from vigil.io.generators.fleet import INCIDENT_TYPES, FleetSpec, incident_table, simulate_fleet
 
 _DAY_MS = 86_400_000
@@ -95,6 +95,18 @@ def score_servers(run: ServerRun, cols: dict[str, Any], cfg: ServerConfig, *, ho
     }
 
 
+def _shown(value: Any, unit: str = "") -> str:
+    """A result for the summary table: ``-`` when there is none (no alert, no incident), never ``None``."""
+    return "-" if value is None else f"{value}{unit}"
+
+
+def _reduction(factor: float | None, fa: dict[str, float]) -> str:
+    """How many times fewer false alerts k-of-n gives, in words that hold when it leaves none (or had none)."""
+    if factor is not None:
+        return f"{factor}x fewer"
+    return "none left" if fa["single_metric"] > 0 else "none either way"
+
+
 def run_servers_demo(*, hosts: int = 100, days: float = 2.0, step_s: int = 10, seed: int = 7,
                      window_s: float = 60.0, k: int = 2, model: bool = True, as_json: bool = False,
                      show_alerts: int = 5, config: ServerConfig | None = None) -> dict[str, Any]:  # fmt: skip
@@ -136,14 +148,14 @@ def run_servers_demo(*, hosts: int = 100, days: float = 2.0, step_s: int = 10, s
     t.add_row("samples", f"{run.samples:,} → {len(run.windows):,} host-windows in {run.elapsed_s:.1f}s "
                          f"({run.samples_per_s:,.0f} samples/s) · late {len(run.late):,} · "
                          f"imputed cells {res['imputed_cells']:,}")  # fmt: skip
-    t.add_row("incidents", f"{res['incidents']} · recall {res['recall']}")
-    t.add_row(f"precision ({cfg.k}-of-{cfg.n_voters})", f"[b]{res['precision']}[/] "
-              f"(single-metric: {res['precision_single_metric']})")  # fmt: skip
+    t.add_row("incidents", f"{res['incidents']} · recall {_shown(res['recall'])}")
+    t.add_row(f"precision ({cfg.k}-of-{cfg.n_voters})", f"[b]{_shown(res['precision'])}[/] "
+              f"(single-metric: {_shown(res['precision_single_metric'])})")  # fmt: skip
     ttd = res["time_to_detect_s"]
-    t.add_row("time to detect", f"p50 {ttd['p50']} s · p95 {ttd['p95']} s")
+    t.add_row("time to detect", f"p50 {_shown(ttd['p50'], ' s')} · p95 {_shown(ttd['p95'], ' s')}")
     fa = res["false_alerts_per_host_day"]
     t.add_row("false alerts / host-day", f"single-metric {fa['single_metric']} · {cfg.k}-of-{cfg.n_voters} "
-              f"{fa['k_of_n']} ({res['false_alert_reduction']}x fewer)")  # fmt: skip
+              f"{fa['k_of_n']} ({_reduction(res['false_alert_reduction'], fa)})")  # fmt: skip
     console.print(t)
     rt = Table(title="Recall by incident type", title_justify="left")
     rt.add_column("incident")
@@ -155,7 +167,7 @@ def run_servers_demo(*, hosts: int = 100, days: float = 2.0, step_s: int = 10, s
         console.print(f"  [red]alert[/] {a.message}")
     if as_json:
         keep = ("recall_by_type", "precision", "time_to_detect_s", "false_alerts_per_host_day")
-        print(json.dumps({**{k: res[k] for k in keep}, **{k: v for k, v in res.items() if k not in keep}}),
+        print(strict_json({**{k: res[k] for k in keep}, **{k: v for k, v in res.items() if k not in keep}}),
               flush=True)  # fmt: skip
     return res
 

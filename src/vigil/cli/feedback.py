@@ -14,7 +14,9 @@ from vigil.errors import VigilError
 
 app = typer.Typer(help="The per-key bars learned from operators' true/false-positive labels.",
                            no_args_is_help=True)
-_FbDb = Annotated[Path, typer.Option("--db", help="The pipeline's alert store (the bars live beside it).")]
+_FbDb = Annotated[Path, typer.Option("--db", help=(
+    "The pipeline's alert store, by convention `vigil-out/<pipeline>/alerts.db` (the bars live beside it, in "
+    "`feedback/`)."))]
 
 
 @app.command("show")
@@ -22,7 +24,10 @@ def feedback_show(db: _FbDb = Path("vigil-out/alerts.db")) -> None:
     """The bars in force and the last versions (learned by the running pipeline every 30 s from new labels)."""
     from vigil.cli.retrain import feedback_admin_cmd
 
-    feedback_admin_cmd("show", db=str(db), version=None, who="", why="", console=Console(highlight=False))
+    try:
+        feedback_admin_cmd("show", db=str(db), version=None, who="", why="", console=Console(highlight=False))
+    except VigilError as exc:
+        fail(exc)
 
 
 @app.command("rollback")

@@ -38,7 +38,6 @@ promoted model; the new version is promoted only when it ranks the held-back win
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -52,6 +51,7 @@ from vigil.alerting.store import AlertStore
 from vigil.apps.servers import ServerConfig, ServerRun, run_server_pipeline, train_global_model
 from vigil.apps.servers.feedback import refire, server_base
 from vigil.apps.servers.retrain import label_by_incidents, retrain, rows_from_labels, window_rows
+from vigil.cli.common import strict_json
 from vigil.feedback.suppression import FeedbackTuner, Suppressions, labels_from_store
 from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, simulate_fleet
 from vigil.types import Alert
@@ -180,7 +180,8 @@ def _scenario(spec: FleetSpec, cfg: ServerConfig, work: str, *, label_hours: flo
     n_tp, n_fp = _label_first_hour(hour, inc, db, grace_ms=int(grace_s * 1000))
     with AlertStore(db) as store:
         labels = labels_from_store(store)
-    tuner = FeedbackTuner(os.path.join(work, "suppressions"), base=server_base(cfg), max_factor=max_factor,
+    # beside the alert store, where a pipeline keeps them: `vigil feedback show --db <work>/alerts.db` finds them
+    tuner = FeedbackTuner(os.path.join(work, "feedback"), base=server_base(cfg), max_factor=max_factor,
                           headroom=headroom)  # fmt: skip
     sup = tuner.learn(labels, who=OPERATOR, why=f"labels of the first {label_hours:g} h of alerting")
     kept, suppressed = sup.filter(rest)
@@ -294,9 +295,11 @@ def demo_feedback_cmd(*, hosts: int = 100, days: float = 2.0, step: int = 10, se
         r = res["retrain"]
         console.print(f"retrain: {r['decision']} (the model does not vote here: its ranking changes, not the counts)")
     if res["workdir"]:
-        console.print(f"alert store, suppression versions and registry kept in {res['workdir']}")
+        db = os.path.join(res["workdir"], "alerts.db")
+        console.print(f"alert store, feedback bars and registry kept in {res['workdir']} (see them: "
+                      f"`vigil feedback show --db {db}` · `vigil alerts list --db {db}`)")  # fmt: skip
     if json_:
-        print(json.dumps(res), flush=True)
+        print(strict_json(res), flush=True)
     return res
 
 

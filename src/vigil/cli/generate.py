@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vigil.cli.common import err, fail
+from vigil.cli.common import check_output_file, err, fail
 from vigil.errors import ConfigError, VigilError
 
 app = typer.Typer(help="Write synthetic streams with labelled anomalies.", no_args_is_help=True)
@@ -28,8 +28,9 @@ def generate_transactions_cmd(
 
     One record per line: `user`, `ts` (event time, epoch ms), `amount`, `merchant`, `category`,
     `country`, `txn_id`, `label` (1 = fraud) and `pattern` (amount_spike, card_testing,
-    velocity_burst, or the legitimate large_purchase, bursty_shopper, travel, normal). Records
-    arrive out of event-time order by up to 2 s, as they would from many terminals.
+    velocity_burst, or the legitimate large_purchase, bursty_shopper, travel, normal); CSV adds
+    `arrival_ms` and `episode`. Records arrive out of event-time order by up to 2 s, as they would
+    from many terminals. Exactly `--events` records; from 300 events on, every pattern is in them.
 
     Examples: `vigil generate transactions -o tx.jsonl --events 100000` ·
     `vigil generate transactions | vigil run pipelines/fraud-stdin.yaml` ·
@@ -46,8 +47,18 @@ def generate_transactions_cmd(
 
     if fmt not in ("jsonl", "csv"):
         fail(ConfigError("must be 'jsonl' or 'csv'", field="--format", value=fmt))
-    cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+    if events < 1 or users < 1:
+        fail(ConfigError("must be >= 1", field="--events" if events < 1 else "--users", value=min(events, users)))
+    try:
+        if to is None and out != "-":
+            check_output_file(out, "--out")
+        cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+    except ValueError as exc:  # too few card holders for the events
+        fail(ConfigError(str(exc), field="--users", value=users))
+    except ConfigError as exc:
+        fail(exc)
     s = summary(cols)
+    say_users(events, users)
     if to is not None:
         from rich.progress import Progress
 
@@ -76,6 +87,16 @@ def generate_transactions_cmd(
         err.print(f"wrote {s['events']:,} transactions ({s.get('fraud_share', 0):.1%} fraud) to {out}")
 
 
+def say_users(events: int, users: int) -> None:
+    """Say so when fewer card holders take part than asked (a short stream: each needs a history)."""
+    from vigil.io.generators.transactions import TransactionSpec, active_users
+
+    active = active_users(TransactionSpec(events=events, users=users))
+    if active < users:
+        err.print(f"{active:,} of the {users:,} card holders take part: {events:,} events are about "
+                  f"{events // active:,} per holder, the least that gives them the history an anomaly stands out from")
+
+
 @app.command("fleet")
 def generate_fleet_cmd(
     out: Annotated[str, typer.Option("--out", "-o", help="File to write, or - for stdout.")] = "-",
@@ -101,6 +122,9 @@ def generate_fleet_cmd(
     from vigil.cli.fleet import generate_fleet
 
     try:
+        for path, option in ((out, "--out"), (labels, "--labels")):
+            if path is not None and path != "-" and to is None:
+                check_output_file(path, option)
         generate_fleet(hosts=hosts, days=days, step_s=step, seed=seed, out=out, to=to, labels=labels, err=err,
                        scheduled_jobs=scheduled_jobs)
     except (VigilError, ValueError) as exc:

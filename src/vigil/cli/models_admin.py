@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from vigil.cli.common import strict_json
 from vigil.errors import ConfigError
 
 DEFAULT_REGISTRY = "models"
@@ -82,7 +83,7 @@ def resolve_registry(registry: str | os.PathLike[str] | None, config_value: str 
 
 def _emit(data: Any) -> None:
     """One JSON document on stdout (for scripts: ``--json``)."""
-    print(json.dumps(data, default=str, sort_keys=True))
+    print(strict_json(data, sort_keys=True))
 
 
 def train_cmd(config: str | os.PathLike[str], input_path: str | os.PathLike[str], *,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vigil.cli.common import err, fail
+from vigil.cli.common import check_port, check_port_free, err, fail, fail_unexpected
 from vigil.errors import ConfigError, VigilError
 
 
@@ -75,12 +75,20 @@ def run(
         help="Address of the metrics endpoint (0.0.0.0 to be scraped from outside a container).")] = "127.0.0.1",
     console: Annotated[bool, typer.Option(help="Serve the web console (127.0.0.1, token-protected) during the run.")
                        ] = True,
-    console_port: Annotated[int, typer.Option(help="Port of the console; if 8765 is taken, any free port.")] = 8765,
+    console_port: Annotated[int | None, typer.Option(show_default=False, help=(
+        "Port of the console; 0: any free port. Default 8765; if it is taken, any free port, while a port given "
+        "here must be free."))] = None,  # fmt: skip
+    fresh: Annotated[bool, typer.Option(help=(
+        "Move the outputs, alert store and checkpoints of an earlier run to `<out>/<name>/previous/<time>/` first, "
+        "instead of adding to them (the configuration history and the feedback bars stay)."))] = False,  # fmt: skip
 ) -> None:
     """Run a pipeline on the embedded runtime until its source ends (Ctrl-C stops cleanly).
 
     With `checkpoints:` in the file, a restarted run resumes from the last checkpoint; with
     `delivery: exactly-once`, Kafka outputs and source offsets commit together at each checkpoint.
+    Without checkpoints a run reads its input from the start and adds to the outputs of an earlier run
+    (it says so; `--fresh` moves them aside first). One run of a pipeline at a time: a second one, with the
+    same alert store, is refused.
     Prometheus metrics are served at http://127.0.0.1:9464/metrics (`--metrics-port`, `--no-metrics`);
     deploy/grafana/vigil-dashboard.json is a Grafana dashboard over them.
 
@@ -90,6 +98,10 @@ def run(
     from vigil.errors import TransactionAborted
     from vigil.worker import Worker
 
+    check_port(metrics_port, "--metrics-port")
+    check_port(console_port, "--console-port")
+    if console and console_port is not None:
+        check_port_free(console_port, "--console-port")  # before anything is written; only the default may move
     server = registry = None
     if metrics:
         from prometheus_client import CollectorRegistry
@@ -109,12 +121,16 @@ def run(
     try:
         while True:
             view = ProgressView(err, quiet)
+            ui_port = (8765 if console_port is None else console_port) if console else None
             try:
                 worker = Worker.from_file(pipeline, out_dir=out, overrides={"stop_at_end": True} if until_end else None,
-                                          metrics_registry=registry, console_port=console_port if console else None,
-                                          progress=view.update, say=err.print)  # fmt: skip
+                                          metrics_registry=registry, console_port=ui_port,
+                                          console_may_move=console_port is None, progress=view.update,
+                                          say=err.print, fresh=fresh and attempt == 0)  # fmt: skip
             except ConfigError as exc:
                 fail(exc)
+            except VigilError as exc:  # e.g. the source can't be read
+                fail(exc, 1)
             try:
                 run_with_view(worker, view, console=err)
                 return
@@ -123,8 +139,12 @@ def run(
                     fail(exc, 1)
                 attempt += 1
                 err.print(f"[yellow]{exc}[/]; restarting from the last checkpoint ({attempt}/{restarts})")
+            except ConfigError as exc:  # e.g. an explicit --console-port that is taken
+                fail(exc)
             except VigilError as exc:
                 fail(exc, 1)
+            except Exception as exc:  # noqa: BLE001 - a bug: one line, not a traceback (VIGIL_TRACEBACK=1 shows it)
+                fail_unexpected(exc)
     finally:
         if server is not None:
             server.shutdown()

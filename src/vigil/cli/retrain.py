@@ -7,7 +7,6 @@ move the versions of the learned per-key bars (:mod:`vigil.feedback.suppression`
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 from vigil.alerting.store import AlertStore
 from vigil.apps.servers import ServerConfig, run_server_pipeline
 from vigil.apps.servers.retrain import label_by_incidents, retrain, rows_from_labels, window_rows
+from vigil.cli.common import shown, strict_json
+from vigil.errors import ConfigError
 from vigil.feedback.suppression import FeedbackTuner, labels_from_store
 from vigil.io.generators.fleet import FleetSpec, host_names, incident_table, simulate_fleet
 
@@ -157,7 +158,7 @@ def retrain_cmd(*, db: str, registry: str | None = None, name: str | None = None
               f"with labels {_ap(new)}")  # fmt: skip
     out.print(("[green]" if report.promoted else "[yellow]") + report.decision + "[/]")
     if json_:
-        print(json.dumps(res), flush=True)
+        print(strict_json(res), flush=True)
     return res
 
 
@@ -169,15 +170,22 @@ def feedback_admin_cmd(action: str, *, db: str, version: str | None, who: str, w
     """``vigil feedback show|rollback|clear``: the bars learned from operators' labels, beside the alert store."""
     from pathlib import Path
 
+    if not Path(db).is_file():
+        raise ConfigError("does not exist", field="--db", value=db,
+                          hint="a pipeline's alert store, by convention vigil-out/<pipeline>/alerts.db")  # fmt: skip
     tuner = FeedbackTuner(Path(db).parent / "feedback")
     if action == "rollback":
         tuner.rollback(version, who=who, why=why)
     elif action == "clear":
         tuner.clear(who=who, why=why)
     cur = tuner.current()
-    console.print(f"feedback bars in force: {cur.version or 'none'} ({len(cur)} bars; {tuner.history.dir})")
+    if not cur.version:
+        console.print(f"no feedback bars learned yet for {db} (none in {tuner.history.dir}): they are learned from "
+                      "alerts labelled false positive (`vigil alerts label`)")  # fmt: skip
+        return cur
+    console.print(f"feedback bars in force: {cur.version} ({len(cur)} bars; {tuner.history.dir})")
     for e in tuner.entries()[-10:]:
-        console.print(f"  {e['version']} {e['action']} by {e.get('who', '')}: {e.get('why', '')}")
+        console.print(f"  {e['version']} {e['action']} by {shown(e.get('who', ''))}: {shown(e.get('why', ''))}")
         for c in e.get("changes", [])[:20]:
-            console.print(f"      {c}")
+            console.print(f"      {shown(c)}")
     return cur

@@ -79,4 +79,7 @@ def run_with_view(worker: Any, view: ProgressView, *, console: Console) -> Any:
         f"done: {st.events_in:,} events in {st.elapsed_s:.1f}s ({st.events_per_s:,.0f}/s), {st.alerts:,} alerts, "
         f"{st.late_events:,} late, {st.dead_letters:,} dead letters"
     )
+    for step, n in sorted(st.unscored.items()):
+        console.print(f"[yellow]step `{step}` could not score {n:,} events[/] (values it can't take, e.g. <= 0 under "
+                      "`transform: log`): they raise no alert")  # fmt: skip
     return st

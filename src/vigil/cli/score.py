@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from vigil.cli.common import err, fail
-from vigil.errors import VigilError
+from vigil.cli.common import err, fail, strict_json
+from vigil.errors import ConfigError, VigilError
 
 
 def score(
@@ -30,17 +30,17 @@ def score(
 
     Example: `vigil score nab ../shared/datasets/nab/data/realKnownCause/nyc_taxi.csv taxi-scores.csv`
     """
-    import json as _json
-
     from vigil.cli.score_file import score_file
 
     try:
         summary = score_file(config, str(input), str(output), train_path=str(train) if train else None,
                              progress=progress and not json_, batch_rows=batch_rows)  # fmt: skip
+    except ConfigError as exc:
+        fail(exc)
     except VigilError as exc:
         fail(exc, 1)
     if json_:
-        print(_json.dumps(summary, default=str))
+        print(strict_json(summary))
     else:
         err.print(f"wrote {output}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict)))
 

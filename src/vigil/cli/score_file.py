@@ -6,8 +6,11 @@ What it does, in order:
    event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns and an
    optional key column naming the series. A row that can't be read (a value that is not a number, an
    infinite value, a time that can't be parsed, a missing key, a malformed CSV line) is **counted and written
-   with empty scores and a ``reason``**; it never stops the run. An empty value is *missing*, not unreadable:
-   it goes to the detector as NaN (not scored, not learned, ``ready`` false).
+   with empty scores and a ``reason``**; it never stops the run. An empty or NaN value is *missing*, not
+   unreadable: it goes to the detector as NaN (not scored, not learned, ``ready`` false), counts as
+   ``missing`` (never as ``scored``) and its row's ``reason`` says which value was missing. An infinite value
+   is unreadable (a value no detector can use), as is text where a number is needed. A value the detector
+   itself can't take (<= 0 under ``transform: log``) is counted as ``unscorable``, with its reason.
 2. **Order by event time.** Rows are processed strictly causally in event-time order: a stable sort by
    timestamp, so for a file the *file order is replaced by event time* (ties keep file order). The whole
    file is read first because of that sort; for unbounded input use ``vigil run``.
@@ -18,7 +21,8 @@ What it does, in order:
    input row), ``ts_ms`` (the event time used), the time, key and value columns as read (renamed
    ``input_<name>`` if they clash with an output column), ``score`` (raw), ``calibrated`` ([0, 1]), ``flag``,
    ``ready``, per-column contributions when the verdict stats carry them (stats keys starting with
-   ``z_``, ``member_`` or ``contrib_``), and ``reason`` (empty for scored rows).
+   ``z_``, ``member_`` or ``contrib_``), and ``reason`` (empty for scored rows). The output's folder must
+   exist: none is created.
 
 Training (``--train FILE``): the training file is read with the same columns and put in event-time order.
 If the detector class has a classmethod ``fit_from_frame(columns: dict[str, np.ndarray]) -> dict``, it is
@@ -39,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from vigil.cli.score_io import Frame, read_frame, write_table
+from vigil.cli.score_io import Frame, check_output, read_frame, write_table
 from vigil.config.detector import ColumnsConfig, DetectorFactory, _needs_training, load_detector_config, resolve_config
-from vigil.detectors.base import Verdicts
+from vigil.detectors.base import UNSCORABLE, Verdicts
 from vigil.errors import ConfigError
 
 CONTRIBUTION_PREFIXES = ("z_", "member_", "contrib_")
@@ -138,12 +142,14 @@ def score_file(
         batch_rows: micro-batch size.
 
     Returns:
-        A summary: rows, scored, unreadable (with counts by reason), flagged, keys, the time unit used,
-        training mode, detector seconds and rows/s, output path.
+        A summary: rows (= scored + missing + unscorable + unreadable), scored, missing, unscorable (values the
+        detector can't take, e.g. <= 0 under ``transform: log``), unreadable (with counts by reason),
+        flagged, keys, the time unit used, training mode, detector seconds and rows/s, output path.
     """
     if batch_rows <= 0:
-        raise ValueError(f"`batch_rows` must be > 0; got {batch_rows!r}")
+        raise ConfigError("must be > 0", field="--batch-rows", value=batch_rows)
     factory, cols = config if isinstance(config, tuple) else load_detector_config(resolve_config(config))
+    check_output(output_path)  # before the work: a typo in the output's folder must not cost the whole run
     train_mode = None
     warm: tuple[Any, ...] | None = None
     if train_path is not None:
@@ -184,22 +190,26 @@ def score_file(
     for r in frame.reasons.values():
         kind = r.split(":")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
-    scored = int(len(order))
+    readable = int(len(order))
+    missing = int(_missing_rows(frame).sum())
+    unscorable = int(_unscorable_rows(frame, order, verdicts).sum())
     return {
         "input": os.fspath(input_path),
         "output": os.fspath(output_path),
         "detector": factory.kind,
         "rows": n,
-        "scored": scored,
+        "scored": readable - missing - unscorable,
+        "missing": missing,
+        "unscorable": unscorable,
         "ready": int(verdicts.ready.sum()),
         "flagged": int(flag.sum()),
-        "unreadable": n - scored,
+        "unreadable": n - readable,
         "unreadable_reasons": reasons,
-        "keys": int(len(np.unique(frame.keys[frame.ok]))) if frame.keys is not None else (1 if scored else 0),
+        "keys": int(len(np.unique(frame.keys[frame.ok]))) if frame.keys is not None else (1 if readable else 0),
         "time_unit": frame.time_unit,
         "train": train_mode,
         "detector_s": round(t_det, 6),
-        "rows_per_s": round(scored / t_det, 1) if t_det > 0 else None,
+        "rows_per_s": round(readable / t_det, 1) if t_det > 0 else None,
     }
 
 
@@ -236,6 +246,23 @@ def _score_with_warmup(
     return verdicts, order, t_det
 
 
+def _unscorable_rows(frame: Frame, order: np.ndarray, v: Verdicts) -> np.ndarray:
+    """Input rows with a value the detector can't score (``transform: log`` of a value <= 0), by input row."""
+    out = np.zeros(frame.n, bool)
+    marked = v.stats.get(UNSCORABLE)
+    if marked is not None:
+        out[order] = np.asarray(marked) > 0
+    return out & ~_missing_rows(frame)
+
+
+def _missing_rows(frame: Frame) -> np.ndarray:
+    """Readable rows with a missing value (empty or NaN): given to the detector as NaN, neither scored nor learned."""
+    gone = np.zeros(frame.n, bool)
+    for x in frame.values.values():
+        gone |= np.isnan(x)
+    return gone & frame.ok
+
+
 def _output_columns(
     frame: Frame, order: np.ndarray, v: Verdicts, flag: np.ndarray, cols: ColumnsConfig
 ) -> dict[str, Any]:
@@ -245,11 +272,13 @@ def _output_columns(
     n = frame.n
     scored = np.zeros(n, bool)
     scored[order] = True
+    unscorable = _unscorable_rows(frame, order, v)
+    valued = scored & ~_missing_rows(frame) & ~unscorable  # no score where there was no value to score
 
-    def scatter_float(a: np.ndarray) -> Any:
+    def scatter_float(a: np.ndarray, mask: np.ndarray = scored) -> Any:
         full = np.full(n, np.nan)
         full[order] = a
-        return pa.array(full, pa.float64(), mask=~scored)
+        return pa.array(full, pa.float64(), mask=~mask)
 
     def scatter_bool(a: np.ndarray) -> Any:
         full = np.zeros(n, bool)
@@ -262,13 +291,18 @@ def _output_columns(
     reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib}
     for name, a in frame.raw.items():  # time, key and value columns as read
         out[f"input_{name}" if name in reserved else name] = a
-    out["score"] = scatter_float(v.score)
-    out["calibrated"] = scatter_float(v.calibrated)
+    out["score"] = scatter_float(v.score, valued)
+    out["calibrated"] = scatter_float(v.calibrated, valued)
     out["flag"] = scatter_bool(flag)
     out["ready"] = scatter_bool(v.ready)
     for name in contrib:
         out[name] = scatter_float(np.asarray(v.stats[name], np.float64))
     reason = np.full(n, None, object)
+    for r in np.flatnonzero(_missing_rows(frame)).tolist():
+        gone = [c for c, x in frame.values.items() if np.isnan(x[r])]
+        reason[r] = " and ".join(f"`{c}`" for c in gone) + " missing (empty or NaN): not scored"
+    for r in np.flatnonzero(unscorable).tolist():
+        reason[r] = "a value the detector can't score (e.g. <= 0 under `transform: log`): not scored"
     for r, why in frame.reasons.items():
         reason[r] = why
     out["reason"] = pa.array(reason, pa.string())

@@ -245,7 +245,7 @@ def _floats(col: Any, name: str, reasons: dict[int, str]) -> np.ndarray:
                 x[i] = _float_cell(v, name, i, reasons)
     bad = np.isinf(x)
     for i in np.flatnonzero(bad).tolist():
-        reasons.setdefault(i, f"`{name}` is not finite: {x[i]!r}")
+        reasons.setdefault(i, f"`{name}` is not finite: {float(x[i])!r}")  # the value, not numpy's repr of it
     return x
 
 
@@ -321,6 +321,7 @@ def _checked_ms(ms_f: np.ndarray, originals: Any, name: str, unit: str, reasons:
         orig = originals()
         for i in np.flatnonzero(bad).tolist():
             v = orig[i]
+            v = v.item() if isinstance(v, np.generic) else v  # shown as 1e+20, not np.float64(1e+20)
             if v is None or (isinstance(v, str) and not v.strip()):
                 why = f"`{name}` is missing"
             elif unit == "iso8601":
@@ -365,13 +366,28 @@ def _keys(col: Any, name: str, reasons: dict[int, str]) -> np.ndarray:
     return out
 
 
+def check_output(path: str | os.PathLike[str], field: str = "output") -> None:
+    """The output file can be written where it is named: its folder exists (none is made), it isn't a folder.
+
+    Examples:
+        >>> check_output("/no/such/folder/out.csv")
+        Traceback (most recent call last):
+        ...
+        vigil.errors.ConfigError: `output` is in a folder that does not exist (/no/such/folder); ...
+    """
+    from vigil.cli.common import check_output_file
+
+    file_format(path)
+    check_output_file(path, field)
+
+
 def write_table(columns: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write columns (pyarrow arrays) as ``.csv``, ``.jsonl`` or ``.parquet`` (by extension)."""
     import pyarrow as pa
 
     path = os.fspath(path)
     fmt = file_format(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    check_output(path)
     table = pa.table(columns)
     if fmt == "parquet":
         import pyarrow.parquet as pq

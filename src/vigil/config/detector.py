@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vigil.config.params import check_param_types, constructor_error
 from vigil.errors import ConfigError
 
 
@@ -188,7 +189,7 @@ def parse_detector_config(raw: Any, origin: str = "detector config") -> tuple[De
         try:
             det = factory()
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{str(exc).rstrip('.')} (in {origin})", field=f"{prefix}params") from None
+            raise constructor_error(exc, factory.params, prefix=f"{prefix}params.", origin=origin) from None
         fields = tuple(det.fields)
     values = tuple(spec.value_columns) if spec.value_columns is not None else fields
     missing = [f for f in fields if f not in values]
@@ -240,6 +241,8 @@ def resolve_config(path_or_name: str | os.PathLike[str]) -> Path:
     p = Path(path_or_name)
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError("is a folder, not a file", field="detector config", value=os.fspath(path_or_name))
     bundled = bundled_config(os.fspath(path_or_name))
     if bundled is not None:
         return bundled
@@ -283,6 +286,7 @@ def _check_detector(kind: str, params: dict[str, Any], prefix: str, origin: str)
             if not isinstance(spec.get("kind"), str) or spec["kind"] not in kinds:
                 _check_detector(str(spec.get("kind")), {}, f"{sub}.", origin)
             _check_detector(spec["kind"], spec.get("params") or {}, f"{sub}.", origin)
+    check_param_types(cls, params, prefix=f"{prefix}params.", origin=origin)
     return cls
 
 

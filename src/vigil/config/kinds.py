@@ -8,16 +8,18 @@ imported (the registry does it on first use); apps register theirs from their ow
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from vigil.config.params import check_param_types, constructor_error
 from vigil.config.registry import SinkKind, SourceKind, register_sink, register_source, register_step
 from vigil.config.spec import Duration, Model, SchemaSpec, SinkSpec, close_hint, duration_ms, schema_of
 from vigil.dataflow.kinds import BuildContext, LiveChange, StepKind
 from vigil.dataflow.steps import DetectStep, WindowStep
 from vigil.errors import ConfigError
+
+MAX_RECORD_BYTES = 8 << 20  # the sources' default record size cap (vigil.io.lines.MAX_RECORD_BYTES; `too_large`)
 
 # -- sources -------------------------------------------------------------------------------------------
 
@@ -32,6 +34,7 @@ class KafkaSourceSpec(Model):
     stop_at_end: bool = False
     metrics: Literal["influx", "telegraf"] | None = None
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSourceSpec:
@@ -49,6 +52,7 @@ class FileSourceSpec(Model):
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> FileSourceSpec:
@@ -63,6 +67,7 @@ class StdinSourceSpec(Model):
     kind: Literal["stdin"]
     schema_: SchemaSpec | None = Field(default=None, alias="schema")
     format: Literal["jsonl", "csv"] = "jsonl"
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> StdinSourceSpec:
@@ -78,6 +83,7 @@ class MetricsFileSourceSpec(Model):
     path: str
     pace: Literal["max", "original"] = "max"
     speed: float = 1.0
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
 
 
 class TransactionsSourceSpec(Model):
@@ -101,7 +107,7 @@ def _kafka_source(s: KafkaSourceSpec, ctx: BuildContext) -> Any:
     return KafkaSource.from_url(
         s.url, schema_of(s.schema_) if s.schema_ else None, group_id=s.group_id or f"vigil-{ctx.pipeline}",
         dead_letter_topic=s.dead_letter_topic, stop_at_end=ctx.overrides.get("stop_at_end", s.stop_at_end),
-        decoder=decoder,
+        decoder=decoder, max_record_bytes=s.max_record_bytes,
     )  # fmt: skip
 
 
@@ -110,21 +116,21 @@ def _file_source(s: FileSourceSpec, ctx: BuildContext) -> Any:
 
     assert s.schema_ is not None
     cls = files.JsonlFileSource if s.kind == "jsonl" else files.CsvFileSource
-    return cls(ctx.path(s.path), schema_of(s.schema_), pace=s.pace, speed=s.speed)
+    return cls(ctx.path(s.path), schema_of(s.schema_), pace=s.pace, speed=s.speed, max_record_bytes=s.max_record_bytes)
 
 
 def _stdin_source(s: StdinSourceSpec, ctx: BuildContext) -> Any:
     from vigil.io.files import StdinSource
 
     assert s.schema_ is not None
-    return StdinSource(schema_of(s.schema_), format=s.format)
+    return StdinSource(schema_of(s.schema_), format=s.format, max_record_bytes=s.max_record_bytes)
 
 
 def _metrics_source(s: MetricsFileSourceSpec, ctx: BuildContext) -> Any:
     from vigil.io.metrics import InfluxLineFileSource, TelegrafJsonFileSource
 
     cls = InfluxLineFileSource if s.kind == "influx" else TelegrafJsonFileSource
-    return cls(ctx.path(s.path), pace=s.pace, speed=s.speed)
+    return cls(ctx.path(s.path), pace=s.pace, speed=s.speed, max_record_bytes=s.max_record_bytes)
 
 
 def _transactions_source(s: TransactionsSourceSpec, ctx: BuildContext) -> Any:
@@ -134,13 +140,30 @@ def _transactions_source(s: TransactionsSourceSpec, ctx: BuildContext) -> Any:
     return transaction_source(spec, rate=ctx.overrides.get("rate", s.rate))
 
 
-register_source(SourceKind("kafka", KafkaSourceSpec, _kafka_source))
-register_source(SourceKind("jsonl", FileSourceSpec, _file_source))
-register_source(SourceKind("csv", FileSourceSpec, _file_source))
-register_source(SourceKind("stdin", StdinSourceSpec, _stdin_source))
-register_source(SourceKind("influx", MetricsFileSourceSpec, _metrics_source))
-register_source(SourceKind("telegraf", MetricsFileSourceSpec, _metrics_source))
-register_source(SourceKind("transactions", TransactionsSourceSpec, _transactions_source))
+def _schema_columns(s: Any) -> Any:
+    """The records' shape: the source's ``schema``, or that of metric samples (host, time, value, metric)."""
+    schema = getattr(s, "schema_", None)
+    if schema is not None:
+        return schema_of(schema)
+    from vigil.io.metrics import METRIC_SCHEMA
+
+    return METRIC_SCHEMA
+
+
+def _transaction_columns(s: TransactionsSourceSpec) -> Any:
+    from vigil.io.schema import Schema
+
+    return Schema("user", "ts", fields=("amount",),
+                  extra=("txn_id", "merchant", "category", "country", "label", "pattern", "episode"))  # fmt: skip
+
+
+register_source(SourceKind("kafka", KafkaSourceSpec, _kafka_source, _schema_columns))
+register_source(SourceKind("jsonl", FileSourceSpec, _file_source, _schema_columns))
+register_source(SourceKind("csv", FileSourceSpec, _file_source, _schema_columns))
+register_source(SourceKind("stdin", StdinSourceSpec, _stdin_source, _schema_columns))
+register_source(SourceKind("influx", MetricsFileSourceSpec, _metrics_source, _schema_columns))
+register_source(SourceKind("telegraf", MetricsFileSourceSpec, _metrics_source, _schema_columns))
+register_source(SourceKind("transactions", TransactionsSourceSpec, _transactions_source, _transaction_columns))
 
 
 # -- sinks -----------------------------------------------------------------------------------------------
@@ -173,9 +196,10 @@ def _console_sink(s: ConsoleSinkSpec, ctx: BuildContext) -> Any:
 
 
 def _file_sink(s: FileSinkSpec, ctx: BuildContext) -> Any:
-    from vigil.io.sinks import JsonlSink, SqliteAlertSink
+    """The file is made when the run first uses it: loading the pipeline (or failing to start) makes none."""
+    from vigil.io.sinks import JsonlSink, OnFirstUse, SqliteAlertSink
 
-    return (JsonlSink if s.kind == "jsonl" else SqliteAlertSink)(ctx.path(s.path))
+    return OnFirstUse(JsonlSink if s.kind == "jsonl" else SqliteAlertSink, ctx.path(s.path))
 
 
 def _kafka_sink(s: KafkaSinkSpec, ctx: BuildContext) -> Any:
@@ -211,9 +235,6 @@ class DetectorStepSpec(Model):
     severity: Literal["critical", "warning", "info"] = "warning"
 
 
-_FIELD_IN_MSG = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
-
-
 def detector_class(kind: str, step: str) -> type[Any]:
     """The registered detector class of ``kind``; an unknown one fails naming the step."""
     import vigil.models.serving  # noqa: F401  (registers `registry_model`, the model served from the registry)
@@ -237,18 +258,11 @@ def construct(cls: type[Any], params: dict[str, Any], step: str) -> Any:
         if name not in known:
             raise ConfigError(f"is not a parameter of `{cls.kind}`", step=step, field=f"params.{name}",
                               value=params[name], hint=close_hint(name, known, "parameters"))  # fmt: skip
+    check_param_types(cls, params, step=step)
     try:
         return cls(**params)
     except (ValueError, TypeError) as exc:
-        text = str(exc)
-        m = _FIELD_IN_MSG.search(text)
-        field = m.group(1) if m else None
-        body = _FIELD_IN_MSG.sub("", text, count=1).strip() if m else text
-        body = body.split("; got")[0].strip()
-        value = params.get(field) if field else None
-        hint = "use a duration such as '60s', '500ms' or '1m'" if field in ("window", "size", "slide", "gap") else None
-        raise ConfigError(body, step=step, field=f"params.{field}" if field else "params", value=value,
-                          hint=hint) from None
+        raise constructor_error(exc, params, step=step) from None
 
 
 def _build_detector(s: DetectorStepSpec, ctx: BuildContext) -> DetectStep:

@@ -31,11 +31,18 @@ from vigil.dataflow.kinds import BuildContext, StepKind
 
 @dataclass(frozen=True)
 class SourceKind:
-    """A source kind: its ``kind:`` name, its spec model and builder."""
+    """A source kind: its ``kind:`` name, its spec model and builder.
+
+    ``columns`` gives the shape of the records a source of this spec yields, a
+    :class:`~vigil.io.schema.Schema` (its ``schema:``, or the fixed shape of e.g. metric files), against which
+    the fields every step reads and ``event_ids`` are checked at load; ``None`` (or a ``columns`` that returns
+    ``None``): not known before the run, nothing is checked.
+    """
 
     name: str
     spec: type[BaseModel]
     build: Callable[[Any, BuildContext], Any]
+    columns: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
@@ -333,37 +335,136 @@ def build_pipeline(spec: PipelineSpec, *, base_dir: str = ".", overrides: dict[s
     """Instantiate sources, steps and sinks of a validated spec."""
     from vigil.dataflow.pipeline import Pipeline
 
+    check_fields(spec)  # before anything is built: a bad field touches no file
     ctx = PipelineContext(base_dir, spec.name, spec.delivery, overrides)
     p = Pipeline(spec.name)
-    p.source(source_kind(spec.source.kind).build(spec.source, ctx))
+    with located(section="source"):
+        p.source(source_kind(spec.source.kind).build(spec.source, ctx))
     et = spec.event_time
-    p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness,
-                score_late=et.score_late)  # fmt: skip
+    with located(section="event_time"):
+        p.watermark(et.max_delay, idle_timeout=et.idle_timeout, allowed_lateness=et.allowed_lateness,
+                    score_late=et.score_late)  # fmt: skip
     if et.mode == "processing":
         p.processing_time()
     b = spec.batching
-    p.micro_batches(b.max_rows, b.max_delay, b.queue_batches)
-    p.key_ttl(spec.keys.ttl)
+    with located(section="batching"):
+        p.micro_batches(b.max_rows, b.max_delay, b.queue_batches)
+    with located(section="keys"):
+        p.key_ttl(spec.keys.ttl)
     if spec.event_ids:
         p.event_ids(spec.event_ids)
     if spec.checkpoints is not None:
         c = spec.checkpoints
-        p.checkpoints(ctx.path(c.dir), interval=c.interval, keep=c.keep)
+        with located(section="checkpoints"):
+            p.checkpoints(ctx.path(c.dir), interval=c.interval, keep=c.keep)
     p.guarantee(spec.delivery)
     for st in spec.steps:
-        p.step(step_kind_of(st).build(st, ctx))
-    p.alerts_to(*[ctx.build_sink(s) for s in spec.alerts])
+        with located(step=st.name):
+            p.step(step_kind_of(st).build(st, ctx))
+    for i, sink in enumerate(spec.alerts):
+        with located(section=f"alerts[{i}]"):
+            p.alerts_to(ctx.build_sink(sink))
     if spec.alerting is not None:
-        p.alerts_to(managed_alerts(spec.alerting, p, store=spec.alerting.get("store"), base_dir=base_dir,
-                                   base=feedback_base(spec, p)))  # fmt: skip
+        with located(section="alerting"):
+            p.alerts_to(managed_alerts(spec.alerting, p, store=spec.alerting.get("store"), base_dir=base_dir,
+                                       base=feedback_base(spec, p)))  # fmt: skip
     if spec.scores:
-        p.scores_to(ctx.build_sink(spec.scores))
+        with located(section="scores"):
+            p.scores_to(ctx.build_sink(spec.scores))
     if spec.late:
-        p.late_to(ctx.build_sink(spec.late))
+        with located(section="late"):
+            p.late_to(ctx.build_sink(spec.late))
     if spec.dead_letters:
-        p.dead_letters_to(ctx.build_sink(spec.dead_letters))
+        with located(section="dead_letters"):
+            p.dead_letters_to(ctx.build_sink(spec.dead_letters))
     p.validate()
     return p
+
+
+@contextmanager
+def located(*, section: str | None = None, step: str | None = None) -> Iterator[None]:
+    """A :class:`ConfigError` raised inside names ``section`` (or ``step``) unless it already names one."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise exc.within(section=section, step=step) from None
+
+
+def source_columns(spec: PipelineSpec) -> Any:
+    """The :class:`~vigil.io.schema.Schema` of the source's records, or ``None`` when its kind can't tell."""
+    kind = source_kind(spec.source.kind)
+    if kind.columns is None:
+        return None
+    try:
+        return kind.columns(spec.source)
+    except ConfigError as exc:  # e.g. a schema naming one field twice
+        raise exc.within(section="source", prefix="schema") from None
+
+
+def check_fields(spec: PipelineSpec) -> None:
+    """Every field a step reads is a numeric field of the source, and ``event_ids`` one of its extra columns.
+
+    Checked at load against the source's schema (or the fixed shape of its records, e.g. metric samples),
+    with what each step kind declares it reads (``StepKind.reads``): a misspelled field fails here, naming the
+    step, the field and the value, instead of in the middle of the run.
+    """
+    schema = source_columns(spec)
+    if schema is None:
+        return
+    numeric, extra = list(schema.fields), list(schema.extra_columns)
+    for st in spec.steps:
+        kind = step_kind_of(st)
+        for name in kind.reads(st) if kind.reads is not None else ():
+            if name in numeric:
+                continue
+            where = _path_of(st.model_dump(by_alias=True), name) or "field"
+            if name in extra:
+                raise ConfigError("is a passthrough column of the source (`schema.extra`), not a numeric field",
+                                  step=st.name, field=where, value=name,
+                                  hint=f"list `{name}` in the source's `schema.fields`")  # fmt: skip
+            if name in (schema.key, schema.time):
+                raise ConfigError("is the source's key or time field, not a numeric field", step=st.name,
+                                  field=where, value=name, hint=_fields_hint(name, numeric))  # fmt: skip
+            raise ConfigError("is not a field of the source's records", step=st.name, field=where, value=name,
+                              hint=_fields_hint(name, numeric))  # fmt: skip
+    if spec.event_ids is not None and spec.event_ids not in extra:
+        ids = spec.event_ids
+        if ids in numeric or ids in (schema.key, schema.time):
+            hint = f"event ids come from a passthrough column: list `{ids}` in the source's `schema.extra`"
+        elif extra:
+            hint = close_hint(ids, extra, "the source's extra columns")
+        else:
+            hint = f"the source has no extra columns: add `{ids}` to its `schema.extra`"
+        raise ConfigError("is not an extra column of the source's records", field="event_ids", value=ids, hint=hint)
+
+
+def _fields_hint(name: str, numeric: list[str]) -> str:
+    if not numeric:
+        return f"the source has no numeric fields: add `{name}` to its `schema.fields`"
+    close = difflib.get_close_matches(name, numeric, n=1)
+    known = ", ".join(f"`{f}`" for f in numeric)
+    return f"did you mean `{close[0]}`?" if close else f"the source's numeric fields: {known}"
+
+
+def _path_of(node: Any, value: str, prefix: str = "") -> str | None:
+    """The dotted path of the first place ``value`` appears in a step's plain data (for error messages)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "name":
+                continue
+            found = _path_of(v, value, f"{prefix}.{k}" if prefix else str(k))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            if v == value:
+                return prefix
+            found = _path_of(v, value, f"{prefix}[{i}]")
+            if found:
+                return found
+    elif node == value:
+        return prefix
+    return None
 
 
 def feedback_base(spec: PipelineSpec, pipeline: Any) -> dict[str, dict[str, float]]:

@@ -39,6 +39,15 @@ class PausableReader(Protocol):
 
 
 @runtime_checkable
+class CheckedSource(Protocol):
+    """A source that can tell, before a run touches anything, that it can't be read (a file that isn't there)."""
+
+    def check(self) -> None:
+        """Raise :class:`~vigil.errors.SourceError` if the source can't be read."""
+        ...
+
+
+@runtime_checkable
 class BacklogReader(Protocol):
     """A reader that knows which of its partitions still have records it hasn't read (they are never idle)."""
 

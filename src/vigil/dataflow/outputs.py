@@ -45,13 +45,14 @@ class Explainer(Protocol):
 
 @dataclass
 class Counts:
-    """What went out: alerts (and per step, those fired), rows flagged per step, closed windows, late events."""
+    """What went out: alerts (per step, those fired), rows flagged and unscored per step, windows, late events."""
 
     alerts: int = 0
     fired: dict[str, int] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=dict)
     windows_emitted: int = 0
     late_events: int = 0
+    unscored: dict[str, int] = field(default_factory=dict)
 
 
 class Outputs:
@@ -134,6 +135,11 @@ class Outputs:
         """Rows a step flagged (an alert may cover several)."""
         if n:
             self.counts.flagged[step] = self.counts.flagged.get(step, 0) + n
+
+    def count_unscored(self, step: str, n: int) -> None:
+        """Rows a step could not score because of their value (e.g. ``transform: log`` of a value <= 0)."""
+        if n:
+            self.counts.unscored[step] = self.counts.unscored.get(step, 0) + n
 
 
 class CollectingOutputs(Outputs):

@@ -33,6 +33,7 @@ import orjson
 from vigil.dataflow.capabilities import HealthReporter, ServedModel, SlicedState, StateSizer
 from vigil.dataflow.operators import KeyedOperatorHost
 from vigil.dataflow.outputs import Outputs, late_rows, score_rows, verdict_alerts, window_rows
+from vigil.detectors.base import UNSCORABLE
 from vigil.eventtime.windows import WindowAggregator
 from vigil.types import Batch, BoolArray, Int32Array, Int64Array
 
@@ -143,6 +144,9 @@ class DetectStep:
         """Score the rows; fired rows become alerts; verdict rows go to the score sink if there is one."""
         v = self.detector.process_many(batch.slots, batch.ts_ms, batch.cols)
         out.count_flagged(self.name, int(v.flag.sum()))
+        unscorable = v.stats.get(UNSCORABLE)
+        if unscorable is not None:
+            out.count_unscored(self.name, int(np.count_nonzero(unscorable)))
         out.alerts(self.name, verdict_alerts(out, self.name, self.detector, self.severity, batch, keys, v))
         if out.score_sink is not None:
             out.emit(out.score_sink, score_rows(out, self.name, batch, keys, v))

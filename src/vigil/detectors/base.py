@@ -33,6 +33,9 @@ import numpy as np
 from vigil.stats.slots import SlotArrays
 from vigil.types import BoolArray, Float64Array, Int32Array, Int64Array, parse_duration_ms
 
+UNSCORABLE = "unscorable"
+"""The verdict stat marking rows a detector could not score because of their value (see :class:`Verdicts`)."""
+
 
 @dataclass(slots=True)
 class Verdicts:
@@ -45,7 +48,9 @@ class Verdicts:
         fire: the row raises a new alert (equal to ``flag`` for point detectors; a rule that stays
             true over a burst fires once when it becomes true).
         ready: the key had enough history to score the row.
-        stats: per-row evidence behind the score (e.g. window count, mean, std), float64 arrays.
+        stats: per-row evidence behind the score (e.g. window count, mean, std), float64 arrays. A detector
+            that can't score some values (``transform: log`` of a value <= 0) marks those rows 1.0 in
+            ``stats[UNSCORABLE]``: runs count them per step instead of passing them silently as "not ready".
     """
 
     score: Float64Array

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from vigil.detectors.base import BaseDetector, Verdicts, duration_param, register
+from vigil.detectors.base import UNSCORABLE, BaseDetector, Verdicts, duration_param, register
 from vigil.detectors.explain import one_feature
 from vigil.stats.ew import ew_step, halflife_alpha
 from vigil.stats.special import two_sided_tail
@@ -103,7 +103,8 @@ class SlidingZScore(BaseDetector):
         baseline_halflife: half-life, in events, of the fallback baseline; ``None`` disables it.
         min_baseline: events the baseline must have seen before it scores.
         protect: don't learn flagged values.
-        transform: ``"none"`` or ``"log"`` (score ``log(x)``; non-positive values become missing).
+        transform: ``"none"`` or ``"log"`` (score ``log(x)``; a value <= 0 is not scored, and is counted as
+            such in the verdict's ``unscorable`` stat, which the run's statistics sum per step).
 
     Score: ``|z|``; calibrated: Gaussian two-sided tail probability. State: the window entries and
     three baseline numbers per key. Warm-up: ``min_count`` events in the window, or ``min_baseline``
@@ -205,11 +206,11 @@ class SlidingZScore(BaseDetector):
             w.grow_pool()
         ready = basis > 0
         flag = ready & (score > self.threshold)
-        return Verdicts(
-            score, calibrated, flag, flag, ready,
-            {"value": raw, "z": z, "count": n.astype(np.float64), "mean": mean, "std": std,
-             "basis": basis.astype(np.float64)},
-        )  # fmt: skip
+        stats = {"value": raw, "z": z, "count": n.astype(np.float64), "mean": mean, "std": std,
+                 "basis": basis.astype(np.float64)}  # fmt: skip
+        if self.transform == "log":  # a value <= 0 has no log: it is not scored, and says so (counted, not silent)
+            stats[UNSCORABLE] = (np.isnan(x) & ~np.isnan(raw)).astype(np.float64)
+        return Verdicts(score, calibrated, flag, flag, ready, stats)
 
     def describe(self, stats: dict[str, Any]) -> str:
         """E.g. "amount 412 is 5.2 sd above the usual 83.1 (baseline of 42 events)"."""

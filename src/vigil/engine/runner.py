@@ -21,6 +21,13 @@ Nothing is dropped without a trace: unreadable records go to the dead-letter sin
 events behind the watermark by more than the allowed lateness go to the late sink, and both are
 counted in :class:`RunStats`. At the end of a finite input the watermark advances to the end of
 time, so every open window is emitted and every timer fires.
+
+A failure anywhere stops the whole run, never one thread alone: an exception of a step (on the engine
+thread), of a sink or of the source (on their threads) stops the other threads, what was written is
+flushed and the outputs are closed, and :meth:`EmbeddedRunner.run` re-raises the exception, as it is, on
+the calling thread. An unexpected one (not a :class:`~vigil.errors.VigilError`) carries where it happened
+(:func:`vigil.errors.blame`: ``step `amount_z` failed on a batch``), which the ``vigil`` command prints on
+its one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +59,7 @@ from vigil.dataflow.pipeline import Pipeline
 from vigil.dataflow.steps import Step
 from vigil.engine.checkpointing import Barrier, Skipped, commit, open_sources, restore, take_snapshot
 from vigil.engine.stats import EngineOutputs, RunStats
+from vigil.errors import VigilError, blame
 from vigil.eventtime.late import split_late
 from vigil.eventtime.watermarks import MAX_WATERMARK, NO_WATERMARK, BoundedOutOfOrderness, MultiPartitionWatermark
 from vigil.io.sinks import LazyJsonlSink
@@ -205,7 +214,7 @@ class EmbeddedRunner:
                     else:  # idle tick: lets the engine check idleness
                         self._put(self._in, (part, None, None, behind))
         except BaseException as exc:  # noqa: BLE001 - re-raised by the engine thread
-            self._error = exc
+            self._error = _blamed(exc, f"the source of `{self.p.name}`")
         finally:
             self._put(self._in, _END, force=True)
 
@@ -253,11 +262,13 @@ class EmbeddedRunner:
     def _write(self) -> None:
         """Sink thread: write outputs in order; commit checkpoints at their barriers; flush at the end."""
         seen: dict[int, Any] = {}
+        sink: Any = None
         try:
             while True:
                 item = self._out.get()
                 if item is _END:
                     break
+                sink = None
                 if isinstance(item, Barrier):
                     t0, ok = time.perf_counter(), False
                     try:
@@ -270,13 +281,14 @@ class EmbeddedRunner:
                             self.metrics.observe_checkpoint(time.perf_counter() - t0, ok)
                     continue
                 if isinstance(item, _Watermark):
-                    item.listener.on_watermark(item.watermark_ms)
+                    sink = item.listener
+                    sink.on_watermark(item.watermark_ms)
                     continue
                 sink, items = item
                 seen.setdefault(id(sink), sink)
                 sink.write_batch(items)
-        except BaseException as exc:  # noqa: BLE001
-            self._error = exc
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the engine thread (run())
+            self._error = _blamed(exc, _sink_name(sink))
             while self._out.get() is not _END:  # drain so the engine never blocks on a dead sink thread
                 pass
         finally:
@@ -284,7 +296,7 @@ class EmbeddedRunner:
                 try:
                     sink.flush()
                 except BaseException as exc:  # noqa: BLE001
-                    self._error = self._error or exc
+                    self._error = self._error or _blamed(exc, _sink_name(sink))
 
     def _checkpoint(self, final: bool = False) -> None:
         """Engine thread: snapshot between batches and send the barrier behind the outputs so far."""
@@ -301,7 +313,8 @@ class EmbeddedRunner:
         writer = threading.Thread(target=self._write, name=f"vigil-{self.p.name}-sinks", daemon=True)
         st = self.stats
         for step in self.p.steps:
-            step.open()
+            with _blame(step, "open"):
+                step.open()
         self._open_sources()
         st.started_s = time.perf_counter()
         reader.start()
@@ -408,7 +421,8 @@ class EmbeddedRunner:
                     if self.p.event_time.score_late:
                         gone = expired[a:b] if expired is not None else np.zeros(b - a, bool)
                         for step in self.p.steps:
-                            step.on_late(piece, recs.keys[a:b], wm_before[a:b] - ts[a:b], out, gone)
+                            with _blame(step, "late events"):
+                                step.on_late(piece, recs.keys[a:b], wm_before[a:b] - ts[a:b], out, gone)
                     continue
                 if mid is not None and mid[a]:
                     self._reset(slots[a : a + 1])
@@ -423,7 +437,8 @@ class EmbeddedRunner:
         verdicts: dict[str, Any] = {}
         for step in self.p.steps:
             t0 = time.perf_counter()
-            v = step.on_batch(batch, keys, wm_rows, self.out)
+            with _blame(step, "a batch"):
+                v = step.on_batch(batch, keys, wm_rows, self.out)
             if v is not None:
                 verdicts[step.name] = v
             if self.metrics is not None:
@@ -435,7 +450,8 @@ class EmbeddedRunner:
         """Every step forgets these keys (their state expired by event time)."""
         self.stats.keys_expired += len(slots)
         for step in self.p.steps:
-            step.reset_slots(slots)
+            with _blame(step, "expired keys"):
+                step.reset_slots(slots)
 
     def _watermarks(self, part: str, recs: Any, ts: np.ndarray) -> np.ndarray:
         """The watermark before each row.
@@ -460,7 +476,8 @@ class EmbeddedRunner:
     def _advance(self, watermark_ms: int) -> None:
         """Close windows, fire timers and expire idle keys up to the watermark."""
         for step in self.p.steps:
-            step.on_watermark(watermark_ms, self.out)
+            with _blame(step, "the watermark"):
+                step.on_watermark(watermark_ms, self.out)
         ttl = self.p.key_ttl_ms
         if ttl is not None and watermark_ms != MAX_WATERMARK and watermark_ms - self._last_expire_ms >= ttl // 4:
             self._last_expire_ms = watermark_ms
@@ -468,7 +485,8 @@ class EmbeddedRunner:
             if len(freed):
                 self.stats.keys_expired += len(freed)
                 for step in self.p.steps:
-                    step.reset_slots(freed)
+                    with _blame(step, "expired keys"):
+                        step.reset_slots(freed)
 
     def _mark_watermark(self) -> None:
         wm = self.watermarks.watermark
@@ -492,6 +510,29 @@ class EmbeddedRunner:
             self.stats.model_fallbacks += int(not healthy)
             alert = model_health_alert(self.p.name, name, h, self.watermarks.watermark, self.now_ns() // 1_000_000)
             self.out.alerts(name, [alert], fired=False)
+
+
+@contextmanager
+def _blame(step: Any, doing: str) -> Iterator[None]:
+    """An unexpected exception of ``step`` says which step and what it was doing (see :func:`vigil.errors.blame`)."""
+    try:
+        yield
+    except VigilError:
+        raise
+    except Exception as exc:
+        blame(exc, f"step `{step.name}` failed on {doing}")
+        raise
+
+
+def _blamed(exc: BaseException, what: str) -> BaseException:
+    """An unexpected exception of a sink or the source, saying which (Vigil's own errors say it already)."""
+    return exc if isinstance(exc, VigilError) or not isinstance(exc, Exception) else blame(exc, f"{what} failed")
+
+
+def _sink_name(sink: Any) -> str:
+    """``output JsonlSink (path)``: a sink, for an error message."""
+    where = getattr(sink, "path", None) or getattr(sink, "name", None)
+    return "an output" if sink is None else f"output {type(sink).__name__}" + (f" ({where})" if where else "")
 
 
 def _behind(part: str, reader: BacklogReader | None) -> frozenset[str]:

@@ -25,6 +25,7 @@ class RunStats:
     batches: int = 0
     flagged: dict[str, int] = field(default_factory=dict)
     fired: dict[str, int] = field(default_factory=dict)
+    unscored: dict[str, int] = field(default_factory=dict)  # per step: rows it couldn't score (log of a value <= 0)
     windows_emitted: int = 0
     watermark_ms: int = NO_WATERMARK
     keys: int = 0

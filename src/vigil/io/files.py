@@ -9,8 +9,9 @@ Positions:
   first ``n`` data lines (meaningful when the same input is piped again).
 
 Lines are read in 4 MiB chunks; each ``read_batch`` decodes at most ``max_items`` lines. A file is
-read up to its end as it is when reached (no "follow" mode). CSV files start with a header line;
-quoted CSV fields may not span lines.
+read up to its end as it is when reached (no "follow" mode). A line longer than ``max_record_bytes``
+(8 MiB by default) is a dead letter with the reason ``too_large``, never read into memory whole. CSV
+files start with a header line; quoted CSV fields may not span lines.
 
 ``pace="original"`` replays a file at its original event-time pace: event time advances at
 ``speed`` × wall clock, measured from the first event (``speed=60`` replays an hour in a minute).
@@ -30,7 +31,7 @@ from typing import IO, Any, Literal
 
 from vigil.errors import ConfigError, SourceError
 from vigil.io.decode import CsvDecoder, JsonDecoder
-from vigil.io.lines import _LineReader
+from vigil.io.lines import MAX_RECORD_BYTES, _LineReader
 from vigil.io.schema import Schema
 
 CHUNK_BYTES = 4 << 20
@@ -42,6 +43,12 @@ def _check_pace(pace: str, speed: float) -> None:
         raise ConfigError("must be 'max' or 'original'", field="pace", value=pace)
     if not speed > 0:
         raise ConfigError("must be > 0", field="speed", value=speed, hint="1.0 = real time, 60 = 1 h per min")
+
+
+def _check_max_record(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1024:
+        raise ConfigError("must be an integer of bytes >= 1024", field="max_record_bytes", value=n,
+                          hint=f"default {MAX_RECORD_BYTES:,} (8 MiB)")  # fmt: skip
 
 
 def _count_newlines(f: IO[bytes], end: int) -> int:
@@ -120,8 +127,11 @@ class _FileSource:
         chunk_bytes: int,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         _check_pace(pace, speed)
+        _check_max_record(max_record_bytes)
+        self.max_record_bytes = max_record_bytes
         self.path = Path(path)
         self.schema = schema
         self.name = name or self.path.name
@@ -133,6 +143,14 @@ class _FileSource:
         """One partition, ``"0"``."""
         return ["0"]
 
+    def check(self) -> None:
+        """Fail now, with a :class:`~vigil.errors.SourceError`, if the file can't be read (a run checks first)."""
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as e:
+            raise SourceError(f"source `{self.name}`: can't open {self.path}: {e.strerror}") from None
+
     def _decoder(self) -> JsonDecoder | CsvDecoder:
         raise NotImplementedError
 
@@ -143,6 +161,7 @@ class _FileSource:
         return self._reader(
             self.path, self._decoder(), self.name, resume, self._chunk_bytes,
             pace=self.pace, speed=self.speed, clock=self._clock, sleep=self._sleep,
+            max_record_bytes=self.max_record_bytes,
         )
 
 
@@ -178,8 +197,9 @@ class JsonlFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
-        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
 
     def _decoder(self) -> JsonDecoder:
         return JsonDecoder(self.schema)
@@ -200,8 +220,9 @@ class CsvFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
-        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, schema, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
         self.delimiter = delimiter
 
     def _decoder(self) -> CsvDecoder:
@@ -211,11 +232,39 @@ class CsvFileSource(_FileSource):
 _EOF = b""
 
 
+def _fd_reader(stream: IO[bytes]) -> Callable[[int], bytes | None] | None:
+    """Reads of ``stream``'s file descriptor that wait at most 0.1 s (``None``: nothing yet), or ``None``.
+
+    Reading the descriptor directly (``select`` then ``os.read``) rather than the buffered stream means the
+    pumping thread never holds the stream's lock while it waits: a run that stops while stdin is still open
+    (an error, Ctrl-C) then ends normally instead of the interpreter aborting at exit ("could not acquire
+    lock for <stdin> at interpreter shutdown, possibly due to daemon threads"), and the thread ends with
+    :meth:`close`. Streams without a descriptor (``BytesIO``) and platforms without ``select`` on pipes
+    are read through the stream. Nothing else may have read from the stream before (its buffer is bypassed).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if os.name != "posix":
+        return None
+    import select
+
+    def read(n: int) -> bytes | None:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            return None
+        return os.read(fd, n)
+
+    return read
+
+
 class _StreamReader(_LineReader):
     """Reads a blocking binary stream through a daemon thread, so read_batch can honour timeouts."""
 
-    def __init__(self, stream: IO[bytes], decoder: JsonDecoder | CsvDecoder, source: str, skip: int) -> None:
-        super().__init__(decoder, source)
+    def __init__(self, stream: IO[bytes], decoder: JsonDecoder | CsvDecoder, source: str, skip: int,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:  # fmt: skip
+        super().__init__(decoder, source, max_record_bytes=max_record_bytes)
         self._csv = decoder if isinstance(decoder, CsvDecoder) else None
         self._skip = skip
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=64)  # bounded: backpressure on the producer
@@ -226,17 +275,30 @@ class _StreamReader(_LineReader):
         self._thread.start()
 
     def _pump(self, stream: IO[bytes]) -> None:
-        read = getattr(stream, "read1", stream.read)
+        read: Callable[[int], bytes | None] = _fd_reader(stream) or getattr(stream, "read1", None) or stream.read
         try:
             while not self._closed:
                 chunk = read(1 << 20)
+                if chunk is None:  # nothing yet; look at _closed again
+                    continue
                 if not chunk:
                     break
-                self._queue.put(chunk)
+                while not self._closed:
+                    try:
+                        self._queue.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
         except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
             self._error = e
         finally:
-            self._queue.put(_EOF)
+            while True:  # the end goes in behind the last chunk, however long the reader takes to get there
+                try:
+                    self._queue.put(_EOF, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._closed:  # nobody reads the queue any more
+                        break
 
     def _read_chunk(self, deadline: float) -> bytes | None:
         try:
@@ -288,9 +350,12 @@ class StdinSource:
         format: Literal["jsonl", "csv"] = "jsonl",
         stream: IO[bytes] | None = None,
         name: str = "stdin",
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         if format not in ("jsonl", "csv"):
             raise ConfigError("must be 'jsonl' or 'csv'", field="format", value=format)
+        _check_max_record(max_record_bytes)
+        self.max_record_bytes = max_record_bytes
         self.schema, self.format, self.name = schema, format, name
         self._stream = stream
         self._opened = False
@@ -312,4 +377,4 @@ class StdinSource:
         decoder: JsonDecoder | CsvDecoder = (
             JsonDecoder(self.schema) if self.format == "jsonl" else CsvDecoder(self.schema)
         )
-        return _StreamReader(stream, decoder, self.name, resume or 0)
+        return _StreamReader(stream, decoder, self.name, resume or 0, self.max_record_bytes)

@@ -89,6 +89,8 @@ class KafkaSource:
             ``decode_indexed(values, source, first_position) -> (records, row_message)``, where a message may
             give zero, one or many rows — e.g. ``metric_decoder("influx")`` or ``metric_decoder("json")``
             (Telegraf) from :mod:`vigil.io.metrics` for host metrics.
+        max_record_bytes: a message value larger than this (8 MiB by default) is not decoded: it is a dead
+            letter with the reason ``too_large`` (the dead-letter topic gets its first 4 KiB).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class KafkaSource:
         consumer_config: Mapping[str, Any] | None = None,
         open_timeout_s: float = 10.0,
         decoder: Any = None,
+        max_record_bytes: int = 8 << 20,
     ) -> None:
         if decoder is not None and not hasattr(decoder, "decode_indexed"):
             raise ConfigError("must have decode_indexed(values, source, first_position)", field="decoder",
@@ -121,6 +124,9 @@ class KafkaSource:
         clash = {PARTITION_COLUMN, OFFSET_COLUMN, "emit_ns"} & set(schema.extra_columns)
         if clash:
             raise ConfigError("are added by the Kafka source; rename them", field="extra", value=sorted(clash))
+        if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1024:
+            raise ConfigError("must be an integer of bytes >= 1024", field="max_record_bytes", value=max_record_bytes)
+        self.max_record_bytes = max_record_bytes
         if max_prefetch_bytes < 1 << 20:
             raise ConfigError("must be >= 1 MiB", field="max_prefetch_bytes", value=max_prefetch_bytes)
         self.bootstrap, self.topic, self.schema, self.group_id = bootstrap, topic, schema, group_id
@@ -325,11 +331,26 @@ class KafkaSourceReader:
         offs: list[Any] = [m.offset() for m in msgs]
         if None in values:  # tombstones: decoded as blank, reported as dead letters below
             values = [b"" if v is None else v for v in values]
+        cap = self.src.max_record_bytes
+        big = [i for i, v in enumerate(values) if len(v) > cap] if max(map(len, values), default=0) > cap else []
+        if big:  # over the size cap: decoded as blank, reported as `too_large` (the dead-letter topic gets the start)
+            sizes = {i: len(values[i]) for i in big}
+            values = list(values)
+            heads = {i: bytes(values[i][:4096]) for i in big}
+            for i in big:
+                values[i] = b""
         if self._kafka_time is not None:
             ts = [m.timestamp()[1] for m in msgs]
             recs, row_line = self._kafka_time.decode_indexed(values, ts, self.name)
         else:
             recs, row_line = self._decoder.decode_indexed(values, self.name, 0)
+        if big:
+            recs.dead += [DeadLetter("too_large", f"a message value of {sizes[i]:,} bytes, over the source's "
+                                     f"max_record_bytes ({cap:,}); its start is kept here", raw_text(heads[i]),
+                                     self.name, i) for i in big]  # fmt: skip
+            recs.dead.sort(key=lambda d: d.position)
+            for i in big:
+                values[i] = heads[i]
         n = len(msgs)
         if len(recs) + len(recs.dead) < n or self.src.decoder is not None:  # blank values are skipped silently
             # by the decoder; not here (a metric message may hold many rows, so count messages, not rows)

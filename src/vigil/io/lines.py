@@ -9,6 +9,10 @@ back line is read again after a restart rather than lost.
 
 Positions are counted two ways and each source picks one: the byte offset after the last handed out
 line (files, seekable) or the number of data lines handed out (stdin, not seekable).
+
+A line longer than ``max_record_bytes`` (default :data:`MAX_RECORD_BYTES`, 8 MiB) is never held in memory
+whole: the reader keeps its first kilobyte, skips the rest up to its newline, and hands it out as a dead
+letter with the reason code ``too_large`` (positions and offsets count its real length).
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ import numpy as np
 
 from vigil.errors import SourceError
 from vigil.io.base import DeadLetter, Records
+from vigil.io.decode import raw_text
+
+MAX_RECORD_BYTES = 8 << 20
+"""The largest record (line) a file or stdin source reads, by default; a longer one is a ``too_large`` dead letter."""
+_EXCERPT_BYTES = 4096
+
+
+class _TooLarge(bytes):
+    """A line over the size cap: its first bytes, but the length of the whole line (offsets stay right)."""
+
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _too_large(head: bytes, size: int) -> _TooLarge:
+    line = _TooLarge(head[:_EXCERPT_BYTES])
+    line.size = size
+    return line
 
 
 class LineDecoder(Protocol):
@@ -89,8 +113,12 @@ class _LineReader:
         speed: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self._decoder = decoder
+        self._max_record = max_record_bytes
+        self._skipping: _TooLarge | None = None  # the line over the cap being skipped, up to its newline
+        self._big = 0  # lines over the cap not yet handed out
         self._source = source
         self._pace, self._speed = pace, speed
         self._clock, self._sleep = clock, sleep
@@ -126,12 +154,34 @@ class _LineReader:
             return False
         if not chunk:
             self._eof = True
-            self._lines, self._li = ([self._tail] if self._tail else []), 0
-            self._tail = b""
+            last = self._skipping if self._skipping is not None else self._tail
+            self._skipping, self._tail = None, b""
+            self._lines, self._li = ([last] if len(last) else []), 0
+            self._big += type(last) is _TooLarge
             return bool(self._lines)
         self._bytes_end += len(chunk)
+        first: list[bytes] = []
+        if self._skipping is not None:  # inside a line over the cap: drop its bytes up to its newline
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                self._skipping.size += len(chunk)
+                self._lines, self._li = [], 0
+                return True
+            self._skipping.size += nl
+            first, self._skipping = [self._skipping], None
+            chunk = chunk[nl + 1 :]
+        cap = self._max_record
+        checked = len(self._tail) + len(chunk) > cap  # only then can a line be over the cap
         parts = (self._tail + chunk).split(b"\n") if self._tail else chunk.split(b"\n")
+        if checked:
+            parts = [p if len(p) <= cap else _too_large(p, len(p)) for p in parts]
         self._tail = parts.pop()
+        if len(self._tail) > cap:
+            self._skipping, self._tail = _too_large(self._tail, len(self._tail)), b""
+        if first:
+            parts = first + parts
+        if first or checked:
+            self._big += sum(type(p) is _TooLarge for p in parts)
         self._lines, self._li = parts, 0
         return True
 
@@ -159,7 +209,19 @@ class _LineReader:
             return None
         # The stream's last line may lack its newline: no offset may pass the bytes actually read.
         end = min(self._take_offset + sum(map(len, lines)) + len(lines), self._bytes_end)
-        recs, row_line = self._decoder.decode_indexed(lines, self._source, self._take_lineno)
+        big = [i for i, line in enumerate(lines) if type(line) is _TooLarge] if self._big else []
+        if big:  # decoded as blank lines (no row), reported as `too_large` below, in line order
+            clean = list(lines)
+            for i in big:
+                clean[i] = b""
+            recs, row_line = self._decoder.decode_indexed(clean, self._source, self._take_lineno)
+            recs.dead += [DeadLetter("too_large", f"a record of {len(lines[i]):,} bytes, over the source's "
+                                     f"max_record_bytes ({self._max_record:,}); its start is kept here",
+                                     raw_text(bytes(lines[i])), self._source, self._take_lineno + i) for i in big]
+            recs.dead.sort(key=lambda d: d.position)
+            self._big -= len(big)
+        else:
+            recs, row_line = self._decoder.decode_indexed(lines, self._source, self._take_lineno)
         block = _Block(
             recs,
             np.arange(len(recs)) if row_line is None else row_line,

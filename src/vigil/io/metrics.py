@@ -21,7 +21,7 @@ dead letters then carry the item's position.
 **Influx line protocol** (``measurement,tag=v field=1.2,n=3i 1700000000000000000``): tag keys and
 values, field keys and measurement escape ``,``, `` `` and ``=`` with a backslash; integer (``3i``)
 and unsigned (``3u``) fields become floats; string (``"..."``) and boolean fields are skipped, and a
-line with no numeric field is skipped silently (neither a row nor a dead letter). Timestamps are in
+line with no numeric field is a dead letter (``no_numeric_field``): counted, never silently gone. Timestamps are in
 ``precision`` units (``"ns"`` by default, as InfluxDB). A line without a timestamp is a dead letter
 unless ``default_time_ms`` (an injected clock) stamps it. ``#`` starts a comment line.
 
@@ -62,6 +62,7 @@ from vigil.errors import ConfigError, SourceError
 from vigil.io.base import DeadLetter, Records
 from vigil.io.decode import raw_text, utf8_error
 from vigil.io.files import CHUNK_BYTES, Pace, _FileReader, _FileSource
+from vigil.io.lines import MAX_RECORD_BYTES
 from vigil.io.schema import MAX_TS_MS_DEFAULT, MIN_TS_MS_DEFAULT, Schema
 
 METRIC_SCHEMA = Schema("host", "time", fields=("value",), extra=("metric",))
@@ -232,11 +233,14 @@ def _influx_line(text: str, rows: _Rows, index: int, precision_ns: int) -> None:
         raise _Bad("empty measurement name")
     tags = dict(_pair(t, escaped, "tag") for t in tag_items[1:])
     fields: list[tuple[str, float]] = []
+    skipped: list[str] = []
     for item in _scan(rest[0], ",", True) if escaped else rest[0].split(","):
         k, v = _pair(item, escaped, "field")
         x = _number(k, v)
         if x is not None:
             fields.append((k, x))
+        else:
+            skipped.append(k)
     if len(rest) == 2:
         stamp = rest[1]
         if not stamp.lstrip("-").isdigit():
@@ -246,8 +250,10 @@ def _influx_line(text: str, rows: _Rows, index: int, precision_ns: int) -> None:
         ts_ms = int(rows.opts.default_time_ms())
     else:
         raise _Bad("no timestamp (pass default_time_ms to stamp samples with their arrival time)", "missing_field")
-    if fields:
-        rows.add(index, measurement, tags, fields, ts_ms)
+    if not fields:
+        raise _Bad(f"no numeric field (only text or booleans: {', '.join(f'`{k}`' for k in skipped)}): nothing "
+                   "to score", "no_numeric_field")  # fmt: skip
+    rows.add(index, measurement, tags, fields, ts_ms)
 
 
 class InfluxDecoder:
@@ -424,8 +430,10 @@ class TelegrafJsonDecoder:
             (k, float(v)) for k, v in m.fields.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        if fields:
-            rows.add(index, m.name, dict(m.tags), fields, ts_ms)
+        if not fields:
+            others = ", ".join(f"`{k}`" for k in m.fields) or "none"
+            raise _Bad(f"no finite numeric field (fields: {others}): nothing to score", "no_numeric_field")
+        rows.add(index, m.name, dict(m.tags), fields, ts_ms)
 
 
 # -- functions, Kafka ----------------------------------------------------------------------------
@@ -555,9 +563,10 @@ class _MetricFileSource(_FileSource):
         chunk_bytes: int = CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         **options: Any,
     ) -> None:
-        super().__init__(path, METRIC_SCHEMA, pace, speed, name, chunk_bytes, clock, sleep)
+        super().__init__(path, METRIC_SCHEMA, pace, speed, name, chunk_bytes, clock, sleep, max_record_bytes)
         self._options = options
         self._decoder()  # validate the options now, not at open
 

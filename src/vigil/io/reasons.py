@@ -20,10 +20,11 @@ missing_field      a field the schema needs is absent or null
 wrong_type         a field has the wrong type (text where a number is needed, a fraction where an
                    integer is needed, ...)
 not_finite         a numeric field is NaN or infinite
+no_numeric_field   a metric line or object whose fields are all text or booleans: nothing to score
 absurd_timestamp   the event time lies outside ``[min_ts_ms, max_ts_ms]``: a wrong unit or a broken clock
 invalid_timestamp  the event time can't be read as a time at all
 empty_value        a message whose value is null or blank
-too_large          a record larger than the source's size cap
+too_large          a record larger than the source's size cap (``max_record_bytes``, 8 MiB by default)
 scrape_failed      a scrape target answered with an error or a body that can't be read
 unreachable        a scrape target could not be reached
 undecodable        any other failure to read the record; the message says what
@@ -51,6 +52,7 @@ ReasonCode = Literal[
     "missing_field",
     "wrong_type",
     "not_finite",
+    "no_numeric_field",
     "absurd_timestamp",
     "invalid_timestamp",
     "empty_value",
@@ -70,10 +72,11 @@ REASONS: Final[dict[str, str]] = {
     "wrong_type": "a field has the wrong type (text where a number is needed, a fraction where an integer is "
     "needed, ...)",
     "not_finite": "a numeric field is NaN or infinite",
+    "no_numeric_field": "a metric line or object whose fields are all text or booleans: nothing to score",
     "absurd_timestamp": "the event time lies outside [min_ts_ms, max_ts_ms]: a wrong unit or a broken clock",
     "invalid_timestamp": "the event time can't be read as a time at all",
     "empty_value": "a message whose value is null or blank",
-    "too_large": "a record larger than the source's size cap",
+    "too_large": "a record larger than the source's size cap (max_record_bytes, 8 MiB by default)",
     "scrape_failed": "a scrape target answered with an error or a body that can't be read",
     "unreachable": "a scrape target could not be reached",
     "undecodable": "any other failure to read the record; the message says what",

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from vigil.errors import SinkError
+from vigil.errors import ConfigError, SinkError
+from vigil.io.display import visible
 from vigil.types import Alert
 
 if TYPE_CHECKING:
@@ -205,6 +206,67 @@ class LazyJsonlSink:
         """Close, if anything was written."""
         if self._sink is not None:
             self._sink.close()
+
+
+class OnFirstUse:
+    """A file sink made on first use — a write, a flush or a close — rather than when the pipeline is built.
+
+    Building a pipeline (``vigil validate``, a run that fails before it starts, e.g. on a missing input)
+    creates no file and no folder; a run that starts and ends creates every output, empty ones included. A
+    path that could never be created (under a file, in a folder that can't be written) fails at once, naming
+    the ``path`` field.
+
+    Examples:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "out", "a.jsonl")
+        >>> s = OnFirstUse(JsonlSink, p); os.path.exists(p)
+        False
+        >>> s.close(); os.path.getsize(p)
+        0
+    """
+
+    def __init__(self, make: Callable[[Path], Any], path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        check_creatable(self.path)
+        self._make = make
+        self._sink: Any = None
+
+    def _get(self) -> Any:
+        if self._sink is None:
+            self._sink = self._make(self.path)
+        return self._sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        """Write to the sink (made now if this is the first use)."""
+        self._get().write_batch(items)
+
+    def flush(self) -> None:
+        """Flush the sink (made now if this is the first use)."""
+        self._get().flush()
+
+    def close(self) -> None:
+        """Close the sink (made now if this is the first use: a finished run leaves every output)."""
+        self._get().close()
+
+
+def check_creatable(path: Path) -> None:
+    """Fail (a ConfigError naming ``path``) if a file could never be made there; create nothing.
+
+    Examples:
+        >>> check_creatable(Path("/etc/passwd/x.jsonl"))
+        Traceback (most recent call last):
+        ...
+        vigil.errors.ConfigError: `path` can't be created: /etc/passwd is a file, not a folder; got '/etc/passwd/...'
+    """
+    if path.is_dir():
+        raise ConfigError("is a folder; name a file in it", field="path", value=str(path))
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"can't be created: {parent} is a file, not a folder", field="path", value=str(path))
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"can't be written (no permission in {parent})", field="path", value=str(path))
 
 
 class DeadLetterSink(JsonlSink):
@@ -447,12 +509,12 @@ class ConsoleAlertSink(_Closable):
         line = Text()
         line.append(when, style="dim")
         line.append(f" {label:<5} ", style=style)
-        line.append(str(a.get("key", "?")), style="bold cyan")
-        line.append(f"  {a.get('detector', '?')}", style="magenta")
+        line.append(visible(a.get("key", "?")), style="bold cyan")  # a key shows what it is (no bidi tricks)
+        line.append(f"  {visible(a.get('detector', '?'))}", style="magenta")
         line.append(f"  score {_fixed(a.get('score'))} (threshold {_fixed(a.get('threshold'))})", style=style)
         stats = a.get("stats") or {}
         if a.get("message"):
-            line.append(f"  {a['message']}")
+            line.append(f"  {visible(a['message'])}")
         elif stats:
             first = cls._STATS_FIRST
             ordered = [k for k in first if k in stats] + [k for k in stats if k not in first]

@@ -16,6 +16,7 @@ vigil_source_events_total             records read (decoded) from the source
 vigil_step_events_total{step}         on-time events processed by each step
 vigil_step_alerts_total{step}         alerts raised by each step
 vigil_step_flagged_total{step}        events a detector step flagged (before alert suppression)
+vigil_step_unscored_total{step}       events a step could not score for their value (<= 0 under a log transform)
 vigil_late_events_total               events behind the watermark (sent to the late output)
 vigil_dead_letters_total              unreadable records (sent to the dead-letter output)
 vigil_batches_total                   micro-batches processed
@@ -337,6 +338,9 @@ class _RunnerCollector(Collector):
                    {s: st.fired.get(s, 0) for s in steps})  # fmt: skip
         yield _per("step", CounterMetricFamily, "vigil_step_flagged", "Events a detector step flagged.", pl,
                    {s: st.flagged.get(s, 0) for s in steps})  # fmt: skip
+        yield _per("step", CounterMetricFamily, "vigil_step_unscored",
+                   "Events a step could not score for their value (e.g. <= 0 under transform: log).", pl,
+                   {s: st.unscored.get(s, 0) for s in steps})  # fmt: skip
         yield _per("partition", GaugeMetricFamily, "vigil_consumer_lag_messages",
                    "Messages in the source topic not read yet, per Kafka partition.", pl, m.lag())  # fmt: skip
         wm = st.watermark_ms
@@ -401,6 +405,8 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -
         200
         >>> server.shutdown(); server.server_close()
     """
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError("must be in [0, 65535] (0: any free port)", field="metrics port", value=port)
     try:
         server, _thread = start_http_server(int(port), addr=host, registry=registry)
     except OSError as exc:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.errors import ConfigError, StateError
+from vigil.state.runlock import process_alive
 
 _VERSION = re.compile(r"^v(\d{4,})$")
 
@@ -88,11 +89,32 @@ class ConfigHistory:
         return [json.loads(x) for x in lines if x.strip()]
 
     def applied(self) -> str | None:
-        """The version the running process reports as applied, if any."""
+        """The version the last running process reported as applied, if any (it may have stopped since)."""
         try:
             return (self.dir / "applied").read_text(encoding="utf-8").split()[0]
         except (FileNotFoundError, IndexError):
             return None
+
+    def applied_at(self) -> float:
+        """When the ``applied`` marker was written (epoch s; 0 if there is none)."""
+        try:
+            parts = (self.dir / "applied").read_text(encoding="utf-8").split()
+            return float(parts[1])
+        except (FileNotFoundError, IndexError, ValueError):
+            return 0.0
+
+    def applier(self) -> int | None:
+        """The pid of the process that wrote the ``applied`` marker, if that process is still running.
+
+        ``None`` when no process runs the pipeline now: the marker is then a stale record of an earlier run, and
+        nothing can confirm a change (``vigil apply`` must not claim it was applied).
+        """
+        try:
+            parts = (self.dir / "applied").read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return None
+        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        return pid if pid is not None and process_alive(pid) else None
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -125,7 +147,7 @@ class ConfigHistory:
 
     def mark_applied(self, version: str) -> None:
         """Called by the running process once ``version`` is in force."""
-        _atomic_write(self.dir / "applied", f"{version} {time.time():.3f}\n")
+        _atomic_write(self.dir / "applied", f"{version} {time.time():.3f} {os.getpid()}\n")
 
     def _point(self, version: str, **entry: Any) -> None:
         _atomic_write(self.dir / "CURRENT", version + "\n")

@@ -41,6 +41,7 @@ The same spec (and seed) gives identical arrays and byte-identical JSONL.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
@@ -130,8 +131,8 @@ class TransactionSpec:
     """What to generate. Shares are fractions of ``events``; see the module docstring.
 
     Attributes:
-        events: total number of events (exact unless the stream is too small for the episodes).
-        users: number of card holders.
+        events: total number of events, exactly; from :data:`MIN_EVENTS_ALL_PATTERNS` on, every labelled pattern.
+        users: number of card holders (at most ``events / 25`` take part: :func:`active_users`).
         seed: the random seed; the same spec gives the same stream.
         start_ms: event time of the start of the stream (epoch ms).
         span_ms: event-time span of the stream.
@@ -162,6 +163,24 @@ class TransactionSpec:
     activity_sigma: float = 1.3
     min_history: int = 15
     min_gap_ms: int = 15_000
+
+
+MIN_EVENTS_ALL_PATTERNS = 300
+"""From this many events on, a stream has every labelled pattern (at least one episode of each)."""
+EVENTS_PER_USER = 25
+"""Fewest events per card holder: asking for more holders than ``events / 25`` gives ``events / 25`` (a holder
+needs a history of ``min_history`` transactions before an episode; thousands of holders with a transaction or
+none each leave no one to be a fraud victim)."""
+
+
+def active_users(spec: TransactionSpec) -> int:
+    """How many card holders take part: ``spec.users``, or fewer for a short stream (see :data:`EVENTS_PER_USER`).
+
+    Examples:
+        >>> active_users(TransactionSpec(events=2_000, users=20_000)), active_users(TransactionSpec())
+        (80, 20000)
+    """
+    return max(1, min(spec.users, spec.events // EVENTS_PER_USER))
 
 
 def _labels(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
@@ -203,6 +222,8 @@ def _plan_episodes(spec: TransactionSpec, rng: np.random.Generator) -> tuple[np.
         choices = np.asarray(choices)
         mean = float(np.dot(choices, p)) if p is not None else float(choices.mean())
         n = int(round(share * spec.events / mean))
+        if n == 0 and share > 0 and spec.events >= MIN_EVENTS_ALL_PATTERNS:
+            n = 1  # a small stream still has every labelled pattern
         pats.append(np.full(n, code, np.int8))
         sizes.append(rng.choice(choices, size=n, p=p))
     return np.concatenate(pats), np.concatenate(sizes).astype(np.int64)
@@ -257,13 +278,48 @@ class _World:
         return np.exp(self.mu[u] + _CAT_OFFSET[cat] + self.sigma[u] * np.clip(z, -_TRUNC, _TRUNC))
 
 
-def _normal_spending(spec: TransactionSpec, w: _World, n_normal: int) -> dict[str, np.ndarray]:
-    """Everyday transactions, grouped by user and sorted by time within each user."""
+def _with_history(counts: np.ndarray, need: int, users: int) -> np.ndarray:
+    """Move transactions to the busiest users until ``users`` of them have ``need`` (episodes need a history).
+
+    Only small streams get here (a large one has plenty of such users); the total stays the same.
+    """
+    counts = counts.copy()
+    order = np.argsort(-counts, kind="stable")
+    chosen, rest = order[:users], order[users:]
+    for u in chosen:
+        while counts[u] < need:
+            donors = rest[counts[rest] > 0]
+            if donors.size == 0:
+                return counts
+            d = donors[np.argmax(counts[donors])]
+            take = min(need - counts[u], counts[d])
+            counts[u] += take
+            counts[d] -= take
+    return counts
+
+
+def _normal_spending(spec: TransactionSpec, w: _World, n_normal: int, eligible_needed: int = 0
+                     ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Everyday transactions, grouped by user and sorted by time within each user.
+
+    ``eligible_needed``: at least this many users get ``min_history + 5`` transactions (when the multinomial
+    draw left fewer; a small stream), so that episodes have users to happen to.
+    """
     rng = w.rng
     counts = rng.multinomial(n_normal, w.activity / w.activity.sum())
     grid, cdfs, peak = _rhythm(spec)
     op_gap = spec.min_gap_ms * peak / spec.span_ms  # min_gap_ms even at the busiest minute
-    counts = np.minimum(counts, int(0.9 / op_gap))
+    cap = int(0.9 / op_gap)
+    counts = np.minimum(counts, cap)
+    while counts.sum() < n_normal:  # what the cap cut goes to the users below it: the total stays exact
+        room = cap - counts
+        if not room.any():
+            raise ValueError(f"{spec.users:,} card holders can't make {n_normal:,} everyday transactions in a day "
+                             f"(at most {cap:,} each, {spec.min_gap_ms / 1000:g} s apart): ask for more users")
+        weights = np.where(room > 0, w.activity, 0.0)
+        counts = np.minimum(counts + rng.multinomial(n_normal - counts.sum(), weights / weights.sum()), cap)
+    if eligible_needed:
+        counts = _with_history(counts, spec.min_history + 5, eligible_needed)
     # Sorted uniforms in "operational time", spaced by op_gap, then warped by the daily rhythm.
     user = np.repeat(np.arange(spec.users), counts)
     first = np.cumsum(counts) - counts
@@ -414,10 +470,15 @@ def generate_transactions(spec: TransactionSpec = TransactionSpec()) -> dict[str
         >>> sorted(set(cols["pattern"]))[:3], str(cols["user"][0])[:1]
         (['amount_spike', 'bursty_shopper', 'card_testing'], 'u')
     """
+    spec = dataclasses.replace(spec, users=active_users(spec))
     rng = np.random.default_rng(spec.seed)
     w = _World(spec, rng)
     ep_pat, ep_size = _plan_episodes(spec, rng)  # sizes first, so the normal count makes the total exact
-    normal = _normal_spending(spec, w, max(spec.events - int(ep_size.sum()), 0))
+    need = spec.min_history + 5
+    n_normal = spec.events - int(ep_size.sum())
+    if n_normal < need:  # too small to host an episode: everyday spending only, still exactly `events`
+        ep_pat, ep_size, n_normal = ep_pat[:0], ep_size[:0], spec.events
+    normal = _normal_spending(spec, w, n_normal, eligible_needed=min(2, n_normal // need) if ep_pat.size else 0)
     kept_pat, ep_user = _assign_episodes(spec, w, ep_pat, normal["counts"])
     ep_pat, ep_size = kept_pat, ep_size[: kept_pat.size]
     ev_ts, ev_ep, ep_start = _episode_times(spec, w, ep_pat, ep_size, ep_user, normal)
@@ -504,23 +565,26 @@ def write_jsonl(cols: dict[str, np.ndarray], path_or_file: str | PathLike[str] |
     return n
 
 
-_CSV_COLS = (
-    "txn_id",
-    "user",
-    "ts_ms",
-    "arrival_ms",
-    "amount",
-    "merchant",
-    "category",
-    "country",
-    "label",
-    "pattern",
-    "episode",
+_CSV_COLS = (  # (header, column): the event time is `ts`, as in the JSON lines and the documented schema
+    ("txn_id", "txn_id"),
+    ("user", "user"),
+    ("ts", "ts_ms"),
+    ("arrival_ms", "arrival_ms"),
+    ("amount", "amount"),
+    ("merchant", "merchant"),
+    ("category", "category"),
+    ("country", "country"),
+    ("label", "label"),
+    ("pattern", "pattern"),
+    ("episode", "episode"),
 )
 
 
 def write_csv(cols: dict[str, np.ndarray], path: str | PathLike[str]) -> int:
     """Write all columns as CSV with a header, in arrival order; returns the number of rows.
+
+    The header names the fields as the JSON lines do (``ts`` is the event time in epoch ms), plus
+    ``arrival_ms`` and ``episode``: a pipeline reads either file with the same ``schema``.
 
     Example:
         >>> import tempfile, os
@@ -531,8 +595,8 @@ def write_csv(cols: dict[str, np.ndarray], path: str | PathLike[str]) -> int:
     """
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(_CSV_COLS)
-        w.writerows(zip(*(cols[c].tolist() for c in _CSV_COLS), strict=True))
+        w.writerow([h for h, _ in _CSV_COLS])
+        w.writerows(zip(*(cols[c].tolist() for _, c in _CSV_COLS), strict=True))
     return int(cols["ts_ms"].size)
 
 
