@@ -452,3 +452,133 @@ def test_resolved_alerts_are_forgotten_after_retain_resolved_but_kept_in_the_sto
     assert len(m.alerts()) == 1
     m.advance(12 * M)
     assert m.alerts() == [] and store.alerts()[0]["status"] == "resolved"
+
+
+# -- storms: bounded, batched, incremental ------------------------------------------------------------------------
+
+
+def test_a_full_group_counts_what_it_leaves_out_and_says_so(tmp_path):
+    store = AlertStore(tmp_path / "a.db")
+    m, clock = manager({"group_limit": 3, "route": {"receiver": "default", "group_by": ["alertname"],
+                                                    "group_wait": "0s"}}, store=store)  # fmt: skip
+    m.ingest([alert(f"u{i}", ts=i) for i in range(5)])
+    [n] = m.tick(0)
+    assert len(n.alerts) == 3 and n.truncated == 2 and m.counters["group_overflow"] == 2
+    assert len(store.alerts()) == 5  # left out of the notification, never out of the record
+    m.ingest([alert("u9", ts=10)])
+    assert m.counters["group_overflow"] == 3 and [n.truncated for _, n in run_until(m, clock, 10 * M, step=M)] == [1]
+
+
+def test_the_history_is_a_function_of_event_time_not_of_how_alerts_and_watermarks_were_batched():
+    pol = {"resolve_after": "5m", "route": {"receiver": "default", "group_wait": "0s"}}
+    a, _ = manager(pol)
+    a.ingest([alert(ts=0)])
+    a.advance(6 * M)  # the watermark passed the deadline before the next alert came
+    a.ingest([alert(ts=6 * M, n=1)])
+    b, _ = manager(pol)
+    b.ingest([alert(ts=6 * M, n=1), alert(ts=0)])  # both in one batch, out of order, no watermark in between
+    for m in (a, b):
+        [s] = m.alerts()
+        assert [(h["reason"], h["at_ms"]) for h in s.history] == [("fired", 0), ("resolved", 5 * M), ("fired", 6 * M)]
+        assert (s.status, s.starts_at_ms, s.observations) == ("firing", 6 * M, 2)
+
+
+def test_past_retain_resolved_an_alert_starts_anew_whether_or_not_it_was_forgotten_yet():
+    pol = {"resolve_after": "1m", "retain_resolved": "10m", "flap": None,
+           "route": {"receiver": "default", "group_wait": "0s"}}  # fmt: skip
+    told, _ = manager(pol)
+    untold, _ = manager(pol)
+    for m in (told, untold):
+        m.ingest([alert(ts=0)], now_ms=0)
+        m.advance(2 * M)
+    told.tick(1)  # its groups told the resolution: forgotten when the watermark passes 11m
+    told.tick(2)
+    for m in (told, untold):
+        m.advance(20 * M)
+    assert len(told) == 0 and len(untold) == 1  # the untold one waits for its group to settle
+    for m in (told, untold):
+        m.ingest([alert(ts=20 * M, n=1)], now_ms=3)
+        [s] = m.alerts()
+        assert (s.revision, s.observations, [h["reason"] for h in s.history]) == (1, 1, ["fired"])
+        assert m.counters["logical_alerts"] == 2
+
+
+def test_rows_are_written_once_per_persist_not_per_call(tmp_path):
+    store = AlertStore(tmp_path / "a.db")
+    calls = []
+    real = store.write_manager
+    store.write_manager = lambda *a, **k: calls.append(1) or real(*a, **k)
+    m, clock = manager({"route": {"receiver": "default", "group_wait": "0s"}}, store=store, autopersist=False)
+    m.ingest([alert(f"u{i}", ts=i) for i in range(100)])
+    m.advance(10 * M)
+    m.tick(0)
+    assert calls == [] and store.alerts() == []
+    m.persist()
+    assert calls == [1] and len(store.alerts()) == 100
+    assert len({r["last_alert"]["id"] for r in store.alerts()}) == 100
+    assert {r["status"] for r in store.alerts()} == {"resolved"}  # the latest state, in one write
+    m.persist()
+    assert calls == [1]  # nothing changed, nothing written
+
+
+def test_state_saved_by_checkpoint_sequence_comes_back_exactly_and_later_writes_are_rolled_back(tmp_path):
+    """A restart from checkpoint n: the manager as it was at n, the store without what was written after n."""
+    db = tmp_path / "a.db"
+    ref, ref_clock = manager(POLICY, store=AlertStore(tmp_path / "ref.db"))
+    whole = play(ref, ref_clock, SCRIPT)
+    cut = len(SCRIPT) // 2
+    m1, c1 = manager(POLICY, store=AlertStore(db))
+    first = play(m1, c1, SCRIPT[:cut])
+    m1.save_state(7)
+    revisions_at_7 = {r["fingerprint"]: len(AlertStore(db).revisions(r["fingerprint"])) for r in AlertStore(db).alerts()}
+    play(m1, c1, SCRIPT[cut:cut + 6])  # went on after the checkpoint, then crashed
+    m2, c2 = manager(POLICY, store=AlertStore(db))
+    c2.t = SCRIPT[cut - 1][1]
+    m2.load_state(7, rollback=True)
+    assert {fp: len(AlertStore(db).revisions(fp)) for fp in revisions_at_7} == revisions_at_7
+    assert first + play(m2, c2, SCRIPT[cut:]) == whole
+    assert m2.counters == ref.counters
+    history = lambda path: sorted((r["fingerprint"], r["revision"], r["status"], r["reason"], r["at_ms"])  # noqa: E731
+                                  for a in AlertStore(path).alerts() for r in AlertStore(path).revisions(a["fingerprint"]))
+    assert history(db) == history(tmp_path / "ref.db")  # every change recorded once
+
+
+def test_forgotten_alerts_leave_nothing_in_memory(tmp_path):
+    m, clock = manager({"resolve_after": "1m", "retain_resolved": "5m", "flap": None,
+                        "route": {"receiver": "default", "group_by": ["key"], "group_wait": "0s",
+                                  "group_interval": "1s"}}, store=AlertStore(tmp_path / "a.db"))  # fmt: skip
+    m.ingest([alert(f"u{i}", ts=i) for i in range(2_000)])
+    assert len(m.tick(0)) == 2_000
+    m.advance(2 * M)
+    assert len(m.tick(S)) == 2_000  # resolved, and told: every group settled
+    m.advance(10 * M)
+    assert len(m) == 0 and m._groups == {} and m.counters["forgotten"] == 2_000
+    assert len(AlertStore(tmp_path / "a.db").alerts()) == 2_000
+
+
+PER_KEY = {"route": {"receiver": "default", "group_by": ["key"], "group_wait": "1h"}}
+
+
+def test_a_save_writes_only_what_changed_and_keeps_only_the_versions_a_checkpoint_needs(tmp_path):
+    """Incremental state: a storm's second save doesn't rewrite the first; old versions go once no checkpoint
+    needs them; the state as of each kept checkpoint comes back."""
+    store = AlertStore(tmp_path / "a.db")
+    m, clock = manager(PER_KEY, store=store, autopersist=False)
+    rows = lambda: store._db.execute("SELECT count(*) FROM manager_state").fetchone()[0]  # noqa: E731
+    m.ingest([alert(f"u{i}", ts=i) for i in range(1_000)])
+    m.save_state(1, keep_from=1)
+    first = rows()
+    assert first == 2 * 1_000 + 1  # an alert and its group each, and the counters
+    m.ingest([alert("u7", ts=5 * S)])  # one more observation of one alert
+    m.save_state(2, keep_from=1)
+    assert rows() == first + 2  # that alert's new version and the counters; no group changed
+
+    def observations(seq):
+        m2, _ = manager(PER_KEY, store=store, autopersist=False)
+        m2.load_state(seq)
+        return {s.labels["key"]: s.observations for s in m2.alerts()}["u7"]
+
+    assert (observations(1), observations(2)) == (1, 2)  # each kept checkpoint's state comes back
+    m.ingest([alert("u7", ts=6 * S)])
+    m.save_state(3, keep_from=3)  # checkpoints before 3 are gone: so are the versions only they needed
+    assert rows() == first and observations(3) == 3

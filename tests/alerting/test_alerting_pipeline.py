@@ -162,3 +162,72 @@ def test_alert_policy_changes_live(tmp_path):
     m.set_policy(new["alerting"])  # what `vigil apply` does to a running pipeline
     assert m.counters["logical_alerts"] == 1 and m.policy.route.group_wait_ms == 5_000
     m.close()
+
+
+def _burst_pipeline(managed, keys=("u1", "u2", "u3"), t0=1_700_000_000_000):
+    """Six payments of each key within a second: one velocity alert per key, then the input ends."""
+    from vigil.dataflow.pipeline import Pipeline
+    from vigil.detectors import VelocityRule
+    from vigil.io.memory import MemorySource
+
+    rows = [(k, t0 + 100 * i + j) for i in range(6) for j, k in enumerate(keys)]
+    src = MemorySource({"key": [k for k, _ in rows], "ts_ms": [t for _, t in rows], "amount": [1.0] * len(rows)})
+    return (Pipeline("p").source(src).watermark("0s", idle_timeout=None)
+            .detect("burst", VelocityRule(window="60s", max_count=5)).alerts_to(managed))  # fmt: skip
+
+
+class _Rec:
+    name = "rec"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, n):
+        self.sent.append(n)
+
+    def close(self):
+        pass
+
+
+def test_a_finished_run_resolves_every_alert_it_raised(tmp_path):
+    """At the end of a finite input the watermark reaches the end of time: nothing stays firing forever."""
+    rec = _Rec()
+    managed = ManagedAlerts({"clock": "event", "resolve_after": "5m", "route": {"group_wait": "0s",
+                                                                              "group_interval": "1s"}},
+                            pipeline="p", store_path=tmp_path / "a.db", tick_interval_s=None,
+                            notifiers={"default": [rec]})  # fmt: skip
+    st = EmbeddedRunner(_burst_pipeline(managed), out_dir=str(tmp_path)).run()
+    assert st.alerts == 3
+    rows = AlertStore(tmp_path / "a.db").alerts()
+    assert [r["status"] for r in rows] == ["resolved"] * 3
+    assert all(r["ends_at_ms"] == r["last_alert"]["event_ts_ms"] + 300_000 for r in rows)  # its resolve_after
+    assert sorted(n.reason for n in rec.sent) == ["new"] * 3 + ["resolved"] * 3  # and the receivers are told
+    assert len(managed.manager) == 0  # settled and over: forgotten in memory, kept in the store
+
+
+def test_a_stopped_run_leaves_its_alerts_firing(tmp_path):
+    """Stopping is not the end of the input: a restart goes on with the alerts still open."""
+    managed = ManagedAlerts({"clock": "event"}, pipeline="p", store_path=tmp_path / "a.db", tick_interval_s=None,
+                            notifiers={"default": []})
+    runner = EmbeddedRunner(_burst_pipeline(managed), out_dir=str(tmp_path))
+    runner.taps = (lambda *_: runner.stop(),)  # stop after the first batch: the source still has data
+    runner.run()
+    assert {r["status"] for r in AlertStore(tmp_path / "a.db").alerts()} <= {"firing"}
+
+
+def test_alerting_without_group_by_groups_per_detector_and_key(tmp_path):
+    """`alerting:` with receivers but no route: one group per card holder and detector, as the default policy."""
+    from vigil.alerting.runtime import DEFAULT_GROUP_BY
+    from vigil.worker import DEFAULT_POLICY
+
+    rec = _Rec()
+    managed = ManagedAlerts({"clock": "event", "receivers": [{"name": "ops"}], "route": {"group_wait": "0s"}},
+                            pipeline="p", store_path=tmp_path / "a.db", tick_interval_s=None,
+                            notifiers={"ops": [rec]})  # fmt: skip
+    assert managed.policy.tree.group_by == DEFAULT_GROUP_BY == tuple(DEFAULT_POLICY["route"]["group_by"])
+    EmbeddedRunner(_burst_pipeline(managed), out_dir=str(tmp_path)).run()
+    new = [n for n in rec.sent if n.reason == "new"]
+    assert sorted(n.group_labels["key"] for n in new) == ["u1", "u2", "u3"]
+    assert all(len(n.alerts) == 1 and n.group_labels["alertname"] == "burst" for n in new)
+    explicit = ManagedAlerts({"route": {"group_by": ["alertname"]}}, pipeline="p", store_path=tmp_path / "b.db")
+    assert explicit.policy.tree.group_by == ("alertname",)  # what a policy says is kept

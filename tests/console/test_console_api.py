@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,7 +141,7 @@ def test_static_assets_have_no_inline_script_and_no_innerhtml(console):
     client, _, _ = console
     html = client.get("/", headers=AUTH).text
     assert "<script>" not in html and "onclick" not in html and "style=" not in html
-    for name in ("app.js", "dom.js", "chart.js", "live.js", "alerts.js", "silences.js"):
+    for name in ("app.js", "dom.js", "chart.js", "live.js", "alerts.js", "alert.js", "silences.js"):
         js = client.get(f"/static/{name}")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
         assert not re.search(r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write|eval\(", js.text), name
@@ -164,6 +165,21 @@ def test_a_body_over_64_kib_is_refused(console):
     assert r.status_code == 413 and r.json()["field"] == "body"
     r = client.post(url, json={"by": "ana", "comment": "x" * 1000}, headers=AUTH)
     assert r.status_code == 201
+
+
+def test_connections_send_small_writes_at_once(tmp_path):
+    """Nagle's algorithm is off on the console's connections (with it, every answer waited ~40 ms for an ACK)."""
+    store = AlertStore(tmp_path / "a.db")
+    handle, url = serve_console(create_app(store=store, token=TOKEN, pipeline_name="p"))
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            assert client.get("/api/health").status_code == 200  # the connection stays open (keep-alive)
+            conns = list(handle.server.server_state.connections)
+            socks = [c.transport.get_extra_info("socket") for c in conns]
+            assert socks and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
+    finally:
+        handle.stop()
+        store.close()
 
 
 # -- writes persist in the store ------------------------------------------------------------------------------
@@ -298,11 +314,32 @@ def test_alert_list_filters_and_groups(console):
     assert everything[0]["message"] and {"silenced", "inhibited", "acked", "flapping"} <= set(everything[0])
 
 
+def test_alert_pages_follow_the_cursor_and_count_per_status(console):
+    client, _, _ = console
+    first = client.get("/api/alerts?limit=2", headers=AUTH).json()
+    assert len(first["alerts"]) == 2 and first["complete"] and first["total"] == 3
+    assert first["counts"] == {"firing": 3, "resolved": 0, "retracted": 0}
+    rest = client.get("/api/alerts", params={"limit": 2, "cursor": first["next_cursor"]}, headers=AUTH).json()
+    assert len(rest["alerts"]) == 1 and rest["next_cursor"] is None
+    assert {a["key"] for a in first["alerts"] + rest["alerts"]} == {"u1", "web-1", XSS}
+    groups = {a["key"]: a["group"] for a in first["alerts"] + rest["alerts"]}
+    page = client.get("/api/alerts", params={"group": groups["u1"], "limit": 1}, headers=AUTH).json()
+    more = client.get("/api/alerts", params={"group": groups["u1"], "limit": 1, "cursor": page["next_cursor"]},
+                      headers=AUTH).json()
+    assert {a["key"] for a in page["alerts"] + more["alerts"]} == {"u1", XSS} and more["next_cursor"] is None
+    assert page["total"] is None  # a group filter is a search: no indexed total
+    for bad in ("x", "djI6MTox", "%%%"):
+        r = client.get("/api/alerts", params={"cursor": bad}, headers=AUTH)
+        assert r.status_code == 422 and r.json()["field"] == "cursor", bad
+    assert client.get("/api/alerts?limit=1001", headers=AUTH).json()["field"] == "limit"
+
+
 def test_health_without_a_pipeline(console):
     client, _, _ = console
     h = client.get("/api/health", headers=AUTH).json()
     assert h["attached"] is False and h["message"] == "no pipeline attached"
-    assert h["alerts"]["firing"] == 3 and h["pipeline"] == "demo" and h["recorder"] == {"keys": 2}
+    assert h["alerts"]["firing"] == 3 and h["pipeline"] == "demo"
+    assert h["recorder"]["keys"] == 2 and h["recorder"]["alert_keys"] == 2  # both keys have a flagged point
 
 
 def test_health_with_a_finished_run(tmp_path):
@@ -351,7 +388,7 @@ def test_series_and_keys_through_the_api(console):
 
 
 def test_recorder_is_bounded_and_forgets_the_least_recently_seen_key():
-    rec = StreamRecorder(max_keys=3, points=4)
+    rec = StreamRecorder(max_keys=3, points=4, memory_bytes=3 * (4 * 8 * 5 + 16))  # no room for alerting keys
     feed(rec, ["a", "b", "c"], [1, 2, 3], [1, 2, 3], [0, 0, 0])
     feed(rec, ["a"], [4], [4], [0])  # a is now the most recent; b the least
     feed(rec, ["d"], [5], [5], [0])
@@ -368,12 +405,14 @@ def test_recorder_is_bounded_and_forgets_the_least_recently_seen_key():
 
 
 def test_recorder_handles_new_fields_and_many_keys_with_bounded_memory():
-    rec = StreamRecorder(max_keys=100, points=10, fleet_seconds=5)
+    per_key = 10 * 8 * (1 + 4) + 16  # 10 points of event time and 4 columns (x, and x_z's score, calibrated, flag)
+    rec = StreamRecorder(max_keys=100, points=10, fleet_seconds=5, memory_bytes=150 * per_key)
     rng = np.random.default_rng(1)
     for b in range(30):
         keys = rng.integers(0, 1000, 500).astype(str).astype(object)
         feed(rec, keys, np.full(500, b * 1000), rng.normal(size=500), rng.random(500) < 0.01)
-    assert len(rec) == 100 and rec._ts.shape == (100, 10)
+    # 100 keys seen last, and 50 keys with a flagged point (more than 50 had one: those flagged last)
+    assert len(rec) == 150 and rec._ts.shape == (150, 10) and rec.stats()["alert_keys"] == 50
     assert len(rec.fleet()["ts_ms"]) == 5 and len(rec.recent_flags(1000)) <= 500
     n = 2
     v = Verdicts(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool), {})
@@ -381,6 +420,8 @@ def test_recorder_handles_new_fields_and_many_keys_with_bounded_memory():
         {"y_z": v})
     s = rec.series("new")
     assert s["fields"]["y"] == [5.0, 6.0] and s["fields"]["x"] == [None, None]
+    # three more columns: the budget now holds no alerting key beside the 100 others
+    assert len(rec) == 100 and rec.stats()["alert_keys"] == 0 and rec._ts.shape == (150, 10)
 
 
 # -- the token file and the command ---------------------------------------------------------------------------
@@ -435,3 +476,37 @@ def test_vigil_console_command_serves_a_store_until_ctrl_c(tmp_path):
     assert proc.returncode == 0
     missing = subprocess.run([*cmd[:3], "--db", str(tmp_path / "nope.db")], capture_output=True, text=True, env=env)
     assert missing.returncode == 1 and "no alert store" in missing.stderr
+
+
+def test_alert_list_pages_with_a_cursor_and_filters_in_the_store(tmp_path):
+    """Server-side paging: each alert exactly once across pages, newest change first; totals counted up to a cap."""
+    store = AlertStore(tmp_path / "a.db")
+    clock = Clock()
+    mgr = AlertManager({"route": {"receiver": "default", "group_by": ["key"]}}, store=store, pipeline="demo",
+                       clock=clock)
+    for i in range(250):  # one change per ms of processing time: a strict order by last change
+        clock.t = T0 + i
+        mgr.ingest([Alert(f"a{i}", f"k{i:03d}", f"e{i}", "velocity" if i % 5 else "amount_z", 6.0, 3.0, T0 + i, T0,
+                          severity="critical" if i % 5 else "warning")])
+    handle, url = serve_console(create_app(store=store, token=TOKEN, pipeline_name="demo", clock=clock))
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            seen, cursor = [], None
+            while True:
+                page = client.get("/api/alerts", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+                seen += [a["key"] for a in page["alerts"]]
+                assert page["total"] == 250 and page["complete"]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == [f"k{i:03d}" for i in reversed(range(250))]
+            warn = client.get("/api/alerts", params={"severity": "warning", "limit": 10}).json()
+            assert len(warn["alerts"]) == 10 and {a["alertname"] for a in warn["alerts"]} == {"amount_z"}
+            assert [a["key"] for a in client.get("/api/alerts", params={"q": "K24"}).json()["alerts"]] == [
+                "k249", "k248", "k247", "k246", "k245", "k244", "k243", "k242", "k241", "k240"]
+            assert client.get("/api/alerts", params={"cursor": "nonsense"}).json()["field"] == "cursor"
+            h = client.get("/api/health").json()
+            assert h["alerts"] == {"firing": 250, "resolved": 0, "retracted": 0, "silenced": 0, "acked": 0}
+    finally:
+        handle.stop()
+        store.close()

@@ -4,13 +4,13 @@ A small pipeline (MemorySource -> SlidingZScore) runs on the EmbeddedRunner with
 through an AlertManager into a SQLite AlertStore; the console serves all of it on 127.0.0.1. Then, in the browser:
 signing in with the token, the chart of the anomalous key with its anomaly marked, labelling an alert a false
 positive (checked in SQLite afterwards), a wrong token refused, and markup in a key and a message shown as text.
-Screenshots of every step go to the test's tmp_path and to test-artifacts/console/ under the repo root.
+Screenshots of every step go to the test's tmp_path and to test-artifacts/console/ under the repo root (the
+fixtures are in conftest.py).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,27 +25,15 @@ from vigil.dataflow.pipeline import Pipeline
 from vigil.detectors import SlidingZScore
 from vigil.engine.runner import EmbeddedRunner
 from vigil.io.memory import MemorySource
-from vigil.testing.system import debian_program
 from vigil.types import Alert
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-REPO = Path(__file__).resolve().parents[2]
 XSS = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>window.__xss = 1</script>"
 T0 = 1_700_000_000_000
 N = 200
 SPIKE_KEY, SPIKE_AT = "pay-7", 150
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    debian_program(CHROMIUM, "chromium")
-    return CHROMIUM
 
 
 class ManagerSink:
@@ -100,51 +88,7 @@ def served(tmp_path_factory):
     store.close()
 
 
-@pytest.fixture
-def browser(chromium, tmp_path):
-    """A fresh browser profile (persistent context in tmp_path), closed after the test."""
-    with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=chromium, headless=True,
-                                                   args=ARGS, viewport={"width": 1400, "height": 1000})
-        ctx.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-
-
-@pytest.fixture
-def shots(tmp_path, request):
-    """shots(page, name): a full-page screenshot in tmp_path/screenshots and test-artifacts/console/."""
-    dirs = [tmp_path / "screenshots", REPO / "test-artifacts" / "console"]
-    for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
-
-    def take(page, name):
-        data = page.screenshot(full_page=True)
-        for d in dirs:
-            (d / f"{request.node.name}-{name}.png").write_bytes(data)
-
-    return take
-
-
-def page_of(browser):
-    """A page that records script errors, console errors (CSP violations show there) and dialogs."""
-    page = browser.new_page()
-    page.problems = []
-    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-    page.on("console", lambda m: page.problems.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("dialog", lambda d: (page.problems.append(f"dialog: {d.message}"), d.dismiss()))
-    return page
-
-
-def sign_in(page, served):
-    resp = page.goto(served["url"] + "?token=" + served["token"])
-    assert resp.status == 200 and page.url == served["url"]  # redirected to / with the cookie set
-    page.wait_for_selector("#health .tile")
-
-
-def test_page_loads_with_the_token(served, browser, shots):
+def test_page_loads_with_the_token(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     sign_in(page, served)
     health = page.locator("#health")
@@ -159,25 +103,25 @@ def test_page_loads_with_the_token(served, browser, shots):
     assert page.problems == []
 
 
-def test_the_chart_of_the_anomalous_key_marks_the_anomaly(served, browser, shots):
+def test_the_chart_of_the_anomalous_key_marks_the_anomaly(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     sign_in(page, served)
     page.goto(served["url"] + "#/live/" + SPIKE_KEY)
     dot = page.locator("main .chart-box").first.locator("svg.chart circle.anomaly")
     dot.first.wait_for()
     assert dot.count() == 1 and int(dot.get_attribute("data-ts")) == T0 + 1000 * SPIKE_AT + 2
-    assert page.locator("main h2.key-title").inner_text() == SPIKE_KEY
+    assert page.locator("main h2 .key-title").inner_text() == SPIKE_KEY
     assert page.locator("main .chart-box").first.locator("svg.chart path.line").count() == 1
     shots(page, "02-live-chart")
     page.goto(served["url"] + "#/live/host-1")  # a quiet key: a line, no anomaly
-    page.locator("main h2.key-title", has_text="host-1").wait_for()
+    page.locator("main h2 .key-title", has_text="host-1").wait_for()
     page.locator("main .chart-box").first.locator("svg.chart path.line").wait_for()
     assert page.locator("main .chart-box").first.locator("circle.anomaly").count() == 0
     shots(page, "03-quiet-key")
     assert page.problems == []
 
 
-def test_labelling_a_false_positive_in_the_page_persists(served, browser, shots):
+def test_labelling_a_false_positive_in_the_page_persists(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     sign_in(page, served)
     page.goto(served["url"] + "#/alerts")
@@ -202,7 +146,7 @@ def test_labelling_a_false_positive_in_the_page_persists(served, browser, shots)
     assert page.problems == []
 
 
-def test_silence_created_and_expired_in_the_page(served, browser, shots):
+def test_silence_created_and_expired_in_the_page(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     sign_in(page, served)
     page.goto(served["url"] + "#/alert/" + served["fp"])
@@ -229,7 +173,7 @@ def test_silence_created_and_expired_in_the_page(served, browser, shots):
     assert page.problems == []
 
 
-def test_a_wrong_token_is_refused(served, browser, shots):
+def test_a_wrong_token_is_refused(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     resp = page.goto(served["url"] + "?token=not-the-token")
     assert resp.status == 401
@@ -241,7 +185,7 @@ def test_a_wrong_token_is_refused(served, browser, shots):
     assert [c["name"] for c in browser.cookies()] == []
 
 
-def test_markup_in_alerts_is_shown_as_text(served, browser, shots):
+def test_markup_in_alerts_is_shown_as_text(served, browser, shots, page_of, sign_in):
     page = page_of(browser)
     sign_in(page, served)
     page.goto(served["url"] + "#/alerts")
@@ -253,13 +197,15 @@ def test_markup_in_alerts_is_shown_as_text(served, browser, shots):
     shots(page, "07-xss-list")
     page.get_by_label("Group by group key").check()
     page.locator("section.group").nth(1).wait_for()
+    shots(page, "07b-grouped")
     assert sorted(t.split("\n")[0] for t in page.locator("section.group h2").all_inner_texts()) == [
-        '0|default|{alertname="note_rule"} 1 alert, 1 firing', '0|default|{alertname="value_z"} 2 alerts, 2 firing']
+        '{alertname="note_rule"} notifies default · 1 alert, 1 firing',
+        '{alertname="value_z"} notifies default · 2 alerts, 2 firing']
     page.locator("table.alerts tr", has_text="suspicious input").get_by_role("link").click()
     page.locator("h1 .key-title", has_text=XSS).wait_for()
     assert page.locator("p.message").inner_text() == f"suspicious input {XSS} {SCRIPT}"
     page.goto(served["url"] + "#/live/" + XSS.replace(" ", "%20"))
-    page.locator("main h2.key-title", has_text=XSS).wait_for()
+    page.locator("main h2 .key-title", has_text=XSS).wait_for()
     page.locator(".keylist .key-name", has_text=XSS).wait_for()
     shots(page, "08-xss-live")
     assert page.locator("main img").count() == 0  # no element was made from the text

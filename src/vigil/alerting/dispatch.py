@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.alerting.model import _wall_ms
 from vigil.alerting.notification import Notification, Notifier
@@ -49,6 +50,7 @@ class Dispatcher:
     def deliver(self, notifications: Iterable[Notification]) -> DeliveryReport:
         """Send each notification to every notifier of its receiver."""
         report = DeliveryReport()
+        records: list[tuple[Any, ...]] = []
         for n in notifications:
             targets = self.notifiers.get(n.receiver, [])
             errors = []
@@ -68,22 +70,25 @@ class Dispatcher:
                     report.errors.append(err)
                     errors.append(f"{err['notifier']}: {what}")
                     log.error("notifier %s failed on %s (%s): %s", err["notifier"], n.group_key, n.reason, what)
-            self._record(n, "unrouted" if not targets else "failed" if errors else "delivered", errors)
+            records.append(self._record(n, "unrouted" if not targets else "failed" if errors else "delivered", errors))
+        self._log(records)
         for k in self.totals:
             self.totals[k] += getattr(report, k)
         return report
 
-    def _record(self, n: Notification, status: str, errors: list[str]) -> None:
-        if self.store is None:
+    def _record(self, n: Notification, status: str, errors: list[str]) -> tuple[Any, ...]:
+        now = self.clock() if status == "delivered" else None
+        return (n.idempotency_key, n.receiver, n.group_key, n.reason, status, n.created_ms, now,
+                "; ".join(errors) or None)  # fmt: skip
+
+    def _log(self, records: list[tuple[Any, ...]]) -> None:
+        """The delivery log of one :meth:`deliver`, in one transaction."""
+        if self.store is None or not records:
             return
         try:
-            now = self.clock()
-            self.store.record_notification(idempotency_key=n.idempotency_key, receiver=n.receiver,
-                                           group_key=n.group_key, reason=n.reason, status=status,
-                                           created_ms=n.created_ms, delivered_ms=now if status == "delivered" else None,
-                                           error="; ".join(errors) or None)  # fmt: skip
+            self.store.record_notifications(records)
         except StateError as exc:
-            log.error("could not log notification %s: %s", n.idempotency_key, exc)
+            log.error("could not log %d notification(s) (%s ...): %s", len(records), records[0][0], exc)
 
     def close(self) -> None:
         """Close every notifier (errors are logged)."""

@@ -50,6 +50,11 @@ class MuteMixin:
         self._silences = {}
         self._silence_matchers = {}
         self._acks = {}
+        self.mutes_synced = False  # set by a caller that synced for a whole chunk of work (see _sync_mutes)
+        self._load_rules()
+
+    def _load_rules(self) -> None:
+        """The policy's inhibit rules (again after a policy change)."""
         # inhibit rules as plain tuples: the hot path shouldn't go through pydantic attribute access
         self._rules = [(tuple(Matcher.parse(t) for t in r.source_matchers),
                         tuple(Matcher.parse(t) for t in r.target_matchers), tuple(r.equal))
@@ -117,8 +122,12 @@ class MuteMixin:
             self.store.clear_acks(fp, now)
 
     def _sync_mutes(self) -> None:
-        """Reload silences and acks when another process (or we) changed them: one query when nothing did."""
-        if self.store is None:
+        """Reload silences and acks when another process (or we) changed them: one query when nothing did.
+
+        A caller taking a chunk of queued alerts syncs once and sets ``mutes_synced`` for the chunk: the many
+        ingests and ticks inside it (one per timer, with an event clock) then don't each ask the store.
+        """
+        if self.store is None or self.mutes_synced:
             return
         try:
             version = self.store.mute_version()
@@ -144,6 +153,8 @@ class MuteMixin:
         return s["expired_ms"] is None and s["starts_ms"] <= now < s["ends_ms"]
 
     def _silenced_by(self, e: _Entry, now: int) -> list[str]:
+        if not self._silence_matchers:
+            return []
         ids = self._sil_cache.get(e.fingerprint)
         if ids is None:
             ids = self._sil_cache[e.fingerprint] = [
@@ -173,6 +184,8 @@ class MuteMixin:
                 bucket.discard(e.fingerprint)
 
     def _inhibited_by(self, e: _Entry) -> list[str]:
+        if not self._rules:
+            return []
         out: set[str] = set()
         for i, values in self._keys(e)[1]:
             out.update(self._sources[i].get(values, ()))
@@ -180,4 +193,6 @@ class MuteMixin:
         return sorted(out)
 
     def _muted(self, e: _Entry, now: int) -> bool:
+        if not self._silence_matchers and not self._rules:
+            return False
         return bool(self._silenced_by(e, now) or self._inhibited_by(e))

@@ -76,6 +76,9 @@ class Notification:
         idempotency_key: hash of group key, reason and every alert's (fingerprint, status, revision):
             the same content always gets the same key.
         created_ms: processing time the manager made it (epoch ms).
+        truncated: alerts the group left out since its previous notification because it was full (the
+            policy's ``group_limit``); they are in the alert store, not in ``alerts``. Alertmanager's
+            ``truncatedAlerts``.
     """
 
     receiver: str
@@ -86,6 +89,7 @@ class Notification:
     alerts: list[NotifiedAlert]
     idempotency_key: str
     created_ms: int
+    truncated: int = 0
 
 
 class Notifier(Protocol):

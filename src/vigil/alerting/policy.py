@@ -7,6 +7,7 @@ A policy is plain YAML (usually under ``alerting:`` in a pipeline file), validat
 
     resolve_after: 5m               # event time without a new firing observation -> resolved
     retain_resolved: 1h             # then forgotten in memory (the alert store keeps them)
+    group_limit: 1000               # alerts one group holds; more are counted as overflow (stored, not notified)
     route:
       receiver: default             # the root route matches every alert
       group_by: [alertname, key]    # '...' groups by every label
@@ -271,7 +272,11 @@ class RouteNode:
             >>> AlertPolicy().tree.group_key({"alertname": "amount_z", "key": "u1"})
             '0|default|{alertname="amount_z"}'
         """
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.group_labels(labels).items()))
+        if self.group_by == ("...",):
+            items = sorted(labels.items())
+        else:
+            items = [(k, labels[k]) for k in sorted(self.group_by) if k in labels]
+        inner = ",".join([f'{k}="{v}"' for k, v in items])
         return f"{self.path}|{self.receiver}|{{{inner}}}"
 
 
@@ -300,6 +305,7 @@ class AlertPolicy(BaseModel):
     resolve_after_ms: PositiveMs = Field(300_000, alias="resolve_after")
     flap: FlapPolicy | None = Field(default_factory=lambda: FlapPolicy.model_validate({}))
     retain_resolved_ms: PositiveMs = Field(3_600_000, alias="retain_resolved")
+    group_limit: int = Field(1000, ge=1)
     _tree: RouteNode = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:  # noqa: D102

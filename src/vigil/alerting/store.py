@@ -7,9 +7,11 @@ holds one connection shared by its threads behind a lock.
 
 Tables: ``alerts`` (one row per logical alert, by fingerprint), ``alert_revisions`` (every state change and
 late-data revision), ``silences``, ``acks``, ``feedback`` (true/false-positive labels from operators, exported
-as training data), ``notifications`` (the delivery log) and ``meta``. Triggers bump ``meta.mute_version`` on any
+as training data), ``notifications`` (the delivery log), ``manager_state`` (the alert manager's own state, by
+checkpoint: :mod:`vigil.alerting.store_state`) and ``meta``. Triggers bump ``meta.mute_version`` on any
 change to silences or acks, so the manager notices a silence added by another process with one cheap query.
-The schema version is SQLite's ``PRAGMA user_version``.
+The schema version is SQLite's ``PRAGMA user_version``. Pages, searches and counts for big stores (the console)
+are the read side in :mod:`vigil.alerting.queries`, mixed in; its indexes are made when a store is opened.
 
 Examples:
     >>> import os, tempfile
@@ -35,9 +37,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vigil.alerting.queries import AlertQueries
+from vigil.alerting.store_state import (
+    ALERT_COLUMNS,
+    ALERT_UPSERT,
+    MIGRATE_V2,
+    REVISION_COLUMNS,
+    ManagerRows,
+    StateWrite,
+)
 from vigil.errors import ConfigError, StateError
 
-SCHEMA_VERSION = 1
+_LAST = "COALESCE(a.last_alert, (SELECT body FROM alert_bodies WHERE hash = a.last_body))"
+
+__all__ = ["FEEDBACK_LABELS", "SCHEMA_VERSION", "AlertStore", "StateWrite", "to_json"]
+
+SCHEMA_VERSION = 2
 FEEDBACK_LABELS = ("true_positive", "false_positive")
 
 _SCHEMA = """
@@ -105,7 +120,7 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-class AlertStore:
+class AlertStore(AlertQueries, ManagerRows):
     """Alert state, silences, acks, feedback and the notification log in one SQLite file (see the module doc).
 
     Args:
@@ -136,12 +151,21 @@ class AlertStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             # WAL + NORMAL: a commit survives a process crash without an fsync each (power loss may lose the last)
             self._db.execute("PRAGMA synchronous = NORMAL")
+            # up to 32 MB of pages (default 2 MB): the indexes of 100k alerts; in an alert storm the random
+            # fingerprint keys otherwise send every upsert to the OS for its index pages (a third of the store's CPU)
+            self._db.execute("PRAGMA cache_size = -32768")
             if version < SCHEMA_VERSION:
-                self._db.executescript(_SCHEMA + _TRIGGERS + f"\nPRAGMA user_version = {SCHEMA_VERSION};")
+                self._migrate(version)
+            self._ensure_read_indexes()  # the console's pages and counts (vigil.alerting.queries)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StateError(f"alert store {self.path} is unreadable or corrupt ({exc}) "
                              "(hint: move the file aside; a fresh one is created on the next run)") from exc
+
+    def _migrate(self, version: int) -> None:
+        """Bring the schema from ``version`` to :data:`SCHEMA_VERSION`, in one transaction."""
+        script = (_SCHEMA + _TRIGGERS if version < 1 else "") + MIGRATE_V2
+        self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -210,19 +234,15 @@ class AlertStore:
         ``revisions`` items have ``fingerprint, revision, status, reason, alert, at_ms`` and optionally ``note``.
         """
         rows = [(a["fingerprint"], to_json(a["labels"]), a["status"], a["revision"], a.get("starts_at_ms"),
-                 a.get("ends_at_ms"), to_json(a.get("last_alert")), a.get("observations", 0), a["updated_ms"])
+                 a.get("ends_at_ms"), to_json(a.get("last_alert")), a.get("observations", 0), a["updated_ms"],
+                 a["labels"].get("key"), a["labels"].get("alertname"), a["labels"].get("severity"), None)
                 for a in alerts]  # fmt: skip
         revs = [(r["fingerprint"], r["revision"], r["status"], r["reason"], to_json(r.get("alert")), r.get("at_ms"),
-                 r.get("note")) for r in revisions or ()]  # fmt: skip
+                 r.get("note"), None) for r in revisions or ()]  # fmt: skip
         try:
             with self._tx() as db:
-                db.executemany(
-                    "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
-                    "labels = excluded.labels, status = excluded.status, revision = excluded.revision, "
-                    "starts_at_ms = excluded.starts_at_ms, ends_at_ms = excluded.ends_at_ms, "
-                    "last_alert = excluded.last_alert, observations = excluded.observations, "
-                    "updated_ms = excluded.updated_ms", rows)  # fmt: skip
-                db.executemany("INSERT INTO alert_revisions VALUES (?, ?, ?, ?, ?, ?, ?)", revs)
+                db.executemany(ALERT_UPSERT, rows)
+                db.executemany("INSERT INTO alert_revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", revs)
         except sqlite3.Error as exc:
             raise StateError(f"alert store {self.path}: write failed ({exc})") from exc
 
@@ -231,18 +251,18 @@ class AlertStore:
         """Alert rows (``labels``, ``last_alert`` parsed), newest change first, optionally filtered."""
         where, args = [], []
         if status is not None:
-            where.append("status = ?")
+            where.append("a.status = ?")
             args.append(status)
         if key is not None:
-            where.append("json_extract(labels, '$.key') = ?")
+            where.append("a.key = ?")
             args.append(key)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY updated_ms DESC, fingerprint" + (f" LIMIT {int(limit)}" if limit else "")
+        sql = f"SELECT {ALERT_COLUMNS} FROM alerts a" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY a.updated_ms DESC, a.fingerprint" + (f" LIMIT {int(limit)}" if limit else "")
         return [_parse(r, "labels", "last_alert") for r in self._rows(sql, args)]
 
     def alert(self, fingerprint: str) -> dict[str, Any] | None:
         """One alert row by fingerprint, or ``None``."""
-        rows = self._rows("SELECT * FROM alerts WHERE fingerprint = ?", (fingerprint,))
+        rows = self._rows(f"SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.fingerprint = ?", (fingerprint,))
         return _parse(rows[0], "labels", "last_alert") if rows else None
 
     def find_fingerprint(self, prefix: str) -> str:
@@ -251,9 +271,10 @@ class AlertStore:
         Raises:
             ConfigError: no alert, or more than one, has that prefix.
         """
-        like = prefix.replace("%", "").replace("_", "") + "%"
-        hits = [r["fingerprint"] for r in self._rows("SELECT fingerprint FROM alerts WHERE fingerprint LIKE ? "
-                                                     "ORDER BY fingerprint LIMIT 5", (like,))]  # fmt: skip
+        low = prefix.lower().replace("%", "").replace("_", "")  # a primary-key range, not a LIKE scan
+        hits = [r["fingerprint"] for r in self._rows("SELECT fingerprint FROM alerts WHERE fingerprint >= ? AND "
+                                                     "fingerprint < ? ORDER BY fingerprint LIMIT 5",
+                                                     (low, low + "\U0010ffff"))]  # fmt: skip
         if len(hits) == 1:
             return hits[0]
         if not hits:
@@ -264,7 +285,8 @@ class AlertStore:
 
     def revisions(self, fingerprint: str) -> list[dict[str, Any]]:
         """Every recorded state change and revision of one alert, oldest first."""
-        rows = self._rows("SELECT * FROM alert_revisions WHERE fingerprint = ? ORDER BY rowid", (fingerprint,))
+        rows = self._rows(f"SELECT {REVISION_COLUMNS} FROM alert_revisions r WHERE r.fingerprint = ? ORDER BY r.rowid",
+                          (fingerprint,))
         return [_parse(r, "alert") for r in rows]
 
     # -- silences and acks ------------------------------------------------------------------------------------
@@ -345,8 +367,8 @@ class AlertStore:
             args.append(label)
         sql = ('SELECT f.id, f.fingerprint, f.alert_id, f.label, f.note, f."by", f.at_ms, '
                "json_extract(a.labels, '$.alertname') AS alertname, json_extract(a.labels, '$.key') AS key, "
-               "json_extract(a.labels, '$.severity') AS severity, json_extract(a.last_alert, '$.score') AS score, "
-               "json_extract(a.last_alert, '$.event_ts_ms') AS event_ts_ms "
+               f"json_extract(a.labels, '$.severity') AS severity, json_extract({_LAST}, '$.score') AS score, "
+               f"json_extract({_LAST}, '$.event_ts_ms') AS event_ts_ms "
                "FROM feedback f LEFT JOIN alerts a ON a.fingerprint = f.fingerprint")  # fmt: skip
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY f.id"
         return self._rows(sql, args)
@@ -374,10 +396,25 @@ class AlertStore:
                             status: str, created_ms: int, delivered_ms: int | None = None,
                             error: str | None = None) -> None:  # fmt: skip
         """Log one notification's delivery (an existing key is updated: a retry replaces the outcome)."""
-        self._write(
-            "INSERT INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE SET "
-            "status = excluded.status, delivered_ms = excluded.delivered_ms, error = excluded.error",
-            (idempotency_key, receiver, group_key, reason, status, created_ms, delivered_ms, error))  # fmt: skip
+        self.record_notifications([(idempotency_key, receiver, group_key, reason, status, created_ms, delivered_ms,
+                                    error)])  # fmt: skip
+
+    def record_notifications(self, rows: list[tuple[Any, ...]]) -> None:
+        """Log many deliveries in one transaction.
+
+        Each row is ``(idempotency_key, receiver, group_key, reason, status, created_ms, delivered_ms, error)``
+        (see :meth:`record_notification`).
+        """
+        if not rows:
+            return
+        try:
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO "
+                    "UPDATE SET status = excluded.status, delivered_ms = excluded.delivered_ms, error = excluded.error",
+                    rows)  # fmt: skip
+        except sqlite3.Error as exc:
+            raise StateError(f"alert store {self.path}: write failed ({exc})") from exc
 
     def notifications(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest notifications, newest first."""

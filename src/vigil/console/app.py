@@ -5,9 +5,11 @@
 ======================================= ==========================================================================
 ``GET /api/health``                     run counters, watermark lag, checkpoint age, model health, self-alerts,
                                         alerts per state ("no pipeline attached" without a runner)
-``GET /api/alerts``                     logical alerts; filters ``status``, ``key``, ``q`` (text), ``severity``,
-                                        ``group``, ``limit``
-``GET /api/alerts/{fingerprint}``       one alert with its revisions, acks, feedback and explanation
+``GET /api/alerts``                     a page of logical alerts, newest change first: ``limit``, ``cursor``
+                                        (the previous page's ``next_cursor``); filters ``status``, ``severity``,
+                                        ``key``, ``q`` (text), ``group`` (see :mod:`vigil.console.listing`)
+``GET /api/alerts/{fingerprint}``       one alert with its revisions, acks, feedback and explanation (and
+                                        ``recorder``: whether ``/api/series`` can chart around it)
 ``POST /api/alerts/{fp}/ack``           ``{by, comment}``
 ``POST /api/alerts/{fp}/feedback``      ``{label: true_positive|false_positive, note, by}``
 ``GET /api/feedback/export``            every label, ``?format=csv|jsonl`` (as ``vigil alerts export-labels``)
@@ -16,6 +18,8 @@
 ``DELETE /api/silences/{id}``           expire a silence (also ``DELETE /api/silences?id=``)
 ``GET /api/keys``, ``/api/series/{key}`` the recorder's keys and one key's recent points (``?around=&span=``)
 ``GET /api/fleet``                      events and flags per second, and the latest flagged points
+``GET /api/services/graph``             the live service graph of a ``service_graph`` step (``?step=``): nodes
+                                        (versions, ``anomalous``), edges (calls, errors, first/last seen)
 ======================================= ==========================================================================
 
 Errors are JSON ``{error, field, value}``. Authentication, security headers and the body-size limit are the
@@ -47,12 +51,14 @@ from starlette.exceptions import HTTPException
 from vigil.alerting.policy import parse_matchers
 from vigil.alerting.store import AlertStore
 from vigil.console.auth import MAX_BODY_BYTES, ConsoleGuard
+from vigil.console.listing import list_alerts
 from vigil.console.views import ApiError, _Console, explain
 from vigil.errors import ConfigError, StateError
 from vigil.types import parse_duration_ms
 
 STATIC = Path(__file__).parent / "static"
 STATUSES = ("firing", "resolved", "retracted")
+SEARCH_BUDGET_S = 0.08  # of searching per call: with the rest of a call (and a loaded machine), within 200 ms
 Short = Annotated[str, StringConstraints(max_length=100, strip_whitespace=True)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
 FP = Annotated[str, PathParam(pattern=r"^[0-9a-f]{4,64}$")]
@@ -125,7 +131,8 @@ def _finite(obj: Any) -> Any:
 
 
 def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, recorder: Any = None, token: str,
-               pipeline_name: str, clock: Callable[[], int] | None = None) -> FastAPI:  # fmt: skip
+               pipeline_name: str, clock: Callable[[], int] | None = None,
+               search_budget_s: float | None = SEARCH_BUDGET_S) -> FastAPI:  # fmt: skip
     """The console app (see the module docstring).
 
     Args:
@@ -137,8 +144,12 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
         token: the access token (see :mod:`vigil.console.auth`).
         pipeline_name: shown in the page title and health.
         clock: processing time in epoch ms (default: the wall clock).
+        search_budget_s: a search call stops looking once this much time has passed (and at 10,000 alerts),
+            so that a loaded machine still answers within it; ``None``: only the 10,000 alerts bound it.
     """
     ctx = _Console(store, manager, runner, recorder, pipeline_name, clock or (lambda: time.time_ns() // 1_000_000))
+    ctx.search_budget_s = search_budget_s
+    store.tune_for_reads()
     app = FastAPI(title="Vigil console", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=_JSON)  # fmt: skip
     app.state.console = ctx
@@ -182,27 +193,20 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
                q: Annotated[str | None, Query(max_length=200)] = None,
                severity: Annotated[str | None, Query(max_length=50)] = None,
                group: Annotated[str | None, Query(max_length=2000)] = None,
-               limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Any:  # fmt: skip
-        out = []
-        needle = q.lower() if q else None
-        views = ctx.views(status=status, key=key or None)
-        for v in views:
-            if (severity and v["severity"] != severity) or (group and v["group"] != group):
-                continue
-            if needle and not any(needle in str(v[f] or "").lower()
-                                  for f in ("key", "alertname", "message", "fingerprint")):  # fmt: skip
-                continue
-            out.append(v)
-        return {"alerts": out[:limit], "total": len(out), "pipeline": ctx.pipeline}
+               limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+               cursor: Annotated[str | None, Query(max_length=400)] = None) -> Any:  # fmt: skip
+        return list_alerts(ctx, status=status, severity=severity, key=key, q=q, group=group, limit=limit,
+                           cursor=cursor, budget_s=ctx.search_budget_s)  # fmt: skip
 
     @app.get("/api/alerts/{fingerprint}")
     def alert(fingerprint: FP) -> Any:
         row = ctx.find(fingerprint)
         fp = row["fingerprint"]
-        view = ctx.views(rows=[row])[0]
+        view = ctx.views([row])[0]
         last = row.get("last_alert") or {}
         return {**view, "alert": last, "explanation": explain(last), "revisions": store.revisions(fp),
-                "acks": store.acks(fp, active_only=False), "feedback": store.feedback(fp)}  # fmt: skip
+                "acks": store.acks(fp, active_only=False), "feedback": store.feedback(fp),
+                "recorder": recorder is not None}  # fmt: skip
 
     @app.post("/api/alerts/{fingerprint}/ack", status_code=201)
     def ack(fingerprint: FP, body: Annotated[AckIn, Body()]) -> Any:
@@ -358,6 +362,20 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
         if recorder is None:
             return {"ts_ms": [], "events": [], "flags": [], "recent_flags": []}
         return {**recorder.fleet(), "recent_flags": recorder.recent_flags(50)}
+
+    @app.get("/api/services/graph")
+    def services_graph(step: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+        steps = [s for s in getattr(getattr(runner, "p", None), "steps", []) if hasattr(s, "graph_json")]
+        if step is not None:
+            steps = [s for s in steps if s.name == step]
+        if not steps:
+            raise ApiError(404, "no service_graph step in the running pipeline", "step", step)
+        for _ in range(3):  # the engine thread may change the graph while it is read: retry
+            try:
+                return {"step": steps[0].name, **steps[0].graph_json()}
+            except RuntimeError:
+                continue
+        raise ApiError(503, "the graph is changing too fast to read; retry", "step", steps[0].name)
 
     return app
 

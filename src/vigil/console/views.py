@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
 from vigil.alerting.policy import AlertPolicy, Matcher, matches_all
+from vigil.alerting.runtime import DEFAULT_GROUP_BY
 from vigil.alerting.store import AlertStore
 from vigil.errors import ConfigError
 
@@ -61,28 +61,34 @@ class _Console:
                  clock: Callable[[], int]) -> None:  # fmt: skip
         self.store, self.manager, self.runner, self.recorder = store, manager, runner, recorder
         self.pipeline, self.clock = pipeline, clock
-        self.policy = getattr(manager, "policy", None) or AlertPolicy.from_dict(None)
+        # without a manager (a store served alone), group as a pipeline's default policy does: per detector and key
+        default = {"route": {"receiver": "default", "group_by": list(DEFAULT_GROUP_BY)}}
+        self.policy = getattr(manager, "policy", None) or AlertPolicy.from_dict(default)
+        self.search_budget_s: float | None = None
 
-    def live(self) -> dict[str, Any]:
-        """The manager's view of each alert by fingerprint (empty without a manager, or if it keeps racing)."""
-        if self.manager is None:
+    def live(self, fingerprints: set[str]) -> dict[str, Any]:
+        """The manager's view of these alerts (empty without a manager, or if it keeps racing the engine)."""
+        if self.manager is None or not fingerprints:
             return {}
         for _ in range(3):
             try:
-                return {s.fingerprint: s for s in self.manager.alerts()}
+                return {s.fingerprint: s for s in self.manager.alerts(fingerprints=fingerprints)}
             except RuntimeError:  # the engine changed the manager's dicts while we read them
                 time.sleep(0.01)
         return {}
 
-    def views(self, status: str | None = None, key: str | None = None, rows: list[Any] | None = None
-              ) -> list[dict[str, Any]]:  # fmt: skip
-        """Stored alerts (``rows``, default all) as the API shows them, newest change first."""
-        rows = self.store.alerts(status=status, key=key) if rows is None else rows
-        live = self.live()
+    def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stored alert rows as the API shows them (live state from the manager when one is attached)."""
+        live = self.live({r["fingerprint"] for r in rows})
         silences = [(s["id"], tuple(Matcher.parse(t) for t in s["matchers"]))
                     for s in self.store.silences(active_at_ms=self.clock())]  # fmt: skip
-        acks = {a["fingerprint"]: a for a in self.store.acks()}
+        acks = self.store.acks_for([r["fingerprint"] for r in rows])
         return [self.view(r, live.get(r["fingerprint"]), silences, acks) for r in rows]
+
+    def group_of(self, labels: dict[str, Any]) -> str:
+        """The group key the policy puts an alert with these labels in (its first route's)."""
+        nodes = self.policy.tree.match(labels)
+        return nodes[0].group_key(labels) if nodes else ""
 
     def view(self, row: dict[str, Any], live: Any, silences: list[Any], acks: dict[str, Any]) -> dict[str, Any]:
         labels, last = row["labels"], row.get("last_alert") or {}
@@ -94,8 +100,7 @@ class _Console:
         else:
             silenced_by = [sid for sid, ms in silences if matches_all(ms, labels)]
             inhibited_by, flapping = [], False
-            nodes = self.policy.tree.match(labels)
-            group = nodes[0].group_key(labels) if nodes else ""
+            group = self.group_of(labels)
             a = acks.get(fp)
             acked = {k: a[k] for k in ("by", "comment", "at_ms")} if a else None
         return {"fingerprint": fp, "labels": labels, "alertname": labels.get("alertname"), "key": labels.get("key"),
@@ -118,9 +123,16 @@ class _Console:
         return row
 
     def health(self) -> dict[str, Any]:
+        """The health bar: run counters and lags (with a runner), alerts per state, silences, the recorder.
+
+        Two lags, never event time against the wall clock (a replay of last year's data is not a year late):
+        ``event_lag_ms``, how far the watermark trails the newest event seen (out-of-order slack plus idle
+        partitions), and ``processing_lag_ms``, how long ago (processing time) the last batch was processed.
+        Both need the stream recorder, which sees every batch; ``null`` when unknown, or once the run finished.
+        """
         now = self.clock()
         out: dict[str, Any] = {"pipeline": self.pipeline, "now_ms": now, "attached": self.runner is not None}
-        r = self.runner
+        r, rec = self.runner, self.recorder
         if r is None:
             out["message"] = "no pipeline attached"
         else:
@@ -131,19 +143,33 @@ class _Console:
             wm = int(st.watermark_ms)
             stats["watermark_ms"] = wm if -_NO_WM < wm < _NO_WM else None
             out["stats"] = stats
-            out["watermark_lag_ms"] = now - wm if -_NO_WM < wm < _NO_WM else None
-            out["checkpoint_age_s"] = _checkpoint_age_s(r)
+            newest = getattr(rec, "newest_ts_ms", None)
+            last_batch = getattr(rec, "last_batch_ms", None)
+            running = not st.finished
+            out["newest_event_ms"] = newest
+            out["event_lag_ms"] = max(0, newest - wm) if running and newest is not None and \
+                stats["watermark_ms"] is not None else None  # fmt: skip
+            out["processing_lag_ms"] = max(0, now - last_batch) if running and last_batch is not None else None
+            out["last_batch_ms"] = last_batch
+            out["checkpoint_age_s"] = _checkpoint_age_s(r, now)
             metrics = getattr(r, "metrics", None)
             out["lag"] = _safe(lambda: metrics.lag()) if metrics is not None else None
             out["self_alerts"] = _self_alerts(metrics)
             out["model_health"] = _model_health(r)
-        views = self.views()
-        out["alerts"] = dict(Counter(v["status"] for v in views))
-        out["alerts"]["silenced"] = sum(v["silenced"] for v in views if v["status"] == "firing")
-        out["alerts"]["acked"] = sum(v["acked"] is not None for v in views if v["status"] == "firing")
-        out["silences"] = len(self.store.silences(active_at_ms=now))
-        out["recorder"] = None if self.recorder is None else {"keys": len(self.recorder)}
+        active = self.store.silences(active_at_ms=now)
+        counts = self.store.alert_counts()
+        matchers = [[(m.label, m.op, m.value) for m in map(Matcher.parse, s["matchers"])] for s in active]
+        silenced, acked, exact = self.store.count_muted(matchers)
+        out["alerts"] = {**counts, "silenced": silenced, "acked": acked}
+        out["alerts_exact"] = exact
+        out["silences"] = len(active)
+        out["recorder"] = None if rec is None else {"keys": len(rec), **_safe_dict(getattr(rec, "stats", None))}
         return out
+
+
+def _safe_dict(fn: Any) -> dict[str, Any]:
+    got = _safe(fn) if callable(fn) else None
+    return got if isinstance(got, dict) else {}
 
 
 def _safe(fn: Callable[[], Any]) -> Any:
@@ -153,13 +179,13 @@ def _safe(fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _checkpoint_age_s(runner: Any) -> float | None:
+def _checkpoint_age_s(runner: Any, now_ms: int) -> float | None:
     store = getattr(runner, "store", None)
     listing = _safe(store.list) if store is not None and hasattr(store, "list") else None
     if not listing:
         return None
     mtime = _safe(lambda: listing[-1][1].stat().st_mtime)
-    return None if mtime is None else max(0.0, time.time() - mtime)
+    return None if mtime is None else max(0.0, now_ms / 1000 - mtime)
 
 
 def _self_alerts(metrics: Any) -> list[dict[str, Any]]:

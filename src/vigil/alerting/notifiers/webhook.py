@@ -90,7 +90,7 @@ def webhook_payload(notification: Notification, external_url: str = "") -> dict[
     return {
         "version": "4",
         "groupKey": notification.group_key,
-        "truncatedAlerts": 0,
+        "truncatedAlerts": notification.truncated,
         "status": notification.status,
         "receiver": notification.receiver,
         "groupLabels": {str(k): str(v) for k, v in notification.group_labels.items()},

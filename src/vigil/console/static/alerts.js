@@ -1,216 +1,263 @@
-// #/alerts (the list, with filters and grouping) and #/alert/<fingerprint> (one alert, explained, with actions).
+// #/alerts?status=&severity=&q=&grouped=: the alerts, newest change first, a page at a time from the server.
+//
+// The first page refreshes every 5 s. Older pages load as the end of the list scrolls into view (or with the
+// button); while older pages are shown the refresh pauses, so rows don't move under the reader. A search looks
+// through a bounded number of alerts per call and says how far back it got; it goes on by itself for a while,
+// then asks.
 
-import { barList, lineChart } from "./chart.js";
 import {
-  api, ApiError, badge, clear, dur, errorBox, field, h, qs, rememberUser, sig, stateBadges, userName, when,
+  api, badge, clear, errorBox, field, groupTitle, h, num, plain, qs, shown, stateBadges, when,
 } from "./dom.js";
 
-const LIST_REFRESH_MS = 5000;
-const WINDOW_MS = 10 * 60 * 1000;
+const REFRESH_MS = 5000;
+const PAGE = 50;
+const AUTO_CALLS = 50; // a search goes on by itself for this many calls (500,000 alerts), then asks
+const STATUSES = [["firing", "Firing"], ["resolved", "Resolved"], ["retracted", "Retracted"], ["all", "All"]];
 
-function alertHref(fp) { return "#/alert/" + encodeURIComponent(fp); }
+export function alertHref(fp) { return "#/alert/" + encodeURIComponent(fp); }
 
 function select(name, options, value) {
   return h("select", { name }, options.map(([v, t]) => h("option", { value: v, selected: v === value }, t)));
 }
 
 function alertRow(a) {
-  return h("tr", { class: `sev-${a.severity}` },
-    h("td", {}, stateBadges(a)),
-    h("td", {}, badge(a.severity || "–", `sev ${a.severity || ""}`)),
-    h("td", {}, h("a", { href: alertHref(a.fingerprint) }, a.alertname || a.fingerprint)),
-    h("td", { class: "key-cell" }, a.key),
-    h("td", { class: "message" }, a.message),
-    h("td", {}, h("time", {}, when(a.starts_at_ms))),
-    h("td", { class: "num" }, String(a.observations)));
+  return h("tr", { class: `sev-${a.severity}`, "data-fp": a.fingerprint },
+    h("td", {}, stateBadges(a), " ", badge(a.severity || "–", `sev ${a.severity || ""}`)),
+    h("td", { class: "name-cell" }, h("a", { href: alertHref(a.fingerprint), title: plain(a.alertname) },
+      shown(a.alertname || a.fingerprint))),
+    h("td", { class: "key-cell", title: plain(a.key) }, h("div", { class: "clamp" }, shown(a.key))),
+    h("td", { class: "message", title: plain(a.message) }, h("div", { class: "clamp" }, shown(a.message))),
+    h("td", { class: "time" }, h("time", {}, when(a.starts_at_ms))),
+    h("td", { class: "time" }, h("time", {}, when(a.updated_ms))),
+    h("td", { class: "num" }, num(a.observations)));
 }
 
-function alertTable(rows) {
+function alertTable(rows, caption) {
   return h("table", { class: "alerts" },
-    h("thead", {}, h("tr", {}, ["State", "Severity", "Alert", "Key", "Message", "Started", "Seen"].map(
-      (t) => h("th", { scope: "col" }, t)))),
+    h("caption", { class: "visually-hidden" }, caption),
+    h("thead", {}, h("tr", {}, [["State", "status, then severity"], ["Alert"], ["Key"], ["Message"],
+      ["Started", "event time of the first observation"], ["Changed", "when the alert last changed (newest first)"],
+      ["Seen", "observations: how many times the detector flagged it"]].map(
+      ([t, tip]) => h("th", { scope: "col", title: tip || null, class: t === "Seen" ? "num" : null }, t)))),
     h("tbody", {}, rows.map(alertRow)));
+}
+
+function grouped(rows) {
+  const groups = new Map();
+  for (const a of rows) {
+    if (!groups.has(a.group)) groups.set(a.group, []);
+    groups.get(a.group).push(a);
+  }
+  return [...groups.entries()].map(([g, list]) => {
+    const firing = list.filter((a) => a.status === "firing").length;
+    return h("section", { class: "card group" },
+      h("h2", {}, ...groupTitle(g), h("span", { class: "muted count" },
+        ` · ${list.length} alert${list.length === 1 ? "" : "s"}, ${firing} firing`)),
+      h("div", { class: "scroll" }, alertTable(list, `Alerts of group ${plain(g)}`)));
+  });
 }
 
 export function alertsPage(main, r) {
   const p = r.params;
+  const f = {
+    status: STATUSES.some(([s]) => s === p.get("status")) ? p.get("status") : "firing",
+    severity: p.get("severity") || "", q: p.get("q") || "", grouped: p.get("grouped") === "1",
+  };
+  let rows = [];
+  let cursor = null;
+  let complete = true;
+  let searchedTo = null;
+  let examined = 0;
+  let total = null;
+  let counts = null;
+  let pages = 0;
+  let calls = 0; // calls of this search since it last found a full page or the reader asked for more
+  let made = 0; // calls behind what is shown: the refresh repeats only a list that took one call
+  let loading = false;
+  let failed = null;
   let stopped = false;
+  let gen = 0;
   let timer = null;
   let debounce = null;
-  const status = select("status", [["", "any"], ["firing", "firing"], ["resolved", "resolved"],
-    ["retracted", "retracted"]], p.get("status") || "");
+
+  const tabs = h("div", { class: "tabs", role: "radiogroup", "aria-label": "Status" });
   const severity = select("severity", [["", "any"], ["critical", "critical"], ["warning", "warning"],
-    ["info", "info"]], p.get("severity") || "");
-  const text = h("input", { type: "search", name: "q", value: p.get("q") || "", placeholder: "key, alert or message",
-    autocomplete: "off" });
-  const grouped = h("input", { type: "checkbox", name: "group", checked: p.get("grouped") === "1" });
-  const out = h("div", { "aria-live": "polite" });
+    ["info", "info"]], f.severity);
+  const text = h("input", { type: "search", name: "q", value: f.q, maxlength: "200", autocomplete: "off",
+    placeholder: "e.g. card-0042 or amount" });
+  const groupBox = h("input", { type: "checkbox", id: "grouped", checked: f.grouped });
   const form = h("form", { class: "filters card", role: "search", "aria-label": "Filter alerts" },
-    field("Status", status), field("Severity", severity), field("Key or text", text),
-    h("div", { class: "field check" }, grouped, h("label", { for: "grouped" }, "Group by group key")));
-  grouped.id = "grouped";
-  form.addEventListener("submit", (e) => e.preventDefault());
-  const params = () => ({ status: status.value, severity: severity.value, q: text.value.trim(),
-    grouped: grouped.checked ? "1" : "" });
-  const onChange = () => {
-    clearTimeout(debounce);
-    debounce = setTimeout(() => {
-      history.replaceState(null, "", "#/alerts" + qs(params()));
-      load();
-    }, 250);
-  };
-  for (const el of [status, severity, grouped]) el.addEventListener("change", onChange);
-  text.addEventListener("input", onChange);
-  main.append(h("h1", {}, "Alerts"), form, out);
+    field("Search key, alert name or message", text), field("Severity", severity),
+    h("div", { class: "field check" }, groupBox, h("label", { for: "grouped" }, "Group by group key")));
+  const summary = h("p", { class: "summary", role: "status", "aria-live": "polite" });
+  const list = h("div", { class: "list", "aria-busy": "true" });
+  const more = h("div", { class: "more" });
+  main.append(h("h1", {}, "Alerts"), tabs, form, summary, list, more);
+  form.addEventListener("submit", (e) => { e.preventDefault(); apply(); });
 
-  async function load() {
-    clearTimeout(timer);
-    const f = params();
-    let data;
-    try {
-      data = await api("/alerts" + qs({ status: f.status, severity: f.severity, q: f.q, limit: 1000 }));
-    } catch (err) {
-      clear(out).append(errorBox(err));
-      data = null;
+  const params = () => ({ status: f.status === "firing" ? "" : f.status, severity: f.severity, q: f.q,
+    grouped: f.grouped ? "1" : "" });
+  function apply() {
+    history.replaceState(null, "", "#/alerts" + qs(params()));
+    reload();
+  }
+  const later = () => { clearTimeout(debounce); debounce = setTimeout(() => { f.q = text.value.trim(); apply(); }, 300); };
+  text.addEventListener("input", later);
+  severity.addEventListener("change", () => { f.severity = severity.value; apply(); });
+  groupBox.addEventListener("change", () => { f.grouped = groupBox.checked; render(); history.replaceState(null, "",
+    "#/alerts" + qs(params())); });
+
+  const searching = () => Boolean(f.q || f.severity);
+
+  function renderTabs() {
+    const all = counts ? counts.firing + counts.resolved + counts.retracted : null;
+    clear(tabs).append(...STATUSES.map(([s, label]) => {
+      const id = `status-${s}`;
+      const n = counts ? (s === "all" ? all : counts[s]) : null;
+      const input = h("input", { type: "radio", name: "status", id, value: s, checked: s === f.status });
+      input.addEventListener("change", () => { f.status = s; apply(); });
+      return h("label", { for: id, class: `tab ${s === f.status ? "on" : ""}`.trim() }, input,
+        h("span", {}, label), h("span", { class: "count" }, n === null ? "…" : num(n)));
+    }));
+  }
+
+  function describe() {
+    if (!pages) return loading ? (searching() ? "Searching…" : "") : "";
+    const word = f.status === "all" ? "" : `${f.status} `;
+    if (!searching()) {
+      if (!total) return ""; // the empty state says it
+      const shownCount = rows.length < total ? `; the ${num(rows.length)} that changed last are shown` : "";
+      return `${num(total)} ${word}alert${total === 1 ? "" : "s"}, newest change first${shownCount}.`;
     }
-    if (stopped) return;
+    const what = [f.q ? `“${f.q}”` : null, f.severity ? `severity ${f.severity}` : null].filter(Boolean).join(", ");
+    const found = `${num(rows.length)} ${word}alert${rows.length === 1 ? "" : "s"} matching ${what}`;
+    if (complete && cursor === null) {
+      return rows.length ? `${found}: all of them.` : `Looked through all ${num(examined)} ${word}alerts.`;
+    }
+    if (!complete) return `${found} so far; looked through ${num(examined)} alerts, back to changes of ` +
+      `${when(searchedTo)}.`;
+    return `${found} so far, newest change first.`;
+  }
+
+  function emptyState() {
+    if (searching()) {
+      return h("div", { class: "empty-state card" }, h("p", {}, `No ${f.status === "all" ? "" : f.status + " "}` +
+        "alert matches. The search looks at the key, the alert name and the message (letters in any case)."),
+        h("button", { type: "button", class: "secondary", onclick: () => { text.value = ""; f.q = "";
+          severity.value = ""; f.severity = ""; apply(); } }, "Clear the search"));
+    }
+    const all = counts ? counts.firing + counts.resolved + counts.retracted : 0;
+    if (!all) {
+      return h("div", { class: "empty-state card" }, h("p", {}, "No alerts yet."),
+        h("p", { class: "muted" }, "Alerts appear here as soon as a detector flags an event and the alert policy " +
+          "raises it. Live streams (when a pipeline runs with this console) are under Live."));
+    }
+    return h("div", { class: "empty-state card" },
+      h("p", {}, `No ${f.status} alerts.`),
+      h("p", { class: "muted" }, `${num(all)} alert${all === 1 ? "" : "s"} in the store: ` +
+        `${num(counts.firing)} firing, ${num(counts.resolved)} resolved, ${num(counts.retracted)} retracted.`),
+      h("a", { class: "button-link", href: "#/alerts?status=all" }, "Show all alerts"));
+  }
+
+  function render() {
+    renderTabs();
+    summary.textContent = describe() + (f.grouped && cursor !== null && rows.length ? " Grouped: the groups of " +
+      "the alerts loaded so far." : "");
+    list.setAttribute("aria-busy", loading && !pages ? "true" : "false");
+    if (!pages && loading) {
+      clear(list).append(h("p", { class: "loading" }, searching() ? "Searching the alerts…" : "Loading alerts…"));
+    }
+    else if (!pages && failed) clear(list).append(errorBox(failed), retryButton());
+    else if (!rows.length && (complete || cursor === null)) clear(list).append(emptyState());
+    else if (f.grouped) clear(list).append(...grouped(rows));
+    else clear(list).append(h("div", { class: "card scroll" }, alertTable(rows, "Alerts, newest change first")));
+    renderMore();
+  }
+
+  function retryButton() {
+    return h("button", { type: "button", class: "secondary", onclick: () => reload() }, "Try again");
+  }
+
+  function renderMore() {
+    clear(more);
+    if (!pages) return;
+    if (failed) { more.append(errorBox(failed), retryButton()); return; }
+    if (cursor === null) {
+      if (rows.length > PAGE) more.append(h("p", { class: "muted end" }, "End of the list."));
+      return;
+    }
+    if (loading) { more.append(h("p", { class: "loading" }, searching() ? "Searching older alerts…" : "Loading…")); return; }
+    const asks = !complete && calls >= AUTO_CALLS;
+    more.append(h("button", { type: "button", class: "secondary", onclick: () => { calls = 0; loadMore(); } },
+      asks ? "Keep searching older alerts" : searching() ? "Search older alerts" : "Load older alerts"));
+    if (made > 1) {
+      more.append(h("span", { class: "muted paused" }, searching() ? " Refresh paused while the search goes on. "
+        : " Refresh paused while older alerts are shown. "),
+        h("button", { type: "button", class: "link", onclick: () => { window.scrollTo(0, 0); reload(); } },
+          "Back to the newest"));
+    }
+  }
+
+  async function fetchPage(after) {
+    const mine = gen;
+    loading = true;
+    failed = null;
+    render();
+    let data = null;
+    try {
+      data = await api("/alerts" + qs({ status: f.status === "all" ? "" : f.status, severity: f.severity, q: f.q,
+        limit: PAGE, cursor: after }));
+    } catch (err) {
+      if (mine === gen && !stopped) failed = err;
+    }
+    if (stopped || mine !== gen) return;
+    loading = false;
     if (data) {
-      const summary = h("p", { class: "muted" }, `${data.total} alert${data.total === 1 ? "" : "s"}` +
-        (data.total > data.alerts.length ? `, the ${data.alerts.length} most recently changed shown` : ""));
-      if (!data.alerts.length) clear(out).append(summary, h("p", { class: "empty" }, "No alert matches."));
-      else if (!f.grouped) clear(out).append(summary, h("div", { class: "card scroll" }, alertTable(data.alerts)));
-      else {
-        const groups = new Map();
-        for (const a of data.alerts) {
-          if (!groups.has(a.group)) groups.set(a.group, []);
-          groups.get(a.group).push(a);
-        }
-        const sections = [...groups.entries()].map(([g, rows]) => {
-          const firing = rows.filter((a) => a.status === "firing").length;
-          return h("section", { class: "card group" },
-            h("h2", {}, h("code", {}, g || "(no group)"), " ",
-              h("span", { class: "muted" }, `${rows.length} alert${rows.length === 1 ? "" : "s"}, ${firing} firing`)),
-            h("div", { class: "scroll" }, alertTable(rows)));
-        });
-        clear(out).append(summary, ...sections);
-      }
+      const seen = new Set(rows.map((a) => a.fingerprint));
+      rows = after ? rows.concat(data.alerts.filter((a) => !seen.has(a.fingerprint))) : data.alerts;
+      cursor = data.next_cursor;
+      complete = data.complete;
+      searchedTo = data.searched_to_ms;
+      examined = (after ? examined : 0) + data.examined;
+      total = data.total;
+      counts = data.counts;
+      pages = after ? pages + 1 : 1;
+      made = after ? made + 1 : 1;
+      calls = data.alerts.length >= PAGE ? 0 : calls + 1;
     }
-    timer = setTimeout(load, LIST_REFRESH_MS);
+    render();
+    schedule();
+    if (data && cursor !== null && visible && (complete ? false : calls < AUTO_CALLS)) loadMore();
   }
 
-  load();
-  return { stop() { stopped = true; clearTimeout(timer); clearTimeout(debounce); } };
-}
+  function reload() {
+    gen += 1;
+    rows = [];
+    cursor = null;
+    pages = 0;
+    calls = 0;
+    fetchPage(null);
+  }
 
-function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
-    .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
-}
+  function loadMore() {
+    if (!loading && cursor !== null) fetchPage(cursor);
+  }
 
-export function alertPage(main, r) {
-  const fp = r.arg;
-  let stopped = false;
-  const box = h("div");
-  main.append(h("p", {}, h("a", { href: "#/alerts" }, "← All alerts")), box);
-
-  async function load(flash) {
-    let a;
-    try {
-      a = await api("/alerts/" + encodeURIComponent(fp));
-    } catch (err) {
-      clear(box).append(err instanceof ApiError && err.status === 404 ? h("p", { class: "empty" },
-        "No such alert.") : errorBox(err));
-      return;
-    }
+  function schedule() {
+    clearTimeout(timer);
     if (stopped) return;
-    const chartBox = h("div", { class: "chart-box" }, h("p", { class: "muted" }, "Loading the window around it…"));
-    const status = h("p", { class: "flash", role: "status" }, flash || "");
-    const by = h("input", { type: "text", value: userName(), maxlength: "100", autocomplete: "name" });
-    const note = h("textarea", { rows: "2", maxlength: "2000", placeholder: "why (optional)" });
-    const act = async (what, body, done) => {
-      rememberUser(by.value.trim());
-      try {
-        await api(`/alerts/${encodeURIComponent(a.fingerprint)}/${what}`, { method: "POST", body });
-        load(done);
-      } catch (err) {
-        clear(status).append(errorBox(err));
-      }
-    };
-    const matchers = [`alertname=${a.alertname || ""}`, `key=${a.key || ""}`];
-    const actions = h("section", { class: "card actions", "aria-label": "Actions" },
-      h("h2", {}, "Act on it"), field("Your name", by), field("Comment or note", note),
-      h("div", { class: "buttons" },
-        h("button", { type: "button", onclick: () => act("ack", { by: by.value.trim(), comment: note.value },
-          "Acknowledged.") }, "Ack"),
-        h("button", { type: "button", class: "good", onclick: () => act("feedback", { label: "true_positive",
-          note: note.value, by: by.value.trim() }, "Labelled true positive.") }, "True positive"),
-        h("button", { type: "button", class: "bad", onclick: () => act("feedback", { label: "false_positive",
-          note: note.value, by: by.value.trim() }, "Labelled false positive.") }, "False positive"),
-        h("a", { class: "button-link", href: "#/silences" + qs({ m: matchers.join("\n") }) }, "Silence…")),
-      status);
-    const shown = (v) => v !== null && v !== undefined;
-    const expl = a.explanation.length ? barList(a.explanation.map((x) => ({
-      label: x.feature, value: x.score, strong: x.flag === true,
-      text: `${x.score >= 0 ? "+" : ""}${sig(x.score)}` + (shown(x.value) ? ` (value ${sig(x.value)}` +
-        (shown(x.expected) ? `, expected ${sig(x.expected)}` : "") + ")" : ""),
-    })), "Top contributing features") : h("p", { class: "muted" }, "This detector gives no per-feature attribution.");
-    const revs = h("table", { class: "compact" },
-      h("thead", {}, h("tr", {}, ["Revision", "Status", "Reason", "At", "Note"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, a.revisions.map((v) => h("tr", {}, h("td", {}, String(v.revision)), h("td", {}, badge(v.status,
-        `status-${v.status}`)), h("td", {}, v.reason), h("td", {}, when(v.at_ms)), h("td", {}, v.note || "")))));
-    const people = (rows, render) => rows.length ? h("ul", { class: "people" }, rows.map(render))
-      : h("p", { class: "muted" }, "none");
-    clear(box).append(
-      h("h1", {}, h("span", {}, a.alertname || "alert"), h("span", { class: "muted" }, " on "),
-        h("span", { class: "key-title" }, a.key)),
-      h("p", {}, stateBadges(a), " ", badge(a.severity || "–", `sev ${a.severity || ""}`)),
-      h("p", { class: "message lead" }, a.message || "(no message)"),
-      h("div", { class: "grid2" },
-        h("section", { class: "card", "aria-label": "Window around the alert" }, h("h2", {}, "Around the alert"),
-          chartBox),
-        h("section", { class: "card", "aria-label": "Explanation" }, h("h2", {}, "Why: top contributing features"),
-          expl)),
-      h("div", { class: "grid2" }, actions,
-        h("section", { class: "card" }, h("h2", {}, "Details"), facts([
-          ["Fingerprint", h("code", {}, a.fingerprint)],
-          ["Score", `${sig(a.score)} (threshold ${sig(a.threshold)})`],
-          ["Event time", when(a.event_ts_ms)], ["Started", when(a.starts_at_ms)], ["Ended", when(a.ends_at_ms)],
-          ["Observations", String(a.observations)], ["Revision", String(a.revision)],
-          ["Group", h("code", {}, a.group || "–")],
-          ["Silenced by", a.silenced_by.join(", ")], ["Inhibited by", a.inhibited_by.join(", ")],
-        ]))),
-      h("div", { class: "grid2" },
-        h("section", { class: "card" }, h("h2", {}, "Labels"), people(a.feedback, (f) => h("li", {},
-          badge(f.label.replace("_", " "), f.label === "false_positive" ? "fp" : "tp"), " ",
-          h("span", {}, f.by || "–"), " ", h("time", { class: "muted" }, when(f.at_ms)),
-          f.note ? h("p", { class: "note" }, f.note) : null))),
-        h("section", { class: "card" }, h("h2", {}, "Acks"), people(a.acks, (k) => h("li", {},
-          h("span", {}, k.by), " ", h("time", { class: "muted" }, when(k.at_ms)),
-          k.cleared_ms ? badge("cleared", "muted") : null, k.comment ? h("p", { class: "note" }, k.comment) : null)))),
-      h("section", { class: "card" }, h("h2", {}, "History"), h("div", { class: "scroll" }, revs)),
-      h("details", { class: "card" }, h("summary", {}, "Raw alert"),
-        h("pre", {}, JSON.stringify(a.alert, null, 2))));
-    if (a.event_ts_ms === null || a.event_ts_ms === undefined) {
-      clear(chartBox).append(h("p", { class: "muted" }, "The alert has no event time."));
-      return;
-    }
-    try {
-      const ser = await api("/series/" + encodeURIComponent(a.key) + qs({ around: a.event_ts_ms, span: WINDOW_MS }));
-      const name = Object.keys(ser.fields)[0];
-      const steps = Object.values(ser.steps);
-      const flags = ser.ts_ms.map((_, i) => steps.some((st) => st.flag && st.flag[i]));
-      clear(chartBox).append(
-        h("p", { class: "muted" }, `${name || "value"} over ${dur(WINDOW_MS)} around ${when(a.event_ts_ms)}; ` +
-          "the dashed line is the alert, red dots are anomalous points."),
-        lineChart({ ts: ser.ts_ms, ys: name ? ser.fields[name] : [], flags, marker: a.event_ts_ms,
-          title: `${a.key} ${name || ""}`, width: chartBox.clientWidth, height: 220 }));
-    } catch (err) {
-      clear(chartBox).append(h("p", { class: "muted" }, err instanceof ApiError && err.status === 404
-        ? "No recorded points around this alert (the console has no live recorder, or the key was forgotten)."
-        : err.message));
-    }
+    timer = setTimeout(() => {
+      if (made <= 1 && !loading) fetchPage(null); else schedule();
+    }, REFRESH_MS);
   }
 
-  load();
-  return { stop() { stopped = true; } };
+  let visible = false; // the end of the list is on screen: load older alerts as the reader gets there
+  const watcher = new IntersectionObserver((entries) => {
+    visible = entries.some((e) => e.isIntersecting);
+    if (visible && pages && cursor !== null && (complete || calls < AUTO_CALLS)) loadMore();
+  }, { rootMargin: "200px" });
+  watcher.observe(more);
+
+  reload();
+  return { stop() { stopped = true; clearTimeout(timer); clearTimeout(debounce); watcher.disconnect(); } };
 }

@@ -29,6 +29,56 @@ export function s(tag, attrs, ...children) {
   return put(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
+// Characters that are invisible or change how the text around them is shown: controls (C0, DEL, C1), format
+// characters (bidi embeddings, overrides, isolates and marks, zero-width ones, soft hyphen, tags) and the line
+// and paragraph separators. A key "user\u202egnp.exe" would read "userexe.png": they are shown as escapes.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+const NAMES = {
+  0x200b: "zero width space", 0x200c: "zero width non-joiner", 0x200d: "zero width joiner",
+  0x200e: "left-to-right mark", 0x200f: "right-to-left mark", 0x061c: "Arabic letter mark",
+  0x202a: "left-to-right embedding", 0x202b: "right-to-left embedding", 0x202c: "pop directional formatting",
+  0x202d: "left-to-right override", 0x202e: "right-to-left override", 0x2066: "left-to-right isolate",
+  0x2067: "right-to-left isolate", 0x2068: "first strong isolate", 0x2069: "pop directional isolate",
+  0x00ad: "soft hyphen", 0xfeff: "zero width no-break space", 0x2028: "line separator",
+  0x2029: "paragraph separator",
+};
+
+function escapeOf(ch) {
+  const cp = ch.codePointAt(0);
+  const hex = cp.toString(16).padStart(4, "0");
+  return cp > 0xffff ? `\\u{${hex}}` : `\\u${hex}`;
+}
+
+function nameOf(ch) {
+  const cp = ch.codePointAt(0);
+  const kind = NAMES[cp] || (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) ? "control character" : "format character");
+  return `U+${cp.toString(16).toUpperCase().padStart(4, "0")} ${kind}`;
+}
+
+/** The text with every invisible or direction-changing character written as an escape (for attributes). */
+export function plain(text) {
+  return text === null || text === undefined ? "" : String(text).replace(INVISIBLE, escapeOf);
+}
+
+/**
+ * Text as shown in the page: each invisible or direction-changing character becomes a marked escape
+ * (<span class="esc" title="U+202E right-to-left override">\u202e</span>), inside a <bdi>, so that neither the
+ * text nor what follows it can be reordered. `keepLines`: newlines and tabs stay (free text: notes, comments).
+ */
+export function shown(text, { keepLines = false, cls = null } = {}) {
+  const s = text === null || text === undefined ? "" : String(text);
+  const parts = [];
+  let at = 0;
+  for (const m of s.matchAll(INVISIBLE)) {
+    if (keepLines && (m[0] === "\n" || m[0] === "\t" || m[0] === "\r")) continue;
+    if (m.index > at) parts.push(s.slice(at, m.index));
+    parts.push(h("span", { class: "esc", title: nameOf(m[0]) }, escapeOf(m[0])));
+    at = m.index + m[0].length;
+  }
+  if (at < s.length) parts.push(s.slice(at));
+  return h("bdi", { class: cls }, parts);
+}
+
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
   return el;
@@ -149,4 +199,12 @@ export function field(labelText, control, hint) {
   control.id = id;
   return h("div", { class: "field" }, h("label", { for: id }, labelText), control,
     hint ? h("small", { class: "muted" }, hint) : null);
+}
+
+// a group key is "<route path>|<receiver>|{label="value",...}": show the labels, and whom the group notifies
+export function groupTitle(g) {
+  const m = /^([^|]*)\|([^|]*)\|(\{[\s\S]*\})$/.exec(g || "");
+  if (!m) return [h("code", {}, g ? shown(g) : "(no group)")];
+  return [h("code", { title: `group key ${plain(g)}` }, shown(m[3] === "{}" ? "(all alerts)" : m[3])),
+    h("span", { class: "muted" }, " notifies "), shown(m[2])];
 }

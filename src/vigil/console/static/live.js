@@ -1,7 +1,7 @@
 // #/live[/key]: the monitored streams, refreshed every 2 s: pick a key, see its values with anomalies in red.
 
 import { lineChart } from "./chart.js";
-import { api, ApiError, badge, clear, errorBox, field, h, qs, sig, when } from "./dom.js";
+import { api, ApiError, badge, clear, errorBox, field, h, plain, qs, shown, sig, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -15,39 +15,52 @@ export function livePage(main, r) {
   let stopped = false;
   let timer = null;
   let filterText = "";
-  const filter = h("input", { type: "search", placeholder: "part of a key", autocomplete: "off" });
+  const filter = h("input", { type: "search", placeholder: "part of a key", autocomplete: "off", maxlength: "200" });
   const keyList = h("ul", { class: "keylist" });
   const chartBox = h("div", { class: "chart-box", "aria-live": "off" });
   const fleetBox = h("div", { class: "chart-box" });
   const flagsBox = h("div");
   filter.addEventListener("input", () => { filterText = filter.value; refreshKeys(); });
-  main.append(
-    h("h1", {}, "Live streams"),
+  const layout = [
     h("div", { class: "live" },
       h("aside", { class: "card keys", "aria-label": "Keys" }, field("Find a key", filter), keyList),
       h("section", { class: "card", "aria-label": "Chart of the selected key" }, chartBox)),
     h("section", { class: "card", "aria-label": "Whole stream" },
-      h("h2", {}, "All keys: events per second"), fleetBox, h("h3", {}, "Latest anomalies"), flagsBox));
+      h("h2", {}, "All keys: events per second"), fleetBox, h("h3", {}, "Latest anomalies"), flagsBox)];
+  const body = h("div", {}, h("p", { class: "loading" }, "Loading the live streams…"));
+  main.append(h("h1", {}, "Live streams"), body);
+  let laidOut = false;
 
   async function refreshKeys() {
     let data;
     try {
       data = await api("/keys" + qs({ q: filterText, limit: 200 }));
     } catch (err) {
-      clear(keyList).append(h("li", {}, errorBox(err)));
+      if (laidOut) clear(keyList).append(h("li", {}, errorBox(err)));
+      else clear(body).append(errorBox(err), h("p", { class: "muted" }, "Trying again every few seconds."));
       return null;
     }
     if (stopped) return null;
     if (!data.recorder) {
-      clear(keyList).append(h("li", { class: "muted" }, "No stream recorder attached: this console serves an " +
-        "alert store only. Charts appear when the console runs next to a pipeline."));
+      clear(body).append(h("div", { class: "empty-state card" },
+        h("h2", {}, "No live pipeline"),
+        h("p", {}, "Live charts need a running pipeline: this console serves an alert store only. Start the " +
+          "pipeline with ", h("code", {}, "vigil run <pipeline.yaml>"), ": it serves this console next to it, " +
+          "with the charts."),
+        h("a", { class: "button-link", href: "#/alerts" }, "See the alerts")));
       return data;
     }
+    if (!laidOut) {
+      laidOut = true;
+      clear(body).append(...layout);
+    }
     const items = data.keys.map((k) => h("li", {},
-      h("a", { href: keyHref(k.key), "aria-current": k.key === key ? "true" : null },
-        h("span", { class: "key-name" }, k.key),
+      h("a", { href: keyHref(k.key), "aria-current": k.key === key ? "true" : null, title: plain(k.key) +
+          (k.flags ? `: ${k.flags} anomalous point${k.flags === 1 ? "" : "s"} among the last ${k.points}` : "") },
+        shown(k.key, { cls: "key-name" }),
         k.flags ? badge(String(k.flags), "status-firing") : null)));
-    clear(keyList).append(...(items.length ? items : [h("li", { class: "muted" }, "no keys")]));
+    clear(keyList).append(...(items.length ? items : [h("li", { class: "muted" }, filterText
+      ? "No recorded key contains that." : "No keys yet: waiting for the first events.")]));
     return data;
   }
 
@@ -60,7 +73,7 @@ export function livePage(main, r) {
     try {
       ser = await api("/series/" + encodeURIComponent(key));
     } catch (err) {
-      clear(chartBox).append(h("h2", { class: "key-title" }, key),
+      clear(chartBox).append(h("h2", {}, shown(key, { cls: "key-title" })),
         err instanceof ApiError && err.status === 404 ? h("p", { class: "muted" }, err.message) : errorBox(err));
       return;
     }
@@ -83,10 +96,10 @@ export function livePage(main, r) {
         h("td", {}, sig(st.calibrated[last])), h("td", {}, st.flag[last] ? "yes" : "no")))));
     const nflags = flags.filter(Boolean).length;
     clear(chartBox).append(
-      h("div", { class: "chart-head" }, h("h2", { class: "key-title" }, key), picker),
+      h("div", { class: "chart-head" }, h("h2", {}, shown(key, { cls: "key-title" })), picker),
       h("p", { class: "muted" }, `${ser.ts_ms.length} recent points of ${fieldName || "–"}; ` +
         (nflags ? `${nflags} anomalous (red)` : "no anomaly among them")),
-      lineChart({ ts: ser.ts_ms, ys: fieldName ? ser.fields[fieldName] : [], flags, title: `${key} ${fieldName}`,
+      lineChart({ ts: ser.ts_ms, ys: fieldName ? ser.fields[fieldName] : [], flags, title: plain(`${key} ${fieldName}`),
         pointTitle: tip, width: chartBox.clientWidth }),
       latest);
   }
@@ -99,13 +112,19 @@ export function livePage(main, r) {
       width: fleetBox.clientWidth, title: "events per second of event time, seconds with anomalies in red", dotClass: "flagged-second",
       pointTitle: (i) => `${when(f.ts_ms[i])}: ${f.events[i]} events, ${f.flags[i]} anomalous` }));
     const rows = f.recent_flags.slice(0, 15).map((x) => h("li", {},
-      h("time", {}, when(x.ts_ms)), " ", h("a", { href: keyHref(x.key) }, x.key), " ",
+      h("time", {}, when(x.ts_ms)), " ", h("a", { href: keyHref(x.key) }, shown(x.key)), " ",
       h("span", { class: "muted" }, Object.entries(x.scores).map(([n, v]) => `${n} ${sig(v)}`).join(", "))));
-    clear(flagsBox).append(rows.length ? h("ul", { class: "flags" }, rows) : h("p", { class: "muted" }, "none yet"));
+    clear(flagsBox).append(rows.length ? h("ul", { class: "flags" }, rows)
+      : h("p", { class: "muted" }, "No anomalous point yet."));
   }
 
   async function tick() {
     const data = await refreshKeys();
+    if (data && !data.recorder) return; // nothing live to follow
+    if (!data && !laidOut) {
+      if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+      return;
+    }
     if (!key && data && data.keys && data.keys.length) {
       const flagged = data.keys.find((k) => k.flags > 0);
       key = (flagged || data.keys[0]).key;
