@@ -5,9 +5,12 @@ Statistics: :class:`SlidingZScore` (exact event-time window, long baseline as fa
 :class:`CUSUM`, :class:`PageHinkley`. Forecasting: :class:`HoltWinters`, :class:`ForecastResidual`
 (any forecaster). Online ML: :class:`HalfSpaceTrees` (vectorized across keys),
 :class:`RiverDetector` (any River detector). Offline-trained: :class:`IsolationForestDetector` (ONNX
-Runtime). Rules: :class:`VelocityRule`, :class:`ThresholdRule`, :class:`ExpressionRule`. Combining:
-:class:`Ensemble`; :class:`LevelRarity` (the NAB configuration). Calibration:
-:class:`Calibrated` (anomaly likelihood over any detector's raw score).
+Runtime), :class:`OnnxSequence` (a PyTorch sequence autoencoder exported to ONNX). Rules: :class:`VelocityRule`,
+:class:`ThresholdRule`, :class:`ExpressionRule`. Combining:
+:class:`Ensemble`; :class:`LevelRarity` (the NAB configuration). Joint multivariate: :class:`Mahalanobis`
+(Mahalanobis distance or streaming PCA of a lag embedding; the SMAP/MSL configuration). Calibration:
+:class:`Calibrated` (anomaly likelihood over any detector's raw score), :class:`TailCalibrated` (the
+tail-probability contract of :mod:`vigil.detectors.calibration` over any detector's raw score).
 
 Every detector is registered by its ``kind`` (the name YAML configs use) and checked by the
 conformance suite in :mod:`vigil.testing.detectors`. The detector that serves a model from the registry
@@ -25,17 +28,21 @@ from vigil.detectors.hst import HalfSpaceTrees
 from vigil.detectors.iforest import IsolationForestDetector
 from vigil.detectors.likelihood import AnomalyLikelihood, Calibrated
 from vigil.detectors.mad import RobustZScore
+from vigil.detectors.mahalanobis import Mahalanobis
+from vigil.detectors.onnx_sequence import OnnxSequence
 from vigil.detectors.pagehinkley import PageHinkley
 from vigil.detectors.pattern import PatternRule
 from vigil.detectors.rarity import LevelRarity
 from vigil.detectors.river_adapter import RiverDetector
 from vigil.detectors.rules import ExpressionRule, ThresholdRule
+from vigil.detectors.tailcal import TailCalibrated
 from vigil.detectors.velocity import VelocityRule
 from vigil.detectors.zscore import SlidingZScore
 
 __all__ = [
     "CUSUM", "AnomalyLikelihood", "BaseDetector", "Calibrated", "Detector", "EWForecaster", "EWZScore", "Ensemble",
     "ExpressionRule", "ForecastResidual", "HalfSpaceTrees", "HoltWinters", "HoltWintersForecaster",
-    "IsolationForestDetector", "LevelRarity", "PageHinkley", "PatternRule", "RiverDetector", "RobustZScore",
-    "SlidingZScore", "ThresholdRule", "VelocityRule", "Verdicts", "register", "registry",
+    "IsolationForestDetector", "LevelRarity", "Mahalanobis", "OnnxSequence", "PageHinkley", "PatternRule",
+    "RiverDetector", "RobustZScore", "SlidingZScore", "TailCalibrated", "ThresholdRule", "VelocityRule", "Verdicts",
+    "register", "registry",
 ]  # fmt: skip

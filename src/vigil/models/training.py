@@ -182,11 +182,12 @@ def read_columns_dict(columns: dict[str, Any], features: list[str], time_column:
     return out
 
 
-def read_table(path: str, features: list[str], time_column: str | None) -> dict[str, np.ndarray]:
+def read_table(path: str, features: list[str], time_column: str | None,
+               key_column: str | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Read the feature (and time) columns of a table (see the module docstring).
 
     ``path``: a CSV, JSON-lines or Parquet file, or ``kafka://HOST:PORT/TOPIC`` for every JSON record of a
-    topic, from the earliest offset to the end.
+    topic, from the earliest offset to the end. ``key_column``: also return it, as text, under ``"__key"``.
     """
     p = Path(path)
     if path.startswith("kafka://"):
@@ -212,6 +213,11 @@ def read_table(path: str, features: list[str], time_column: str | None) -> dict[
     out = {f: _floats(raw[f]) for f in features}
     if time_column and time_column in raw:
         out["__ts_ms"] = _times(raw[time_column], time_column)
+    if key_column:
+        if key_column not in raw:
+            raise ConfigError(f"is not a column of {p.name}", field="key_column", value=key_column,
+                              hint=f"columns: {', '.join(raw)}")  # fmt: skip
+        out["__key"] = np.array(["" if k is None else str(k) for k in raw[key_column]], dtype=object)
     return out
 
 
