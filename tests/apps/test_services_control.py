@@ -216,3 +216,29 @@ def test_paced_runner_keeps_simulated_time_ahead_of_an_injected_clock():
     assert sim.done and runner.windows == 6
     # 10 s windows at 10x: one second of (fake) wall time between windows
     assert slept == pytest.approx([1.0] * 5)
+
+
+def test_control_api_acts_once_per_idempotency_key_and_checks_the_token():
+    from fastapi.testclient import TestClient
+
+    sim = ServiceSimulator(ServiceSimSpec(services=12, minutes=5, seed=2, faults=(), peak_rate=5.0, window_s=10))
+    runner = SimRunner(sim, [], mode="stepped")
+    client = TestClient(control_app(runner, token="s3cret"))
+    body = {"service": "cart", "replicas": 4}
+    assert client.post("/actions/scale", json=body).status_code == 401
+    assert client.post("/actions/scale", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/step", json={"windows": 1}).status_code == 401
+    assert client.get("/state").status_code == 200  # reads stay open
+    auth = {"Authorization": "Bearer s3cret", "Idempotency-Key": "inc-1:scale/0"}
+    first = client.post("/actions/scale", json=body, headers=auth)
+    again = client.post("/actions/scale", json=body, headers=auth)
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert [a["action"] for a in sim.world.actions] == ["scale"] and runner.keys["inc-1:scale/0"] == 2
+    other = client.post("/actions/scale", json={"service": "cart", "replicas": 2}, headers=auth)
+    assert other.status_code == 422 and len(sim.world.actions) == 1
+    plain = {"Authorization": "Bearer s3cret"}  # no key: acts every time
+    client.post("/actions/restart", json={"service": "cart"}, headers=plain)
+    client.post("/actions/restart", json={"service": "cart"}, headers=plain)
+    assert [a["action"] for a in sim.world.actions] == ["scale", "restart", "restart"]
+    assert "s3cret" not in client.post("/actions/scale", json=body).text

@@ -28,6 +28,9 @@ def generate_services_cmd(
     pace: Annotated[float, typer.Option(help="Simulated seconds per wall second; 0 = as fast as possible.")] = 0.0,
     control: Annotated[str | None, typer.Option(help="Serve the control API on HOST:PORT while running.")] = None,
     stepped: Annotated[bool, typer.Option(help="With --control: advance only on POST /step.")] = False,
+    control_token_env: Annotated[str | None, typer.Option(
+        help="With --control: POSTs need `Authorization: Bearer $NAME` (the token is read from this variable).")
+    ] = None,
     topics: Annotated[str, typer.Option(help="With --kafka: traces,metrics topics.")] = "otlp_spans,otlp_metrics",
 ) -> None:  # fmt: skip
     """Simulate a microservice shop and write its OpenTelemetry traces and metrics, with ground truth.
@@ -48,7 +51,9 @@ def generate_services_cmd(
 
     `--control HOST:PORT` serves the control API (rollback, restart, scale, shift-traffic; see
     vigil.apps.services.sim.control) while the simulation runs, paced by `--pace` (e.g. 60: an hour in a minute),
-    or stepped by `POST /step` with `--stepped`.
+    or stepped by `POST /step` with `--stepped`. Actions sent with an `Idempotency-Key` header act once per key
+    (a retry gets the first answer back); `--control-token-env NAME` makes every POST need the bearer token
+    held in the environment variable NAME.
 
     Examples: `vigil generate services --minutes 60 --services 30 --seed 7 --out sim/` ·
     `vigil generate services --faults latency,bad_deploy --format columns --out sim/` ·
@@ -77,6 +82,12 @@ def generate_services_cmd(
         fail(ConfigError(f"unknown fault types {bad}", field="--faults", value=faults,
                          hint=f"choose from all, none, {', '.join(FAULT_TYPES)}"))  # fmt: skip
     steering = control is not None
+    token = None
+    if control_token_env:
+        token = os.environ.get(control_token_env)
+        if not token:
+            fail(ConfigError("names an environment variable that is not set or empty", field="--control-token-env",
+                             value=control_token_env))  # fmt: skip
     try:
         spec = ServiceSimSpec(services=services, minutes=minutes, seed=seed, peak_rate=rate, faults=chosen,
                               legit=legit, window_s=window or (10 if steering else 60))  # fmt: skip
@@ -98,7 +109,7 @@ def generate_services_cmd(
         from vigil.console.server import serve_console
 
         host, _, port = str(control).rpartition(":")
-        server, url = serve_console(control_app(runner), host or "127.0.0.1", int(port or 0))
+        server, url = serve_console(control_app(runner, token=token), host or "127.0.0.1", int(port or 0))
         err.print(f"control API at {url} (POST /actions/rollback|restart|scale|shift-traffic"
                   + (", POST /step" if stepped else "") + ")")  # fmt: skip
     t0 = time.perf_counter()
