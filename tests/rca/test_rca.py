@@ -11,6 +11,7 @@ import pytest
 from vigil.rca import (
     ChangeEvent,
     MetricFrame,
+    ServiceGraph,
     detect_incident,
     infer_graph,
     rank_causes,
@@ -83,8 +84,6 @@ def test_without_edge_series_the_graph_still_points_down():
     f = chain_frame(2, "latency")
     keep = [i for i, e in enumerate(f.entities) if "->" not in e]
     bare = MetricFrame(f.ts_ms, [f.entities[i] for i in keep], f.metrics, f.values[keep])
-    from vigil.rca import ServiceGraph
-
     g = ServiceGraph([("frontend", "api"), ("api", "db")])
     assert rank_causes(bare, AT, graph=g).top(1) == ["db"]
 
@@ -239,3 +238,15 @@ def test_cli_rca_on_csv(tmp_path):
     assert r.exit_code == 0 and "db" in r.output
     r = CliRunner().invoke(app, ["rca", str(tmp_path / "missing.csv")])
     assert r.exit_code == 2
+
+
+def test_a_frame_from_plain_series_is_the_library_entry_point():
+    f = chain_frame(12, "errors")
+    series = {(e, m): f.values[i, j] for i, e in enumerate(f.entities) for j, m in enumerate(f.metrics)}
+    g = MetricFrame.from_series(f.ts_ms, series, [ChangeEvent(T0, "api", "deploy", "long before")])
+    assert g.entities == f.entities and g.changes[0].service == "api"
+    res = rank_causes(g, AT, graph=ServiceGraph([("frontend", "api"), ("api", "db")]))
+    assert res.top(1) == ["db"] and res.causes[0].kind == "errors"
+    assert res.to_dict()["causes"][0]["evidence"]["z"]["errors"] > 4
+    with pytest.raises(ValueError, match="has 3 values"):
+        MetricFrame.from_series(f.ts_ms, {("db", "errors"): [0.0, 0.1, 0.2]})

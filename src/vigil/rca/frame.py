@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
@@ -94,6 +94,24 @@ class MetricFrame:
     values: np.ndarray
     changes: list[ChangeEvent] = field(default_factory=list)
     virtual: set[str] = field(default_factory=set)  # services seen only through their callers' client spans
+
+    @classmethod
+    def from_series(cls, ts_ms: Sequence[int] | np.ndarray,
+                    series: Mapping[tuple[str, str], Sequence[float] | np.ndarray],
+                    changes: Sequence[ChangeEvent] = ()) -> MetricFrame:  # fmt: skip
+        """A frame from ``{(entity, metric): values}`` on one grid (metric names canonicalized, NaN = missing).
+
+        Entities are services (``"cart"``) or call edges (``"frontend->cart"``), e.g. the RED series an
+        incident engine keeps: ``{("cart", "latency-p90"): [...], ("cart", "errors"): [...], ...}``.
+        """
+        ts = np.asarray(ts_ms, np.int64)
+        cols = {(e, canonical(m)): np.asarray(v, np.float64) for (e, m), v in series.items()}
+        bad = [k for k, v in cols.items() if v.shape != ts.shape]
+        if bad:
+            raise ValueError(f"series {bad[0]} has {len(cols[bad[0]])} values for {len(ts)} times")
+        frame = _build(ts, cols, {})
+        frame.changes = sorted(changes, key=lambda c: c.ts_ms)
+        return frame
 
     @property
     def step_ms(self) -> int:

@@ -23,11 +23,16 @@ MicroRank, RCD and Nezha):
    spike, a batch job: load inherited from upstream, unlike retries) is mostly put down to load (latency
    only as far as its CPU shows queueing), and so is a CPU-per-request change when its load rose beyond the
    entry points' (another mix of requests).
+   Memory that climbs steadily (Kendall's tau >= ``leak_trend`` over the last two minutes) and is not
+   explained by load counts at full weight: a leak on its way to an out-of-memory kill.
 6. **Still going on?** A fault persists until the alert; a warm-up after a good deploy or a passing spike
    fades. Scores are weighted by the recent level over the peak.
 7. **Change events**: a deploy of a service with its own anomaly (z >= ``z_thr``, or half that if it
    lasts), within ``change_window_s`` before the window and when the anomaly began with it (onset from 1 min
-   before to 2 min after the deploy), makes the kind ``deploy`` and raises its score.
+   before to 2 min after the deploy), makes the kind ``deploy`` and raises its score; unless the change has
+   been fading since its peak (Kendall's tau <= ``fade_tau``) towards its old level (Aitken's extrapolation
+   below ``fade_settle_z``): a warm-up of a good release, weighted ``fade_weight``. An anomaly that began
+   with a deploy is not put down to load that was there before (``deploy_over_load``).
 8. **Random walk** (MicroRank / RCD style): personalized PageRank on the anomalous subgraph, walking
    from callers to the callees that look anomalous to them, personalized and self-looped by the own
    scores; the final score blends own score and PageRank (``ppr_weight``).
@@ -95,7 +100,12 @@ class RcaParams:
     damping: float = 0.85
     sat_weight: float = 0.6
     sat_kind_z: float = 8.0
+    leak_trend: float = 0.6
     deploy_boost: float = 1.5
+    fade_tau: float = -0.4
+    fade_weight: float = 0.3
+    fade_settle_z: float = 8.0
+    deploy_over_load: bool = True
 
 
 @dataclass
@@ -264,7 +274,10 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         for entity, metric in carriers:
             pk, lv = sc.get(sc.peak, entity, metric), sc.get(sc.level, entity, metric)
             persist = max(persist, min(1.0, max(0.0, lv / pk)) if pk > 0 else 0.0)
-        score = (max(perf, p.sat_weight * f["sat"]) + 0.25 * min(f["sat"], perf)) * (0.2 + 0.8 * persist)
+        # memory climbing steadily, beyond what load explains, is a leak on its way to an OOM: full weight
+        leak = f["sat_m"] == "mem" and f["sat"] >= thr and sc.get(sc.trend, s, "mem") >= p.leak_trend
+        w_sat = 1.0 if leak else p.sat_weight
+        score = (max(perf, w_sat * f["sat"]) + 0.25 * min(f["sat"], perf)) * (0.2 + 0.8 * persist)
         on = [int(sc.onset[sc.ent[s], sc.met[m]]) for m in (f["lat_m"], "errors", f["sat_m"])
               if s in sc.ent and m in sc.met and sc.onset[sc.ent[s], sc.met[m]] >= 0]  # fmt: skip
         onset_ms = int(sc.ts_win[min(on)]) if on else None
@@ -274,17 +287,29 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
                   and (onset_ms is None or c.ts_ms - 60_000 <= onset_ms <= c.ts_ms + 120_000)]  # fmt: skip
         most_fail = f["err"] >= thr and sc.get(sc.delta, s, "errors") >= 0.5  # most requests fail: an outage
         kind = "errors" if which[0] == "err" or most_fail else "latency"
-        if f["sat"] >= p.sat_kind_z and not (kind == "errors" and f["err"] >= f["lat"]):
+        if (f["sat"] >= p.sat_kind_z or leak) and not (kind == "errors" and f["err"] >= f["lat"]):
             kind = "saturation"  # a resource clearly ran out on the service itself: that is how it is failing
+        if deploy and p.deploy_over_load:
+            # the anomaly began with a deploy, not with the load that was there before it: no load discount
+            perf_nl = max(f["lat"] * (1 - x_lat), o_err, o_net)
+            if perf_nl > perf:
+                perf = perf_nl
+                score = (max(perf, w_sat * f["sat"]) + 0.25 * min(f["sat"], perf)) * (0.2 + 0.8 * persist)
+        fading, settle = 0.0, np.inf
         if deploy and (perf >= thr or (perf >= thr / 2 and persist >= 0.5)):  # weaker, lasting evidence + a change
             kind = "deploy"
-            score *= p.deploy_boost
+            # a change that fades since the deploy is a warm-up (a good release settling), not a bad release
+            fading, settle = sc.trend_since(*carriers[0], deploy[-1].ts_ms)
+            if fading <= p.fade_tau and settle < p.fade_settle_z:
+                score *= p.fade_weight
+            else:
+                score *= p.deploy_boost
         own[s] = score
         info[s] = {"z": {k: round(v, 1) for k, v in (("latency", f["lat"]), ("errors", f["err"]),
                                                        ("saturation", f["sat"])) if v > 0},
                    "explained_by_callees": {"latency": round(x_lat, 2), "errors": round(x_err, 2)},
                    "explained_by_load": round(x_load_lat, 2), "request_mix_change": round(x_mix, 2),
-                   "persistence": round(persist, 2), "kind": kind,
+                   "persistence": round(persist, 2), "kind": kind, "memory_climbing": bool(leak),
                    "onset_ms": onset_ms}  # fmt: skip
         if f["lat_m"]:
             info[s]["latency_metric"] = f["lat_m"]
@@ -293,26 +318,33 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         if o_net > 0 and which[0] == "net":
             info[s]["network_from"] = net_from
         if deploy:
-            info[s]["deploy"] = {"ts_ms": deploy[-1].ts_ms, "detail": deploy[-1].detail}
+            info[s]["deploy"] = {"ts_ms": deploy[-1].ts_ms, "detail": deploy[-1].detail,
+                                 "trend_since": round(fading, 2),
+                                 "settles_at_z": round(settle, 1) if np.isfinite(settle) else None,
+                                 "fading": bool(fading <= p.fade_tau and settle < p.fade_settle_z)}  # fmt: skip
 
-    final = _blend(own, total, g, sc, p)
+    final, walk = _blend(own, total, g, sc, p)
     order = sorted(services, key=lambda s: (-final[s], s))
     causes = []
     for s in order:
         ev = dict(info[s])
         ev["own_score"] = round(own[s], 2)
+        ev["pagerank"] = round(walk.get(s, 0.0), 2)
         causes.append(Cause(s, str(ev.pop("kind")), float(final[s]), ev))
     return RcaResult(causes, at_ms, (sc.a0, at_ms), (sc.b0, sc.a0))
 
 
 def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: WindowScores,
-           p: RcaParams) -> dict[str, float]:  # fmt: skip
-    """Own scores blended with personalized PageRank on the anomalous subgraph (step 8), scaled to 0..1."""
+           p: RcaParams) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """Own scores blended with personalized PageRank on the anomalous subgraph (step 8), scaled to 0..1.
+
+    Returns the blend and the walk's own share (0..1, per service of the anomalous subgraph).
+    """
     top_own = max(own.values(), default=0.0) or 1.0
     final = {s: (1 - p.ppr_weight) * v / top_own for s, v in own.items()}
     nodes = [s for s in own if total[s] >= p.z_thr or own[s] >= p.z_thr]
     if len(nodes) < 2 or p.ppr_weight <= 0:
-        return final
+        return final, {}
     idx = {s: i for i, s in enumerate(nodes)}
     W = np.zeros((len(nodes), len(nodes)))
     for a, b in g.edges:
@@ -325,5 +357,5 @@ def _blend(own: dict[str, float], total: dict[str, float], g: ServiceGraph, sc: 
     pr = pr / pr.max() if pr.max() > 0 else pr
     for s, v in zip(nodes, pr.tolist(), strict=True):
         final[s] += p.ppr_weight * v
-    return final
+    return final, dict(zip(nodes, pr.tolist(), strict=True))
 

@@ -3,13 +3,15 @@
 :class:`WindowScores` splits a :class:`~vigil.rca.frame.MetricFrame` into a baseline (``baseline_s`` before
 the anomaly window) and the anomaly window (``lookback_s`` before the incident time, exclusive), and keeps,
 per entity and metric: the peak robust z (3rd-largest single bin, or 2nd-largest of the ``smooth``-bin
-rolling mean), the recent level, the onset, and the recent change in the metric's own unit (``delta``).
+rolling mean), the recent level, the trend of the last ``2 x recent`` bins (Kendall's tau against time),
+the onset, and the recent change in the metric's own unit (``delta``).
 Series mostly absent from the baseline (a job that just started) are not scored. :func:`with_cpu_per_request`
 derives CPU per request, the rate floored at half its baseline median.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +20,17 @@ from vigil.rca.frame import MetricFrame
 from vigil.rca.scores import TWO_SIDED, baseline, level, onset, peak
 
 __all__ = ["WindowScores", "rolling_mean", "with_cpu_per_request"]
+
+
+def _kendall_tail(z: np.ndarray, n: int) -> np.ndarray:
+    """Kendall's tau of each row's last ``n`` values against time: 1 for a steady rise (NaN pairs ignored)."""
+    tail = z[:, -n:]
+    d = np.sign(tail[:, None, :] - tail[:, :, None])  # [rows, i, j]: sign(x_j - x_i)
+    upper = np.triu(np.ones((tail.shape[1], tail.shape[1]), bool), 1)
+    d = np.where(upper[None] & ~np.isnan(d), d, 0.0)
+    pairs = (upper[None] & ~np.isnan(tail[:, None, :] - tail[:, :, None])).sum(axis=(1, 2))
+    with np.errstate(all="ignore"):
+        return np.where(pairs > 0, d.sum(axis=(1, 2)) / np.maximum(pairs, 1), 0.0)
 
 
 def with_cpu_per_request(frame: MetricFrame, base: np.ndarray) -> MetricFrame:
@@ -103,6 +116,7 @@ class WindowScores:
                 self.z = zs[0].reshape(E, M, -1)
                 self.peak = np.maximum(peak(zs[0], 3), peak(zs[1], 2)).reshape(E, M)  # 3 bins, or 30 s twice
                 self.level = level(zs[1], recent).reshape(E, M)
+                self.trend = _kendall_tail(zs[1], 2 * recent).reshape(E, M)
                 self.onset = onset(zs[0], z_thr).reshape(E, M)
                 med = med1
                 latest = np.nanmedian(X[:, :, win][:, :, -recent:], axis=2)
@@ -111,6 +125,33 @@ class WindowScores:
         self.present = ~np.isnan(X[:, :, win]).all(axis=2)  # [E, M]: the series has data in the window
         self.ent = {e: i for i, e in enumerate(frame.entities)}
         self.met = {m: j for j, m in enumerate(frame.metrics)}
+
+    def trend_since(self, entity: str, metric: str, from_ms: int, min_bins: int = 5) -> tuple[float, float]:
+        """How the series' z moves after its highest bin since ``from_ms``: (Kendall's tau, where it settles).
+
+        Where it settles is Aitken's extrapolation of the means of the tail's three thirds (the asymptote of
+        an exponential decay); ``inf`` when the decline is not slowing down towards a level. A warm-up after a
+        good deploy falls (tau near -1) towards its old level (z near 0); a bad release that also warms up
+        falls towards a level of its own. ``(0, inf)`` when the tail is shorter than ``min_bins``.
+        """
+        i, j = self.ent.get(entity), self.met.get(metric)
+        if i is None or j is None:
+            return 0.0, np.inf
+        z = self.z[i, j][self.ts_win >= from_ms]
+        if len(z) < min_bins + 1 or np.isnan(z).all():
+            return 0.0, np.inf
+        tail = z[int(np.nanargmax(z)) + 1 :]
+        if len(tail) < min_bins:
+            return 0.0, np.inf
+        tau = float(_kendall_tail(tail[None, :], len(tail))[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m0, m1, m2 = (float(np.nanmean(part)) for part in np.array_split(tail, 3))
+        d1, d2 = m1 - m0, m2 - m1
+        if not (d1 < 0 and d2 <= 0):
+            return tau, np.inf if d2 > 0 or d1 >= 0 else m2
+        settle = m2 - d2 * d2 / (d2 - d1) if d2 > d1 else -np.inf  # still falling as fast: no level in sight
+        return tau, settle
 
     def get(self, table: np.ndarray, entity: str, metric: str, default: float = 0.0) -> float:
         """``table[entity, metric]`` (e.g. ``self.peak``), or ``default`` when absent or not finite."""
