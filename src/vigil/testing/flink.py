@@ -233,3 +233,121 @@ def _compare(v: Any, outputs: Iterable[Any], events: Sequence[Event], what: str)
                                      f"{got[bad]!r} != {want[bad]!r}")  # fmt: skip
         want_fired = [events[i].ts for i in idx[v.fire[idx]].tolist()]
         assert fired.get(key, []) == want_fired, f"{what}: key {key}'s alerts at {fired.get(key)}, fired {want_fired}"
+
+
+# -- the Flink job's Python half without a cluster ---------------------------------------------------------
+
+
+class DictStore:
+    """A bucket's keyed state as a dict (what a Flink ``MapState[str, bytes]`` holds for the current key)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        """The key's record, or ``None``."""
+        return self.data.get(key)
+
+    def put(self, key: str, blob: bytes) -> None:
+        """Store the key's record (bytes only, as Flink holds them)."""
+        assert isinstance(blob, bytes), type(blob)
+        self.data[key] = blob
+
+    def remove(self, key: str) -> None:
+        """Forget the key."""
+        self.data.pop(key, None)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        """Every key with its record."""
+        return list(self.data.items())
+
+
+def simulate_job(job: Any, records: Sequence[tuple[int, str | None, str, int]], *, batch_window_ms: int = 1000,
+                 buckets: int = 8, restart_every: int = 0) -> list[tuple[str, tuple[Any, ...]]]:  # fmt: skip
+    """Run a pipeline's Flink job without Flink: the JVM's part simulated in Python, the Python part as is.
+
+    ``records`` are Kafka records ``(partition, key, value, record timestamp)`` in the order one source subtask
+    reads them. Each record gets the event time and watermark Flink SQL would give it (bounded out-of-orderness
+    per partition, the minimum over partitions, exact rather than periodic), on-time records are grouped per
+    (bucket, batch window) and handed over when the watermark passes the window, records behind the watermark at
+    once, and the buckets' timers fire as the watermark passes them; the input ends with the maximum watermark.
+    With ``restart_every`` > 0 the Python half is rebuilt (its memory lost, its keyed state kept) every that many
+    batches, as after a failure and restore. Returns ``(output role, row)`` in output order.
+    """
+    import json
+    import zlib
+
+    from vigil.integrations.flink.batches import SEP
+    from vigil.integrations.flink.runner import NEVER, TaskRunner
+
+    roles = [o.role for o in job.outputs]
+    runner = TaskRunner(job, roles)
+    stores: dict[int, DictStore] = {}
+    delay = job.event_time.max_delay_ms
+    src = job.source
+    part_max: dict[int, int] = {p: NO_WATERMARK for p in {r[0] for r in records}}
+    pending: dict[tuple[int, int], list[str]] = {}
+    timers: list[tuple[int, int]] = []
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    calls = 0
+    op_wm = NO_WATERMARK
+    offsets: dict[int, int] = {}
+
+    def bucket_of(key: str) -> int:
+        return zlib.crc32(key.encode()) % buckets
+
+    def event_time(value: str, rts: int) -> tuple[str, int]:
+        key, ts = "", rts
+        try:
+            d = json.loads(value)
+            key = str(d.get(src.key, "")) if d.get(src.key) is not None else ""
+            t = d.get(src.time) if src.time != "@timestamp" else None
+            if isinstance(t, int) and not isinstance(t, bool) and src.min_ts_ms <= t <= src.max_ts_ms:
+                ts = t
+        except (ValueError, AttributeError):
+            pass
+        return key, ts
+
+    def deliver(result: tuple[list[Any], int], bucket: int) -> None:
+        nonlocal runner, calls
+        recs, wake = result
+        out.extend((roles[i], row) for i, row in recs)
+        if wake != NEVER:
+            heapq.heappush(timers, (wake, bucket))
+        calls += 1
+        if restart_every and calls % restart_every == 0:
+            runner = TaskRunner(job, roles)
+
+    def store(bucket: int) -> DictStore:
+        return stores.setdefault(bucket, DictStore())
+
+    def advance(wm: int) -> None:
+        nonlocal op_wm
+        for (w_end, bucket) in sorted(k for k in pending if k[0] - 1 <= wm):
+            body = SEP.join(pending.pop((w_end, bucket)))
+            deliver(runner.on_batch(bucket, False, w_end - 1, body, store(bucket), op_wm), bucket)
+        op_wm = max(op_wm, wm)
+        while timers and timers[0][0] <= op_wm:
+            t, bucket = heapq.heappop(timers)
+            deliver(runner.on_timer(bucket, t, store(bucket), op_wm), bucket)
+
+    for part, key, value, rts in records:
+        found_key, et = event_time(value, rts)
+        bucket_key = key if key is not None else found_key
+        wm = min(part_max.values())
+        wm = NO_WATERMARK if wm == NO_WATERMARK else wm - delay - 1
+        offset = offsets[part] = offsets.get(part, -1) + 1
+        head = " ".join(map(str, (part, offset, rts, et, wm, -1 if key is None else len(key))))
+        rec = head + " " + (key or "") + value
+        bucket = bucket_of(bucket_key)
+        if wm != NO_WATERMARK and et <= wm:
+            deliver(runner.on_batch(bucket, True, wm, rec, store(bucket), op_wm), bucket)
+        else:
+            w_end = (et // batch_window_ms + 1) * batch_window_ms
+            pending.setdefault((w_end, bucket), []).append(rec)
+        part_max[part] = max(part_max[part], et)
+        new_wm = min(part_max.values())
+        if new_wm != NO_WATERMARK:
+            advance(new_wm - delay - 1)
+    advance(MAX_WATERMARK)
+    return out

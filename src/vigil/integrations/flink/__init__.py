@@ -1,0 +1,1 @@
+"""Vigil pipelines as Apache Flink jobs (PyFlink); see ``job.py``."""
