@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -11,7 +12,12 @@ import numpy as np
 import pytest
 
 from vigil.io.generators import TransactionSpec, generate_transactions, summary, write_csv, write_jsonl
-from vigil.io.generators.transactions import FRAUD_PATTERNS, PATTERNS
+from vigil.io.generators.transactions import FRAUD_PATTERNS as ALL_FRAUD
+from vigil.io.generators.transactions import PATTERNS as ALL_PATTERNS
+
+# test_then_cashout is off unless asked for (streams from before it existed stay byte-identical)
+PATTERNS = tuple(p for p in ALL_PATTERNS if p != "test_then_cashout")
+FRAUD_PATTERNS = tuple(p for p in ALL_FRAUD if p != "test_then_cashout")
 
 SMALL = TransactionSpec(events=100_000, users=2_000, seed=11)
 
@@ -315,6 +321,20 @@ def test_small_streams_have_exactly_the_events_asked_and_every_pattern(events):
         assert len(c["ts_ms"]) == events
         assert set(c["pattern"]) == set(PATTERNS)
         assert summary(c)["users"] <= active_users(spec) == events // 25
+        with_cashout = generate_transactions(dataclasses.replace(spec, test_then_cashout_share=0.004))
+        assert len(with_cashout["ts_ms"]) == events and set(with_cashout["pattern"]) == set(ALL_PATTERNS)
+
+
+def test_test_then_cashout_is_tiny_payments_then_a_large_one_within_ten_minutes():
+    c = generate_transactions(TransactionSpec(events=50_000, users=1_000, seed=2, test_then_cashout_share=0.01))
+    m = c["pattern"] == "test_then_cashout"
+    assert (c["label"][m] == 1).all()
+    for e in np.unique(c["episode"][m])[:50]:
+        i = np.flatnonzero(c["episode"] == e)
+        i = i[np.argsort(c["ts_ms"][i])]
+        amounts = c["amount"][i]
+        assert 3 <= (amounts[:-1] < 2.0).sum() == len(i) - 1 and amounts[-1] > 200
+        assert c["ts_ms"][i[-1]] - c["ts_ms"][i[0]] <= 600_000 and len(set(c["user"][i])) == 1
 
 
 def test_too_few_users_for_the_events_is_an_error_not_a_shorter_stream():

@@ -10,6 +10,9 @@
   teach the baseline that attacks are normal.
 * ``velocity`` — more than 5 payments of one user within 60 s of event time. It fires once per
   burst and the alert covers the burst's window.
+* ``test_then_cashout`` — a ``pattern`` (CEP) step: three or more payments under 2.00 followed by one
+  over 200, all within 10 minutes of event time (a stolen card tested with tiny amounts, then cashed
+  out). Too slow for the velocity rule and, per payment, unremarkable to a z-score of its own history.
 
 The stream is ordered by event time with bounded-out-of-orderness watermarks (2 s); a payment
 later than that goes to the late output rather than being scored against the wrong window.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from vigil.dataflow.pipeline import Pipeline
-from vigil.detectors import SlidingZScore, VelocityRule
+from vigil.detectors import PatternRule, SlidingZScore, VelocityRule
 
 
 def fraud_pipeline(source: Any, *, name: str = "fraud", max_delay: str = "2s") -> Pipeline:
@@ -38,4 +41,15 @@ def fraud_pipeline(source: Any, *, name: str = "fraud", max_delay: str = "2s") -
                           min_baseline=10, protect=True, transform="log"),
         )  # fmt: skip
         .detect("velocity", VelocityRule(window="60s", max_count=5), severity="critical")
+        .detect("test_then_cashout", test_then_cashout(), severity="critical")
     )
+
+
+def test_then_cashout() -> PatternRule:
+    """The card-testing-then-cash-out pattern (a fresh detector: each pipeline owns its state)."""
+    return PatternRule(
+        sequence=[{"field": "amount", "below": 2.0, "at_least": 3}, {"field": "amount", "above": 200.0}],
+        within="10m",
+        name="card tested, then cashed out",
+    )
+

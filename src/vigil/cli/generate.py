@@ -23,12 +23,15 @@ def generate_transactions_cmd(
     users: Annotated[int, typer.Option(help="How many card holders.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same bytes.")] = 7,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    cashout_share: Annotated[float, typer.Option(
+        help="Share of events in test_then_cashout episodes (tiny payments, then a large one within 10 min: "
+             "what the fraud pipeline's `pattern` step looks for); 0 leaves them out.")] = 0.004,  # fmt: skip
 ) -> None:
     """Write a synthetic card-transaction stream with labelled fraud.
 
     One record per line: `user`, `ts` (event time, epoch ms), `amount`, `merchant`, `category`,
     `country`, `txn_id`, `label` (1 = fraud) and `pattern` (amount_spike, card_testing,
-    velocity_burst, or the legitimate large_purchase, bursty_shopper, travel, normal); CSV adds
+    velocity_burst, test_then_cashout, or the legitimate large_purchase, bursty_shopper, travel, normal); CSV adds
     `arrival_ms` and `episode`. Records arrive out of event-time order by up to 2 s, as they would
     from many terminals. Exactly `--events` records; from 300 events on, every pattern is in them.
 
@@ -49,10 +52,13 @@ def generate_transactions_cmd(
         fail(ConfigError("must be 'jsonl' or 'csv'", field="--format", value=fmt))
     if events < 1 or users < 1:
         fail(ConfigError("must be >= 1", field="--events" if events < 1 else "--users", value=min(events, users)))
+    if not 0 <= cashout_share < 0.5:
+        fail(ConfigError("must be in [0, 0.5)", field="--cashout-share", value=cashout_share))
     try:
         if to is None and out != "-":
             check_output_file(out, "--out")
-        cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+        spec = TransactionSpec(events=events, users=users, seed=seed, test_then_cashout_share=cashout_share)
+        cols = generate_transactions(spec)
     except ValueError as exc:  # too few card holders for the events
         fail(ConfigError(str(exc), field="--users", value=users))
     except ConfigError as exc:

@@ -15,7 +15,10 @@ The stream is built column-wise with numpy (no Python loop per event; about 1 s 
   user's typical amount, at an unusual category, half of them abroad), ``card_testing`` (8-25
   transactions of $0.10-$2.00 at 1-3 online merchants, 3-9 s apart, i.e. within 0.5-3.5 minutes)
   and ``velocity_burst`` (6-15 transactions of 1-3x typical at many merchants, 4-10 s apart, i.e.
-  within ~2 minutes). Legitimate but odd (``label`` 0): ``large_purchase`` (2-3.5x typical at
+  within ~2 minutes); optionally (``test_then_cashout_share``, off by default, on in the demo)
+  ``test_then_cashout`` (3-5 online payments under $2.00, then one electronics purchase of $250-$1500,
+  30-110 s apart: the whole sequence within 10 minutes, too slow for the velocity rule — the fraud
+  pipeline's ``pattern`` step is made for it). Legitimate but odd (``label`` 0): ``large_purchase`` (2-3.5x typical at
   electronics/travel/apparel, sized mostly under 3 sigma of the user), ``bursty_shopper`` (a mall
   visit: 2-4 transactions, rarely 5-6, 5-35 s apart) and ``travel`` (3-10 transactions at normal
   amounts, up to 30 % tourist mark-up, in one foreign country over hours).
@@ -70,8 +73,9 @@ PATTERNS = (
     "large_purchase",
     "bursty_shopper",
     "travel",
+    "test_then_cashout",
 )
-FRAUD_PATTERNS = ("amount_spike", "card_testing", "velocity_burst")
+FRAUD_PATTERNS = ("amount_spike", "card_testing", "velocity_burst", "test_then_cashout")
 CATEGORIES = (
     "grocery",
     "fuel",
@@ -120,10 +124,10 @@ _HOURLY = np.array(
 _CHRONO_SHIFT_H = (-1.0, 0.0, 1.5)
 _DAY_MS = 86_400_000
 _TRUNC = 2.0  # normal log-amount noise is truncated at +-_TRUNC sigma
-_FRAUD_CODES = (1, 2, 3)
+_FRAUD_CODES = (1, 2, 3, 7)
 # Gap between consecutive events of an episode, by pattern code.
-_GAP_LO_MS = np.array([0, 0, 3_000, 4_000, 0, 5_000, 300_000])
-_GAP_HI_MS = np.array([0, 0, 9_000, 10_000, 0, 35_000, 3_600_000])
+_GAP_LO_MS = np.array([0, 0, 3_000, 4_000, 0, 5_000, 300_000, 30_000])
+_GAP_HI_MS = np.array([0, 0, 9_000, 10_000, 0, 35_000, 3_600_000, 110_000])
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,7 @@ class TransactionSpec:
     large_purchase_share: float = 0.004
     bursty_shopper_share: float = 0.010
     travel_share: float = 0.010
+    test_then_cashout_share: float = 0.0
     merchants: int = 20_000
     activity_sigma: float = 1.3
     min_history: int = 15
@@ -217,6 +222,8 @@ def _plan_episodes(spec: TransactionSpec, rng: np.random.Generator) -> tuple[np.
         (5, spec.bursty_shopper_share, np.arange(2, 7), [0.32, 0.30, 0.22, 0.10, 0.06]),
         (6, spec.travel_share, np.arange(3, 11), None),
     ]
+    if spec.test_then_cashout_share > 0:  # only then: streams without it stay byte-identical to before it existed
+        plan.append((7, spec.test_then_cashout_share, np.arange(4, 7), None))
     pats, sizes = [], []
     for code, share, choices, p in plan:
         choices = np.asarray(choices)
@@ -431,6 +438,13 @@ def _episode_details(
     m = ev_pat == 5  # bursty_shopper
     cat[m] = cats(("apparel", "restaurant", "entertainment", "grocery"), m.sum())
     amt[m] = w.habitual(ev_u[m], cat[m])
+    m = ev_pat == 7  # test_then_cashout: 3-5 tiny online payments, then one large electronics purchase
+    last = np.r_[ev_ep[1:] != ev_ep[:-1], True]
+    small, big = m & ~last, m & last
+    cat[small] = _CAT["online"]
+    amt[small] = rng.uniform(0.10, 1.99, small.sum())
+    cat[big] = _CAT["electronics"]
+    amt[big] = rng.uniform(250.0, 1500.0, big.sum())
     m = ev_pat == 6  # travel
     cat[m] = cats(("travel", "restaurant", "fuel", "grocery", "entertainment"), m.sum())
     cty[m] = away[ev_ep[m]]
