@@ -84,8 +84,9 @@ def test_late_samples_retract_an_alert_and_raise_another(tmp_path):
     from vigil.alerting.store import AlertStore
 
     hist = AlertStore(str(tmp_path / "alerts.db")).revisions(retracted.alerts[0].fingerprint)
-    # the history is kept: fired, retracted, then (same host, same logical alert) the late-raised window 40
-    assert [h["status"] for h in hist] == ["firing", "retracted", "firing"]
+    # the history is kept: fired, retracted, then (same host, same logical alert) the late-raised window 40, which
+    # resolves when the input ends (the watermark reaches the end of time)
+    assert [h["status"] for h in hist] == ["firing", "retracted", "firing", "resolved"]
 
 
 def test_without_a_revision_horizon_late_samples_stay_late(tmp_path):

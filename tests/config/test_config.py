@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shipped_fraud_pipeline_loads():
     p = load_pipeline(str(ROOT / "pipelines" / "fraud.yaml"))
-    assert [s.name for s in p.steps] == ["amount_z", "velocity", "spend_per_minute"]
+    assert [s.name for s in p.steps] == ["amount_z", "velocity", "test_then_cashout", "spend_per_minute"]
     assert p.event_time.max_delay_ms == 2000 and p.key_ttl_ms == 6 * 3600_000 and p.id_field == "txn_id"
     z = p.steps[0].detector
     assert z.window_ms == 60_000 and z.threshold == 3 and z.transform == "log"

@@ -96,6 +96,44 @@ class TransactionsSourceSpec(Model):
     rate: float | None = None
 
 
+class OtlpSourceSpec(Model):
+    """OpenTelemetry traces or metrics: an OTLP/HTTP receiver (``listen``) or the Collector's Kafka topic (``url``).
+
+    Span rows and metric rows are described in :mod:`vigil.io.otlp.columns`.
+    """
+
+    kind: Literal["otlp"]
+    listen: str | None = Field(default=None, description="HOST:PORT to serve OTLP/HTTP on (/v1/traces, /v1/metrics)")
+    url: str | None = Field(default=None, description="kafka://HOST:PORT/TOPIC of otlp_proto messages")
+    signal: Literal["traces", "metrics"] = "traces"
+    key: Literal["service", "operation", "edge", "series"] = "service"
+    event_time: Literal["end", "start"] = "end"
+    resource_attributes: list[str] = Field(default_factory=list)
+    span_attributes: list[str] = Field(default_factory=list)
+    require_service: bool = False
+    max_skew: Duration = "1h"
+    max_body_bytes: int = Field(default=16 << 20, ge=1024)
+    hex_ids: bool = False
+    group_id: str | None = None
+    dead_letter_topic: str | None = None
+    stop_at_end: bool = False
+    stop_after: int | None = Field(default=None, ge=1, description="HTTP: end after this many rows (tests, demos)")
+
+    @model_validator(mode="after")
+    def _check(self) -> OtlpSourceSpec:
+        if (self.listen is None) == (self.url is None):
+            raise ValueError("an otlp source needs exactly one of `listen` (HOST:PORT, OTLP/HTTP) or `url` "
+                             "(kafka://HOST:PORT/TOPIC, the Collector's Kafka exporter with otlp_proto)")  # fmt: skip
+        if self.listen is not None:
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"`listen` must be HOST:PORT (e.g. 127.0.0.1:4318); got {self.listen!r}")
+        ok = ("service", "operation", "edge") if self.signal == "traces" else ("service", "series")
+        if self.key not in ok:
+            raise ValueError(f"`key` of a {self.signal} source must be one of {', '.join(ok)}; got {self.key!r}")
+        return self
+
+
 def _kafka_source(s: KafkaSourceSpec, ctx: BuildContext) -> Any:
     from vigil.io.kafka_source import KafkaSource
 
@@ -109,6 +147,49 @@ def _kafka_source(s: KafkaSourceSpec, ctx: BuildContext) -> Any:
         dead_letter_topic=s.dead_letter_topic, stop_at_end=ctx.overrides.get("stop_at_end", s.stop_at_end),
         decoder=decoder, max_record_bytes=s.max_record_bytes,
     )  # fmt: skip
+
+
+def _otlp_decoder(s: OtlpSourceSpec) -> Any:
+    if s.signal == "metrics":
+        from vigil.io.otlp.metrics import MetricDecoder
+
+        return MetricDecoder(key=s.key)  # type: ignore[arg-type]
+    from vigil.io.otlp.traces import TraceDecoder
+
+    return TraceDecoder(key=s.key, event_time=s.event_time, resource_attributes=s.resource_attributes,  # type: ignore[arg-type]
+                        span_attributes=s.span_attributes, require_service=s.require_service,
+                        max_skew_ms=duration_ms(s.max_skew, "source", "max_skew"), hex_ids=s.hex_ids)  # fmt: skip
+
+
+def _otlp_source(s: OtlpSourceSpec, ctx: BuildContext) -> Any:
+    decoder = _otlp_decoder(s)
+    if s.url is not None:
+        from vigil.io.kafka_source import KafkaSource
+
+        return KafkaSource.from_url(
+            s.url, None, group_id=s.group_id or f"vigil-{ctx.pipeline}", dead_letter_topic=s.dead_letter_topic,
+            stop_at_end=ctx.overrides.get("stop_at_end", s.stop_at_end), decoder=decoder,
+            max_record_bytes=s.max_body_bytes,
+        )  # fmt: skip
+    from vigil.io.otlp.receiver import OtlpHttpReceiver, OtlpHttpSource
+
+    assert s.listen is not None
+    host, _, port = s.listen.rpartition(":")
+    kw: dict[str, Any] = {"traces" if s.signal == "traces" else "metrics": decoder}
+    rx = OtlpHttpReceiver(host, int(port), signal=s.signal, max_body_bytes=s.max_body_bytes, name=f"otlp:{s.listen}",
+                          **kw)  # fmt: skip
+    return OtlpHttpSource(rx, stop_after=s.stop_after)
+
+
+def _otlp_columns(s: OtlpSourceSpec) -> Any:
+    from vigil.io.otlp.columns import METRIC_EXTRA, SPAN_EXTRA
+    from vigil.io.schema import Schema
+
+    if s.signal == "metrics":
+        return Schema("key", "time", fields=("value",), extra=tuple(METRIC_EXTRA))
+    more = [*s.resource_attributes, *s.span_attributes] + (["trace_id_hex", "span_id_hex"] if s.hex_ids else [])
+    extra = tuple(dict.fromkeys([*SPAN_EXTRA, *more]))
+    return Schema("key", "time", fields=("duration_ms", "error"), extra=extra)
 
 
 def _file_source(s: FileSourceSpec, ctx: BuildContext) -> Any:
@@ -163,6 +244,7 @@ register_source(SourceKind("csv", FileSourceSpec, _file_source, _schema_columns)
 register_source(SourceKind("stdin", StdinSourceSpec, _stdin_source, _schema_columns))
 register_source(SourceKind("influx", MetricsFileSourceSpec, _metrics_source, _schema_columns))
 register_source(SourceKind("telegraf", MetricsFileSourceSpec, _metrics_source, _schema_columns))
+register_source(SourceKind("otlp", OtlpSourceSpec, _otlp_source, _otlp_columns))
 register_source(SourceKind("transactions", TransactionsSourceSpec, _transactions_source, _transaction_columns))
 
 

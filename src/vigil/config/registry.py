@@ -83,8 +83,12 @@ def load(apps: tuple[str, ...] | None = None) -> None:
         # imported on first use, not at import time: `vigil --help` and light commands never pay for them
         import vigil.config.kinds  # noqa: F401  (the built-in sources, sinks and steps register themselves)
         from vigil.apps.servers.spec import STEP as servers
+        from vigil.apps.services.step import STEP as services
+        from vigil.apps.services.telemetry.step import STEP as service_graph
 
         register_step(servers)  # one line per app
+        register_step(service_graph)
+        register_step(services)
     for module in apps or ():
         importlib.import_module(module)
 

@@ -102,6 +102,26 @@ class WatermarkListener(Protocol):
 
 
 @runtime_checkable
+class CheckpointedSink(Protocol):
+    """A sink with state of its own that must go back with the engine's checkpoints (the alert manager).
+
+    The engine tells it which checkpoint it resumes from before the first batch, and hands it each checkpoint's
+    sequence at the barrier instead of a plain ``flush``, so the sink can key what it saves by it.
+    """
+
+    def restore_checkpoint(self, seq: int | None) -> None:
+        """The run resumes from checkpoint ``seq`` (``None``: from the start, no checkpoint)."""
+        ...
+
+    def checkpoint(self, seq: int, keep_from: int | None = None) -> None:
+        """Checkpoint ``seq``: make everything before the barrier durable, as of ``seq`` (the sink's ``flush``).
+
+        ``keep_from`` is the oldest checkpoint the engine may still resume from.
+        """
+        ...
+
+
+@runtime_checkable
 class HealthReporter(Protocol):
     """A step (or the model it serves) that reports its health: ``{healthy, version, reason, since}`` or ``None``."""
 
@@ -155,6 +175,46 @@ class SlicedState(Protocol):
 
     def slice_caveat(self) -> str | None:
         """Why some state is in no key's slice (``None``: every key's slice is complete)."""
+        ...
+
+
+@runtime_checkable
+class SlicedStep(Protocol):
+    """A step whose state can be taken and put back one key at a time: what a keyed runtime (Flink) needs.
+
+    Flink keeps each key's slice in its keyed state (bytes from the snapshot codec) and runs the step over a
+    *twin* holding only the keys of the micro-batch at hand; imported into any slot of any twin, a key's slice
+    continues that key exactly as the uninterrupted step would.
+    """
+
+    def export_slots(self, slots: Any) -> list[dict[str, Any]]:
+        """One plain-data slice per slot: everything that key's later results depend on."""
+        ...
+
+    def import_slots(self, slots: Any, states: Any) -> None:
+        """Put slices into slots (``None`` resets a slot)."""
+        ...
+
+    def twin(self) -> Any:
+        """An empty step with the same settings and sinks, sharing immutable heavy parts (a loaded model)."""
+        ...
+
+    def slice_caveat(self) -> str | None:
+        """Why some of the step's state is in no key's slice (``None``: every key's slice is complete)."""
+        ...
+
+
+@runtime_checkable
+class WatermarkDue(Protocol):
+    """A step that can tell, per key, the watermark at which ``on_watermark`` will next change its state.
+
+    A keyed runtime that holds only some keys in memory uses it to know which keys to load, and when to wake
+    up (an event-time timer), to close their windows. A step with watermark work that doesn't say is woken for
+    every key at every watermark advance.
+    """
+
+    def due_ms(self, slots: Any) -> Any:
+        """Per slot, the lowest watermark at which ``on_watermark`` changes it (int64; the max int64: never)."""
         ...
 
 

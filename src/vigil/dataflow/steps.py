@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import numpy as np
 import orjson
 
-from vigil.dataflow.capabilities import HealthReporter, ServedModel, SlicedState, StateSizer
+from vigil.dataflow.capabilities import HealthReporter, ServedModel, SlicedState, SlicedStep, StateSizer, WatermarkDue
 from vigil.dataflow.operators import KeyedOperatorHost
 from vigil.dataflow.outputs import Outputs, late_rows, score_rows, verdict_alerts, window_rows
 from vigil.detectors.base import UNSCORABLE
@@ -38,6 +38,7 @@ from vigil.eventtime.windows import WindowAggregator
 from vigil.types import Batch, BoolArray, Int32Array, Int64Array
 
 log = logging.getLogger("vigil.dataflow")
+_NEVER = np.iinfo(np.int64).max
 
 
 @runtime_checkable
@@ -221,6 +222,30 @@ class DetectStep:
         """The detector when it serves a model from the registry, else ``None``."""
         return self.detector if isinstance(self.detector, ServedModel) else None
 
+    # -- per-key slices (a keyed runtime's state; see capabilities.SlicedStep) -------------------------
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """The detector's slices of ``slots``."""
+        return self.detector.export_slots(slots)  # type: ignore[no-any-return]
+
+    def import_slots(self, slots: Int32Array, states: list[dict[str, Any] | None]) -> None:
+        """Load slices into ``slots`` (``None`` resets one)."""
+        self.detector.import_slots(slots, states)
+
+    def twin(self) -> DetectStep:
+        """The same step over an empty detector (a loaded model is shared, not reloaded)."""
+        return DetectStep(self.name, self.detector.fresh(), self.severity)
+
+    def slice_caveat(self) -> str | None:
+        """The detector's caveat (``None``: a key's slice is all its later verdicts depend on)."""
+        if not isinstance(self.detector, SlicedState):
+            return f"detector {getattr(self.detector, 'kind', type(self.detector).__name__)} keeps no per-key slices"
+        return self.detector.slice_caveat()
+
+    def due_ms(self, slots: Int32Array) -> Int64Array:
+        """Never: a detector does nothing when the watermark moves."""
+        return np.full(len(slots), _NEVER, np.int64)
+
 
 class WindowStep(_NoLate):
     """Aggregate a field per key and event-time window; closed windows go to ``sink``."""
@@ -271,6 +296,28 @@ class WindowStep(_NoLate):
     def sinks(self) -> list[Any]:
         """Where closed windows go."""
         return [self.sink] if self.sink is not None else []
+
+    # -- per-key slices (a keyed runtime's state; see capabilities.SlicedStep) -------------------------
+
+    def export_slots(self, slots: Int32Array) -> list[dict[str, Any]]:
+        """The open windows of ``slots``."""
+        return self.agg.export_slots(slots)
+
+    def import_slots(self, slots: Int32Array, states: list[dict[str, Any] | None]) -> None:
+        """Replace the open windows of ``slots`` (``None``: none open)."""
+        self.agg.import_slots(slots, states)
+
+    def twin(self) -> WindowStep:
+        """The same step with no open window, writing to the same sink."""
+        return WindowStep(self.name, self.assigner, self.field, self.sink, self.allowed_lateness_ms, self.emit)
+
+    def slice_caveat(self) -> str | None:
+        """None: a key's open windows are all its later windows depend on."""
+        return None
+
+    def due_ms(self, slots: Int32Array) -> Int64Array:
+        """When each key's oldest open window closes."""
+        return self.agg.next_close_ms(slots)
 
 
 class ApplyStep(_NoLate):
@@ -389,4 +436,5 @@ def _nbytes(obj: Any) -> int:
     return total
 
 
-__all__ = ["ApplyStep", "DetectStep", "ProcessStep", "StateSizer", "Step", "WindowStep", "params_hash"]
+__all__ = ["ApplyStep", "DetectStep", "ProcessStep", "SlicedStep", "StateSizer", "Step", "WatermarkDue", "WindowStep",
+           "params_hash"]

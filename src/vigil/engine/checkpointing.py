@@ -6,7 +6,9 @@ at — so state and positions always agree. It hands the snapshot to the sink
 thread as a *barrier* behind the outputs that came before it, and carries on. The sink thread, on
 reaching the barrier:
 
-1. flushes every sink (the outputs before the barrier are durable, or inside the open transaction),
+1. flushes every sink (the outputs before the barrier are durable, or inside the open transaction); a sink
+   with state of its own (:class:`~vigil.dataflow.capabilities.CheckpointedSink`: the alert manager) saves
+   it keyed by the checkpoint's sequence, and on restart goes back to the checkpoint the engine restores,
 2. writes the checkpoint file atomically (:mod:`vigil.state.checkpoint`),
 3. commits: in **exactly-once** mode, sends the source offsets to the open Kafka transaction and
    commits it, so the outputs and the offsets become visible together; in **at-least-once** mode,
@@ -28,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vigil.dataflow.capabilities import CommittingReader
+from vigil.dataflow.capabilities import CheckpointedSink, CommittingReader
 from vigil.errors import CheckpointError
 from vigil.state.checkpoint import CheckpointStore, Loaded
 from vigil.state.keyindex import KeyIndex
@@ -170,6 +172,10 @@ def open_sources(r: EmbeddedRunner) -> Loaded | None:
         resume = loaded.state["positions"] if loaded else {}
         r.readers = {part: src.open(part, resume=resume.get(part)) for part in parts}
     r.committing_readers = {part: rd for part, rd in r.readers.items() if isinstance(rd, CommittingReader)}
+    if r.store is not None:  # sinks with state of their own go back to the same checkpoint
+        for sink in r.sinks():
+            if isinstance(sink, CheckpointedSink):
+                sink.restore_checkpoint(loaded.seq if loaded is not None else None)
     # name every partition up front, so one that has sent nothing yet holds the watermark back (a Kafka
     # reader reports its partitions in its position); otherwise the first partition read would set the
     # watermark alone and the others' events, however on time, would all be late
@@ -192,9 +198,15 @@ def commit(r: EmbeddedRunner, barrier: Barrier, seen: list[Any]) -> None:
         CheckpointError: the final checkpoint could not be written, or exactly-once has outputs on two producers.
     """
     t0 = time.perf_counter()
-    for sink in {id(s): s for s in [*seen, *r.sinks()]}.values():
-        sink.flush()  # the durability point; a failing flush aborts the checkpoint
     assert r.store is not None
+    retained = sorted({s for s, _ in r.store.list()} | {barrier.seq})[-r.store.keep:]
+    for sink in {id(s): s for s in [*seen, *r.sinks()]}.values():
+        # the durability point; a failing flush aborts the checkpoint. A sink with state of its own keys it by
+        # the checkpoint, and may drop what no checkpoint still kept needs
+        if isinstance(sink, CheckpointedSink):
+            sink.checkpoint(barrier.seq, retained[0])
+        else:
+            sink.flush()
     try:
         r.store.write(barrier.seq, barrier.state)
     except OSError as exc:

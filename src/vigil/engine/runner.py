@@ -351,6 +351,7 @@ class EmbeddedRunner:
                     next_checkpoint = time.perf_counter() + interval_s
             if self._error is None and not self._stop.is_set():
                 self._advance(MAX_WATERMARK)  # end of input: close every window, fire every timer
+                self._mark_end()  # ... and every alert resolves in event time (a file run's alerts don't stay firing)
             if self._error is None:
                 self._checkpoint(final=True)  # the final checkpoint commits everything up to here
         except BaseException:
@@ -494,6 +495,11 @@ class EmbeddedRunner:
             self._marked_wm = wm
             for listener in self._wm_listeners:
                 self._put(self._out, _Watermark(listener, wm), force=True)
+
+    def _mark_end(self) -> None:
+        """The end of a finite input: watermark listeners get the end of time, behind everything before it."""
+        for listener in self._wm_listeners:
+            self._put(self._out, _Watermark(listener, MAX_WATERMARK), force=True)
 
     def _check_health(self) -> None:
         """Raise a "model unhealthy" alert when a step's served model falls back, and a notice when it recovers."""

@@ -346,6 +346,30 @@ class WindowAggregator:
                 K.fixed_insert(self._index, self._w_slot, self._w_start, self._acc, self._live, self._free,
                                self._counters, key, start, acc)  # fmt: skip
 
+    def next_close_ms(self, slots: Int32Array) -> Int64Array:
+        """Per slot, the watermark at which :meth:`advance` closes its oldest open window (max int64: none open).
+
+        Examples:
+            >>> agg = WindowAggregator(TumblingWindows(10), allowed_lateness_ms=5)
+            >>> _ = agg.add(np.array([0, 0, 1]), np.array([3, 14, 21]), np.ones(3), np.zeros(3, np.int64))
+            >>> agg.next_close_ms(np.array([0, 1, 2])).tolist()[:2]
+            [15, 35]
+        """
+        slots = np.asarray(slots, np.int64)
+        out = np.full(len(slots), np.iinfo(np.int64).max, np.int64)
+        slot, _, end, _ = self._open_windows()
+        if len(slot) and len(slots):
+            order = np.argsort(slots)
+            first = np.full(len(slots), np.iinfo(np.int64).max, np.int64)
+            hit = np.isin(slot, slots)
+            if hit.any():
+                s, e = slot[hit], end[hit]
+                pos = order[np.searchsorted(slots[order], s)]
+                np.minimum.at(first, pos, e)
+            done = first != np.iinfo(np.int64).max
+            out[done] = first[done] + np.int64(self.allowed_lateness_ms)
+        return out
+
     # -- snapshots -------------------------------------------------------------------------------------
 
     def _open_windows(self) -> tuple[Int64Array, Int64Array, Int64Array, np.ndarray]:

@@ -16,6 +16,7 @@ invalid_json       not parseable as JSON
 not_an_object      JSON, but not an object (``{...}``), which a record must be
 invalid_csv        a CSV line that can't be split into the header's columns
 invalid_line       an Influx line-protocol line that can't be parsed
+invalid_protobuf   bytes that are not the protobuf message expected (an OTLP export request)
 missing_field      a field the schema needs is absent or null
 wrong_type         a field has the wrong type (text where a number is needed, a fraction where an
                    integer is needed, ...)
@@ -49,6 +50,7 @@ ReasonCode = Literal[
     "not_an_object",
     "invalid_csv",
     "invalid_line",
+    "invalid_protobuf",
     "missing_field",
     "wrong_type",
     "not_finite",
@@ -68,6 +70,7 @@ REASONS: Final[dict[str, str]] = {
     "not_an_object": "JSON, but not an object ({...}), which a record must be",
     "invalid_csv": "a CSV line that can't be split into the header's columns",
     "invalid_line": "an Influx line-protocol line that can't be parsed",
+    "invalid_protobuf": "bytes that are not the protobuf message expected (an OTLP export request)",
     "missing_field": "a field the schema needs is absent or null",
     "wrong_type": "a field has the wrong type (text where a number is needed, a fraction where an integer is "
     "needed, ...)",

@@ -129,6 +129,63 @@ class MultiMetricJoin:
         for acc in self._open.values():
             acc[0][s], acc[1][s], acc[2][s] = 0.0, 0, -np.inf
 
+    # -- per-key slices (Flink keyed state) -----------------------------------------------------------
+
+    def export_slots(self, slots: np.ndarray) -> list[dict[str, Any]]:
+        """Per host slot: its carry-forward state and its samples in each open window (plain data)."""
+        out = []
+        for k in np.asarray(slots, np.int64).tolist():
+            if k >= self._cap:
+                out.append(self._fresh_slice())
+                continue
+            out.append({"last_val": self.last_val[k].copy(), "last_start": self.last_start[k].copy(),
+                        "run_sum": self.run_sum[k].copy(), "run_n": self.run_n[k].copy(),
+                        "open": [[s, a[k].copy(), c[k].copy(), mx[k].copy()]
+                                 for s, (a, c, mx) in sorted(self._open.items()) if c[k].any()]})  # fmt: skip
+        return out
+
+    def _fresh_slice(self) -> dict[str, Any]:
+        m = self.m
+        return {"last_val": np.full(m, np.nan), "last_start": np.full(m, np.iinfo(np.int64).min, np.int64),
+                "run_sum": np.zeros(m), "run_n": np.zeros(m, np.int64), "open": []}  # fmt: skip
+
+    def import_slots(self, slots: np.ndarray, states: list[dict[str, Any] | None]) -> None:
+        """Load :meth:`export_slots` output into ``slots`` (``None``: a host never seen)."""
+        slots = np.asarray(slots, np.int64)
+        if len(states) != len(slots):
+            raise ValueError(f"got {len(states)} join states for {len(slots)} slots")
+        if len(slots) and int(slots.max()) >= self._cap:
+            self._alloc(max(2 * self._cap, int(slots.max()) + 1))
+        self.reset_slots(slots)
+        for k, st in zip(slots.tolist(), states, strict=True):
+            if st is None:
+                continue
+            for n in ("last_val", "last_start", "run_sum", "run_n"):
+                getattr(self, n)[k] = st[n]
+            for s, a, c, mx in st["open"]:
+                acc = self._open.get(int(s))
+                if acc is None:
+                    cap, m = self._cap, self.m
+                    acc = self._open[int(s)] = (np.zeros((cap, m)), np.zeros((cap, m), np.int64),
+                                                np.full((cap, m), -np.inf))  # fmt: skip
+                acc[0][k], acc[1][k], acc[2][k] = a, c, mx
+
+    def next_close_ms(self, slots: np.ndarray) -> np.ndarray:
+        """Per host slot, the watermark at which its oldest open window is emitted (max int64: none open)."""
+        never = np.iinfo(np.int64).max
+        out = np.full(len(slots), never, np.int64)
+        s = np.asarray(slots, np.int64)
+        inside = s < self._cap
+        for start in sorted(self._open):
+            c = self._open[start][1]
+            hit = inside & (out == never)
+            if not hit.any():
+                break
+            has = np.zeros(len(s), bool)
+            has[hit] = c[s[hit]].any(axis=1)
+            out[has] = start + self.window_ms + self.allowed_lateness_ms
+        return out
+
     @property
     def open_windows(self) -> int:
         """Windows held in state."""

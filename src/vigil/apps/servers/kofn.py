@@ -58,19 +58,42 @@ class KOfN:
         never = np.iinfo(np.int64).min // 2
         self.last_alert_ms[s], self.last_hit_ms[s], self.run[s] = never, never, 0
 
+    def export_slots(self, slots: np.ndarray) -> list[dict[str, Any]]:
+        """Per host slot: its last alerting and voting windows and its run of votes."""
+        never = np.iinfo(np.int64).min // 2
+        cap = self.run.shape[0]
+        return [{"last_alert_ms": int(self.last_alert_ms[k]), "last_hit_ms": int(self.last_hit_ms[k]),
+                 "run": int(self.run[k])} if k < cap else {"last_alert_ms": never, "last_hit_ms": never, "run": 0}
+                for k in np.asarray(slots, np.int64).tolist()]  # fmt: skip
+
+    def import_slots(self, slots: np.ndarray, states: list[dict[str, Any] | None]) -> None:
+        """Load :meth:`export_slots` output into ``slots`` (``None``: a host never seen)."""
+        slots = np.asarray(slots, np.int64)
+        self._grow(int(slots.max()) + 1 if len(slots) else 0)
+        self.reset_slots(slots)
+        for k, st in zip(slots.tolist(), states, strict=True):
+            if st is not None:
+                self.last_alert_ms[k], self.last_hit_ms[k] = st["last_alert_ms"], st["last_hit_ms"]
+                self.run[k] = st["run"]
+
+    def _grow(self, top: int) -> None:
+        if top <= self.last_alert_ms.shape[0]:
+            return
+        cap = max(2 * self.last_alert_ms.shape[0], top)
+        for name, fill in (("last_alert_ms", np.iinfo(np.int64).min // 2),
+                           ("last_hit_ms", np.iinfo(np.int64).min // 2), ("run", 0)):  # fmt: skip
+            old = getattr(self, name)
+            grown = np.full(cap, fill, np.int64)
+            grown[: old.shape[0]] = old
+            setattr(self, name, grown)
+
     def process(self, slots: np.ndarray, start_ms: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(alerting, fire)`` per row; rows sorted by ``(start_ms, slot)`` (one row per host and window)."""
         if votes.shape[1:] != (self.n,):
             raise ValueError(f"`votes` must have {self.n} columns; got shape {votes.shape}")
         slots = np.asarray(slots, np.int64)
-        if len(slots) and int(slots.max()) >= self.last_alert_ms.shape[0]:
-            cap = max(2 * self.last_alert_ms.shape[0], int(slots.max()) + 1)
-            for name, fill in (("last_alert_ms", np.iinfo(np.int64).min // 2),
-                               ("last_hit_ms", np.iinfo(np.int64).min // 2), ("run", 0)):  # fmt: skip
-                old = getattr(self, name)
-                grown = np.full(cap, fill, np.int64)
-                grown[: old.shape[0]] = old
-                setattr(self, name, grown)
+        if len(slots):
+            self._grow(int(slots.max()) + 1)
         hit = votes.sum(axis=1) >= self.k
         alerting = np.zeros(len(slots), bool)
         fire = np.zeros(len(slots), bool)

@@ -196,6 +196,59 @@ class WindowRevisions:
                            event_ts_ms=end, detect_ts_ms=end, severity=severity, message=msg, stats=stats,
                            contributions=contributions)]  # fmt: skip
 
+    # -- per-key slices (Flink keyed state) -----------------------------------------------------------
+
+    def export_slots(self, slots: np.ndarray) -> list[list[list[Any]]]:
+        """Per host slot, its rows in the kept windows: ``[start, value, count, votes, alerting, fired, severity]``.
+
+        Taken between two watermark advances (nothing left to re-score).
+        """
+        out: list[list[list[Any]]] = []
+        for k in np.asarray(slots, np.int64).tolist():
+            rows = []
+            for s, w in sorted(self._closed.items()):
+                r = _row(w, k)
+                if r is not None:
+                    rows.append([s, w.value[r].copy(), w.count[r].copy(), int(w.votes[r]), bool(w.alerting[r]),
+                                 bool(w.fired[r]), w.severity[r]])  # fmt: skip
+            out.append(rows)
+        return out
+
+    def import_slots(self, slots: np.ndarray, states: list[list[list[Any]] | None]) -> None:
+        """Replace the rows of ``slots`` in the kept windows with :meth:`export_slots` output (``None``: none)."""
+        slots = np.asarray(slots, np.int64)
+        self.drop_slots(slots)
+        for k, rows in zip(slots.tolist(), states, strict=True):
+            for s, value, count, votes, alerting, fired, severity in rows or ():
+                w = self._closed.get(int(s))
+                if w is None:
+                    m = len(value)
+                    w = self._closed[int(s)] = _Closed(np.empty(0, np.int64), np.empty((0, m)),
+                                                       np.empty((0, m), np.int64), np.empty(0, np.int64),
+                                                       np.empty(0, bool), np.empty(0, bool), [])  # fmt: skip
+                w.slot = np.append(w.slot, k)
+                w.value = np.vstack([w.value, np.asarray(value, np.float64)[None]])
+                w.count = np.vstack([w.count, np.asarray(count, np.int64)[None]])
+                w.votes = np.append(w.votes, votes)
+                w.alerting = np.append(w.alerting, alerting)
+                w.fired = np.append(w.fired, fired)
+                w.severity = [*w.severity, severity]
+
+    def drop_slots(self, slots: np.ndarray) -> None:
+        """Forget the rows of these hosts in every kept window (their slots may be reused)."""
+        slots = np.asarray(slots, np.int64)
+        if not len(slots):
+            return
+        for s, w in list(self._closed.items()):
+            keep = ~np.isin(w.slot, slots)
+            if keep.all():
+                continue
+            new_row = np.cumsum(keep) - 1
+            self._dirty = {(ds, int(new_row[r])) if ds == s else (ds, r)
+                           for ds, r in self._dirty if ds != s or keep[r]}  # fmt: skip
+            self._closed[s] = _Closed(w.slot[keep], w.value[keep], w.count[keep], w.votes[keep], w.alerting[keep],
+                                      w.fired[keep], [x for x, k in zip(w.severity, keep.tolist(), strict=True) if k])
+
     def snapshot(self) -> dict[str, Any]:
         """Plain data."""
         return {"closed": [[s, c.slot, c.value, c.count, c.votes, c.alerting, c.fired, c.severity]

@@ -46,6 +46,11 @@ from vigil.types import Batch, BoolArray, Int64Array
 __all__ = ["ServerStep"]
 
 
+def _shared(model: Any) -> bool:
+    """A served model with no per-key state (nor fallback detectors keeping some): twins may share it."""
+    return not getattr(model, "fallbacks", None)
+
+
 class _HostNames:
     """slot -> host name, through the engine's current key index (it is replaced on restore)."""
 
@@ -209,6 +214,58 @@ class ServerStep:
     def health(self) -> dict[str, Any] | None:
         """The served model's health (``None`` without a registry model)."""
         return self.pipe.health()
+
+    # -- per-key slices (a keyed runtime's state; see vigil.dataflow.capabilities.SlicedStep) ----------
+
+    def export_slots(self, slots: np.ndarray) -> list[dict[str, Any]]:
+        """Per host slot, everything its later windows depend on.
+
+        Its join windows and carry-forward, every metric detector's slice, the model's (if it keeps any), k-of-n
+        and the kept windows for revisions.
+        """
+        pipe = self.pipe
+        parts: dict[str, list[Any]] = {"join": pipe.join.export_slots(slots), "kofn": pipe.kofn.export_slots(slots),
+                                       "revisions": self.revisions.export_slots(slots)}  # fmt: skip
+        per_det = [d.export_slots(slots) for d in pipe.detectors]
+        parts["detectors"] = [[x[i] for x in per_det] for i in range(len(slots))]
+        if pipe.model is not None and not _shared(pipe.model):
+            parts["model"] = pipe.model.export_slots(slots)
+        return [{name: v[i] for name, v in parts.items()} for i in range(len(slots))]
+
+    def import_slots(self, slots: np.ndarray, states: list[dict[str, Any] | None]) -> None:
+        """Load :meth:`export_slots` output into ``slots`` (``None``: a host never seen)."""
+        pipe = self.pipe
+        slots = np.asarray(slots, np.int64)
+        if len(slots):
+            pipe.reset_slots(slots)
+        pipe.join.import_slots(slots, [None if st is None else st["join"] for st in states])
+        pipe.kofn.import_slots(slots, [None if st is None else st["kofn"] for st in states])
+        self.revisions.import_slots(slots, [None if st is None else st["revisions"] for st in states])
+        for j, d in enumerate(pipe.detectors):
+            d.import_slots(slots, [None if st is None else st["detectors"][j] for st in states])
+        if pipe.model is not None and not _shared(pipe.model):
+            pipe.model.import_slots(slots, [None if st is None else st["model"] for st in states])
+
+    def twin(self) -> ServerStep:
+        """The same step with no host, writing to the same sink and serving the same loaded model.
+
+        A model that keeps no per-key state (the registry's served model, a fixed Isolation Forest) is shared by
+        the twins, so it is loaded, and follows the registry, once per process.
+        """
+        model = self.pipe.model
+        if model is not None and not _shared(model):
+            model = model.fresh()
+        return ServerStep(self.config, name=self.name, sink=self.sink, model=model, value_field=self.value_field,
+                          metric_field=self.metric_field, metric_aliases=self.metric_aliases,
+                          emit_windows=self.emit_windows, revise_windows=self.revisions.horizon)  # fmt: skip
+
+    def slice_caveat(self) -> str | None:
+        """None: a host's slice is all its later windows and alerts depend on."""
+        return None
+
+    def due_ms(self, slots: np.ndarray) -> np.ndarray:
+        """When each host's oldest open window is scored."""
+        return self.pipe.join.next_close_ms(slots)
 
     def reset_slots(self, slots: np.ndarray) -> None:
         """Forget hosts whose key slots the engine freed."""

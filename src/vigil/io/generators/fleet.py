@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 __all__ = ["INCIDENT_TYPES", "METRICS", "FleetSpec", "host_names", "incident_table", "simulate_fleet"]
 
@@ -131,6 +130,8 @@ def host_names(n: int) -> np.ndarray:
 
 def _ar1(rng: np.random.Generator, shape: tuple[int, int], phi: float) -> np.ndarray:
     """Unit-variance AR(1) noise along the last axis."""
+    from scipy.signal import lfilter  # not a core dependency: only the fleet simulator needs it
+
     e = rng.standard_normal(shape) * np.sqrt(1.0 - phi * phi)
     return lfilter([1.0], [1.0, -phi], e, axis=1)
 
