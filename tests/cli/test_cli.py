@@ -35,7 +35,7 @@ def test_demo_json_precision_recall_on_seeded_stream(tmp_path):
     assert set(out["latency_ms"]) == {"p50", "p95", "p99"}
     assert out["events"] == 200_000 and out["alerts"] > 0
     assert out["precision"] >= 0.9 and out["recall"] >= 0.9
-    for pattern in ("amount_spike", "card_testing", "velocity_burst"):
+    for pattern in ("amount_spike", "card_testing", "velocity_burst", "test_then_cashout"):
         assert out["by_pattern"][pattern]["recall"] >= 0.9
     # the legitimate-but-odd behaviours exist and are mostly left alone
     for pattern in ("large_purchase", "bursty_shopper", "travel"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -216,6 +217,8 @@ def test_train_without_hook_warms_up(tmp_path: Path, config: Path) -> None:
     inp = _write({k: v[400:] for k, v in d.items()}, tmp_path / "in.parquet")
     s = score_file(config, inp, tmp_path / "out.parquet", train_path=train, progress=False)
     assert s["train"] == "warmup"
+    # throughput counts the scored rows over the scoring time alone; the warm-up is timed apart
+    assert s["train_s"] > 0 and s["rows_per_s"] == pytest.approx(200 / s["detector_s"], rel=0.05)
     ref = _direct(d, EWZScore(field="value", halflife=20, min_count=5, protect=False))
     np.testing.assert_array_equal(pq.read_table(tmp_path / "out.parquet")["score"].to_numpy(), ref.score[400:])
 
@@ -285,12 +288,20 @@ def test_score_trains_an_offline_detector_first(tmp_path):
            str(tmp_path / "out.csv"), "--json"]
     r = _sp.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "--train" in r.stderr  # an untrained model is refused clearly
-    r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True)
+    env = {**os.environ, "VIGIL_CACHE_DIR": str(tmp_path / "cache"), "VIGIL_FIT_CACHE": "1"}
+    r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
-    assert _json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
+    first = _json.loads(r.stdout.strip().splitlines()[-1])
+    assert first["train"] == "fit" and first["fit_cached"] is False
     rows = list(_csv.DictReader(open(tmp_path / "out.csv")))
     flagged = {int(row["row"]) for row in rows if row["flag"].lower() == "true"}
     assert {i for i in range(2000) if i % 200 == 100} <= flagged
+    # the same training data again: the fitted (ONNX-converted) model comes from the cache, same results
+    r = _sp.run([*cmd, "--train", str(tmp_path / "train.csv")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _json.loads(r.stdout.strip().splitlines()[-1])["fit_cached"] is True
+    assert list(_csv.DictReader(open(tmp_path / "out.csv"))) == rows
+    assert len(list((tmp_path / "cache" / "fits").glob("*.fit"))) == 1
 
 
 def test_nan_and_empty_values_are_missing_not_scored_and_no_output_folder_is_made(tmp_path: Path) -> None:

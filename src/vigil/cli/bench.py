@@ -62,6 +62,31 @@ def bench_nab(
         fail(exc, 1)
 
 
+@app.command("multivariate")
+def bench_multivariate(
+    config: Annotated[list[str] | None, typer.Option("--config", help="Detector config (path or bundled name); "
+                                                     "repeat for several. Default: smap_msl.")] = None,  # fmt: skip
+    data: Annotated[Path | None, typer.Option(help="SMAP/MSL folder (default ../shared/datasets/smap_msl).")] = None,
+    channel: Annotated[list[str] | None, typer.Option(
+        "--channel", help="Only these channels (not comparable).")] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path(
+        "bench/results/multivariate.json"
+    ),
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on the last line.")] = False,
+) -> None:
+    """Detector configs on the 82 SMAP/MSL telemetry channels, beside scikit-learn's Isolation Forest and random.
+
+    Macro best-F1 without point adjustment, AUC-PR, AUC-ROC, point-adjusted F1 (inflated) and P/R/F1 at
+    each config's own default threshold; causal (warm-up on the training split, prequential on the test split).
+    """
+    from vigil.cli.bench_multivariate import run_multivariate_bench
+
+    try:
+        run_multivariate_bench(config or None, data_dir=data, channels=channel or None, out=out, as_json=json_)
+    except VigilError as exc:
+        fail(exc, 1)
+
+
 @app.command("servers")
 def bench_servers(
     json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
@@ -101,6 +126,29 @@ def bench_detectors(
         fail(exc, 1)
 
 
+@app.command("alerts")
+def bench_alerts(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    holders: Annotated[int, typer.Option(help="Card holders in the storm (6 payments each).")] = 100_000,
+    console_alerts: Annotated[int, typer.Option(help="Alerts in the store the console is measured on.")] = 1_000_000,
+    console_store: Annotated[Path | None, typer.Option(
+        help="Reuse this store for the console (written there first if missing).")] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/alerts.json"),
+) -> None:
+    """The alert path when everything alerts, and the console over a million stored alerts.
+
+    The manager's alerts/s, the storm's events/s and peak RSS against the same stream without alerts, and the
+    console's API latency (see ``vigil.cli.bench_alerts``).
+    """
+    from vigil.cli.bench_alerts import run_alerts_bench
+
+    try:
+        run_alerts_bench(holders=holders, console_alerts=console_alerts, console_store=console_store, as_json=json_,
+                         out=out)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
+
+
 @app.command("kafka")
 def bench_kafka(
     json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
@@ -133,6 +181,104 @@ def bench_kafka(
         run_kafka_bench(bootstrap=bootstrap, shared=shared, pipeline=pipeline, n=n, keys=keys, rate=rate,
                         latency_s=latency_seconds, checkpoint_interval=checkpoint_interval, as_json=json_,
                         out=out)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
+
+
+@app.command("flink")
+def bench_flink(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    bootstrap: Annotated[str, typer.Option(help="The Kafka broker (`make kafka-up` starts one here).")
+                         ] = "127.0.0.1:9092",  # fmt: skip
+    pipeline: Annotated[Path, typer.Option(help="The fraud pipeline whose steps run on both runtimes (its source, "
+                                                "checkpoints and alerts are pointed at the bench's topics).")
+                        ] = Path("pipelines/fraud-flink.yaml"),  # fmt: skip
+    n: Annotated[int, typer.Option(help="Events in the workload (produced into a 4-partition topic).")] = 1_000_000,
+    keys: Annotated[int, typer.Option(help="Keys (users) in the workload.")] = 10_000,
+    parallelism: Annotated[int, typer.Option(min=1, help="Parallelism of both Flink jobs.")] = 1,
+    shared: Annotated[Path | None, typer.Option(help="Folder with workload.py (default ../shared/bench/perf).")
+                      ] = None,  # fmt: skip
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/flink.json"),
+) -> None:
+    """Events/s per core of the fraud pipeline: embedded, as a Flink job, and a plain per-event PyFlink job.
+
+    Starts a standalone Flink cluster of its own (flink.sh, free ports) for the two Flink jobs and stops it after;
+    per-core figures are events / CPU seconds of the TaskManagers (and their Python workers) during each job, so
+    other load on the machine does not count. Keys: `embedded_eps`, `flink_eps_per_core`,
+    `per_event_eps_per_core`, `ratio_vs_per_event`. Needs `make kafka-up` and `make flink-venv`.
+    """
+    from vigil.cli.bench_flink import run_flink_bench
+
+    try:
+        run_flink_bench(bootstrap=bootstrap, shared=shared, pipeline=pipeline, n=n, keys=keys, parallelism=parallelism,
+                        as_json=json_, out=out)  # fmt: skip
+    except VigilError as exc:
+        fail(exc, 1)
+
+
+@app.command("rca")
+def bench_rca(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON (one line).")] = False,
+    seeds: Annotated[int, typer.Option(help="Incidents per fault type (one seed each).")] = 10,
+    first_seed: Annotated[int, typer.Option(help="First seed (the method was tuned on seeds >= 1000).")] = 1,
+    services: Annotated[str, typer.Option(help="Shop sizes, cycled over the seeds.")] = "20,30,40",
+    faults: Annotated[str | None, typer.Option(help="Fault types, comma-separated (default: all eight).")] = None,
+    jobs: Annotated[int, typer.Option(help="Incidents run in this many processes.")] = 1,
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/rca.json"),
+) -> None:
+    """Root-cause ranking on the services simulator: top-1/top-3/kind per fault type, time per incident.
+
+    Every fault type (latency, error_burst, cpu_hog, memory_leak, dependency_outage, bad_deploy,
+    network_delay, noisy_neighbour) is injected --seeds times, with traffic spikes, a batch job and slow
+    warm-ups after good deploys around it, and ranked 3 minutes after injection (`inject`) and 1 minute after
+    a plain detector's first alert (`alert`). Latency: `rank_causes` alone, and series-from-spans + rank;
+    p95 overall and at 40 services. Targets (top-1 >= 0.8, top-3 >= 0.95 per fault type, p95 <= 2 s at 40
+    services) are shown, not enforced. About 15-30 s per incident on one core.
+    """
+    from vigil.apps.services.sim import FAULT_TYPES
+    from vigil.cli.bench_rca import run_rca_bench
+    from vigil.errors import ConfigError
+
+    chosen = FAULT_TYPES if faults is None else tuple(f.strip() for f in faults.split(",") if f.strip())
+    bad = [f for f in chosen if f not in FAULT_TYPES]
+    if bad:
+        fail(ConfigError(f"unknown fault types {bad}; choose from {', '.join(FAULT_TYPES)}", field="--faults",
+                         value=faults), 2)  # fmt: skip
+    try:
+        sizes = [int(x) for x in services.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 8 or max(sizes) > 42:
+        fail(ConfigError("give shop sizes between 8 and 42, comma-separated", field="--services", value=services), 2)
+    if seeds < 1 or jobs < 1:
+        fail(ConfigError("must be at least 1", field="--seeds" if seeds < 1 else "--jobs",
+                         value=seeds if seeds < 1 else jobs), 2)  # fmt: skip
+    run_rca_bench(seeds=seeds, first_seed=first_seed, sizes=sizes, faults=chosen, jobs=jobs, as_json=json_, out=out)
+
+
+@app.command("traces")
+def bench_traces(
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on the last line.")] = False,
+    minutes: Annotated[float, typer.Option(help="Simulated minutes of traces (~190k spans a minute).")] = 10.0,
+    rate: Annotated[float, typer.Option(help="Frontend requests/s at the daily peak.")] = 200.0,
+    services: Annotated[int, typer.Option(help="Services in the shop (8-42).")] = 30,
+    seed: Annotated[int, typer.Option(help="The simulator's seed.")] = 7,
+    repeats: Annotated[int, typer.Option(help="Timed passes; the best is reported.")] = 3,
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("bench/results/traces.json"),
+) -> None:
+    """`spans_per_s`: OTLP protobuf -> span columns -> RED windows, service graph and verdicts, on one core.
+
+    The simulator's traces (`vigil generate services`) as 8,192-span ExportTraceServiceRequest messages (not
+    timed), then per request the otlp source's decoder and the service_graph step with the watermark 5 s
+    behind the data. With the services app's layered detection in the build, also `spans_per_s_layered` (the
+    decoded rows through its L1/L2/L3 verdicts) and `gnn_ms` (p50, p99 per graph snapshot); else null.
+    Example: `vigil bench traces --json --minutes 5`.
+    """
+    from vigil.cli.bench_traces import run_traces_bench
+
+    try:
+        run_traces_bench(minutes=minutes, rate=rate, services=services, seed=seed, repeats=repeats, as_json=json_,
+                         out=out)  # fmt: skip
     except VigilError as exc:
         fail(exc, 1)
 

@@ -150,7 +150,7 @@ def fraud_yaml_worker(*, pipeline: Path, events: int = 1_000_000) -> dict[str, A
     from vigil.io.files import JsonlFileSource
     from vigil.io.generators.transactions import TransactionSpec, generate_transactions, write_jsonl
     from vigil.io.schema import Schema
-    from vigil.worker import Worker
+    from vigil.worker import Worker, settle_gc
 
     with tempfile.TemporaryDirectory() as tmp:
         tx = Path(tmp) / "transactions.jsonl"
@@ -169,6 +169,7 @@ def fraud_yaml_worker(*, pipeline: Path, events: int = 1_000_000) -> dict[str, A
         worker = Worker.from_file(yaml_path, out_dir=Path(tmp) / "out", console_port=None)
         clock = _StepClock()
         worker.runner.metrics = clock
+        settle_gc()  # as `vigil run` does
         t0 = time.perf_counter()
         st = worker.run()
         elapsed = time.perf_counter() - t0

@@ -228,6 +228,9 @@ def bench_pipeline(template: Path, *, bootstrap: str, source: str, alerts: str, 
     return spec
 
 
+READY = "vigil-bench-worker-ready"
+
+
 class WorkerProcess:
     """``python -m vigil.cli.bench_kafka PIPELINE``: one pipeline run, its figures on stdout's last line."""
 
@@ -252,7 +255,15 @@ class WorkerProcess:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
     def stop(self) -> dict[str, Any]:
-        """SIGTERM (a clean stop: final checkpoint); its figures."""
+        """SIGTERM (a clean stop: final checkpoint); its figures.
+
+        Sent once the worker says it is ``ready`` (its handler installed): a worker restarted into a stream it
+        has already caught up with is stopped at once, and a SIGTERM during its imports would kill it instead.
+        """
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if line.strip() == READY:
+                break
         self.proc.send_signal(signal.SIGTERM)
         return self.result()
 
@@ -437,7 +448,7 @@ def _worker_main() -> None:  # pragma: no cover - run as a subprocess
     import argparse
     import logging
 
-    from vigil.worker import Worker
+    from vigil.worker import Worker, settle_gc
 
     ap = argparse.ArgumentParser(description="The pipeline side of `vigil bench kafka` (internal)")
     ap.add_argument("pipeline", type=Path)
@@ -448,6 +459,8 @@ def _worker_main() -> None:  # pragma: no cover - run as a subprocess
     worker = Worker.from_file(a.pipeline, out_dir=a.out, overrides={"stop_at_end": True} if a.until_end else None)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: worker.stop())
+    print(READY, file=sys.stderr, flush=True)  # SIGTERM now stops it cleanly (WorkerProcess.stop waits for this)
+    settle_gc()  # as `vigil run` does
     st = worker.run()
     print(json.dumps({"events_in": st.events_in, "events_per_s": st.events_per_s, "elapsed_s": st.elapsed_s,
                       "alerts": st.alerts, "checkpoints": st.checkpoints, "dead_letters": st.dead_letters}),

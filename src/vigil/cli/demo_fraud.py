@@ -37,6 +37,10 @@ class LatencySink:
         """Nothing to release."""
 
 
+CASHOUT_SHARE = 0.004
+"""Share of the demo's events in test_then_cashout episodes (the generator leaves them out by default)."""
+
+
 def run_demo(
     *,
     events: int,
@@ -58,7 +62,8 @@ def run_demo(
     t0 = time.perf_counter()
     with console.status(f"generating {events:,} card transactions for {users:,} users (seed {seed})…"):
         try:
-            cols = generate_transactions(TransactionSpec(events=events, users=users, seed=seed))
+            spec = TransactionSpec(events=events, users=users, seed=seed, test_then_cashout_share=CASHOUT_SHARE)
+            cols = generate_transactions(spec)
         except ValueError as exc:  # too few card holders for the events
             raise ConfigError(str(exc), field="--users", value=users) from None
     info = summary(cols)

@@ -20,10 +20,13 @@ from vigil.cli import (
     console,
     demo,
     feedback,
+    flink,
     generate,
+    incidents,
     models,
     pipelines,
     rca,
+    remediation,
     score,
 )
 
@@ -40,7 +43,7 @@ app = typer.Typer(
 )
 
 for topic in (demo, generate, pipelines, console, alerts, alertmanager, feedback, checkpoint, score, models, collect,
-              rca, bench):
+              rca, incidents, remediation, flink, bench):
     topic.register(app)
 
 
@@ -67,7 +70,7 @@ _PANELS = {
     "Start here": ("demo", "generate", "run", "validate"),
     "Operate a running pipeline": ("console", "alerts", "silence", "apply", "feedback", "checkpoint", "alertmanager"),
     "Models and detectors": ("score", "train", "models", "retrain", "collect"),
-    "Services and incidents": ("rca",),
+    "Services and incidents": ("rca", "incidents", "remediation"),
     "Measure": ("bench",),
 }
 

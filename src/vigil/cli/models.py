@@ -19,9 +19,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def train(
-    input: Annotated[str, typer.Option("--input", help="Normal data: CSV, JSON lines, Parquet or kafka://HOST:PORT/"
-                                       "TOPIC of JSON records (--config); Influx or Telegraf metrics, a file or "
-                                       "kafka://... (--pipeline).")],
+    input: Annotated[str | None, typer.Option("--input", help="Normal data: CSV, JSON lines, Parquet or "
+                                              "kafka://HOST:PORT/TOPIC of JSON records (--config); Influx or "
+                                              "Telegraf metrics, a file or kafka://... (--pipeline).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Training YAML (name, features, ...).")] = None,
     pipeline: Annotated[Path | None, typer.Option(
         "--pipeline", help="Or: train the global model of this pipeline's `servers` step.")] = None,  # fmt: skip
@@ -29,17 +29,46 @@ def train(
     registry: RegistryOpt = None,
     promote: Annotated[bool, typer.Option(help="Promote the new version too.")] = False,
     reason: Annotated[str, typer.Option(help="History reason when --promote.")] = "trained",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="algorithm: tcn_autoencoder: the folder for model.onnx + model.json (else the config's `out`).",
+    )] = None,  # fmt: skip
     json_: JsonOpt = False,
+    services_gnn: Annotated[Path | None, typer.Option(
+        "--services-gnn", help="Or: train the services app's GNN on simulated shops with PyTorch (its own "
+        "virtualenv: $VIGIL_TORCH_PYTHON or .venv-torch) and write its ONNX file here.")] = None,  # fmt: skip
+    seeds: Annotated[int, typer.Option(help="With --services-gnn: simulated training runs.")] = 6,
+    epochs: Annotated[int, typer.Option(help="With --services-gnn: training epochs.")] = 30,
 ) -> None:
     """Fit an Isolation Forest on normal data and register it as a new model version.
+
+    With `algorithm: tcn_autoencoder` in the config: train a PyTorch sequence autoencoder (run it from the
+    venv of `make torch-venv`: `.venv-torch/bin/vigil train ...`), export it to ONNX in --out, and serve it with
+    `kind: onnx_sequence` (ONNX Runtime only).
 
     The new version is validated on a held-back slice; serving pipelines pick up a version when it is
     promoted (`vigil models promote`).
 
     Examples: `vigil train --config train.yaml --input normal.csv` ·
     `vigil train --pipeline pipelines/servers-kafka.yaml --input fleet.influx --until 6h --promote` ·
-    `vigil train --config train.yaml --input kafka://127.0.0.1:9092/normal-transactions`
+    `vigil train --config train.yaml --input kafka://127.0.0.1:9092/normal-transactions` ·
+    `vigil train --services-gnn models/services-gnn.onnx`
     """
+    if services_gnn is not None:
+        import json
+
+        from vigil.cli.demo_services import train_services_gnn
+
+        try:
+            res = train_services_gnn(services_gnn, seeds=seeds, epochs=epochs, console=err)
+        except VigilError as exc:
+            fail(exc, 1)
+        err.print(f"GNN trained on {res['train']['snapshots']} snapshots in {res['train']['seconds']} s "
+                  f"(torch {res['train']['torch']}): {services_gnn}")
+        if json_:
+            print(json.dumps(res))
+        return
+    if input is None:
+        fail(ConfigError("is required (the data to train on)", field="--input", value=None))
     if (config is None) == (pipeline is None):
         fail(ConfigError("give exactly one of --config (a feature table) or --pipeline (a servers step)",
                           field="train", value=None))  # fmt: skip
@@ -52,7 +81,8 @@ def train(
         from vigil.cli.models_admin import train_cmd
 
         assert config is not None
-        train_cmd(config, input, registry=registry, promote=promote, reason=reason, as_json=json_, console=err)
+        train_cmd(config, input, registry=registry, promote=promote, reason=reason, as_json=json_, out=out,
+                  console=err)  # fmt: skip
     except VigilError as exc:
         fail(exc, 1)
 

@@ -16,6 +16,18 @@ The registry folder is ``--registry``, else ``$VIGIL_MODEL_REGISTRY``, else ``./
     n_estimators: 200
     holdout: 0.2                 # the latest 20 % of rows are held back for the validation report
     seed: 42
+
+A sequence model (``algorithm: tcn_autoencoder``; PyTorch, so run it from ``.venv-torch/bin/vigil``, see
+``make torch-venv``) is exported to ONNX into a folder instead of the registry, and served by the
+``onnx_sequence`` detector::
+
+    name: hosts_seq
+    algorithm: tcn_autoencoder
+    features: [cpu, mem, net_in]   # the model's channels
+    window: 32                     # rows per window (a multiple of 4)
+    epochs: 10
+    out: models/hosts_seq          # model.onnx + model.json (relative to this file; --out wins)
+    key_column: host               # optional: one sequence per key (a host, a card holder), else the whole table
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -49,6 +62,13 @@ class TrainSpec(BaseModel):
     n_estimators: int = Field(default=100, ge=1)
     holdout: float = Field(default=0.2, ge=0.0, le=0.9)
     seed: int = 42
+    # algorithm: tcn_autoencoder (a PyTorch sequence model exported to ONNX; vigil.models.sequence)
+    out: str | None = None
+    key_column: str | None = None
+    window: int = Field(default=32, ge=4)
+    epochs: int = Field(default=10, ge=1)
+    hidden: int = Field(default=16, ge=1)
+    code: int = Field(default=4, ge=1)
 
 
 def load_train_config(path: str | os.PathLike[str]) -> tuple[TrainSpec, str]:
@@ -65,9 +85,9 @@ def load_train_config(path: str | os.PathLike[str]) -> tuple[TrainSpec, str]:
         hint = f"known fields: {', '.join(TrainSpec.model_fields)}" if e["type"] == "extra_forbidden" else None
         value = e.get("input") if e["type"] != "missing" and not isinstance(e.get("input"), dict) else None
         raise ConfigError(f"{e['msg']} (in {path})", field=name, value=value, hint=hint) from None
-    if spec.algorithm != "isolation_forest":
+    if spec.algorithm not in ("isolation_forest", "tcn_autoencoder"):
         raise ConfigError(f"is not a trainable algorithm (in {path})", field="algorithm", value=spec.algorithm,
-                          hint="isolation_forest")  # fmt: skip
+                          hint="isolation_forest or tcn_autoencoder")  # fmt: skip
     return spec, os.path.dirname(os.path.abspath(path))
 
 
@@ -88,12 +108,14 @@ def _emit(data: Any) -> None:
 
 def train_cmd(config: str | os.PathLike[str], input_path: str | os.PathLike[str], *,
               registry: str | os.PathLike[str] | None = None, promote: bool = False,
-              reason: str = "trained", as_json: bool = False,
+              reason: str = "trained", as_json: bool = False, out: str | os.PathLike[str] | None = None,
               console: Console | None = None) -> dict[str, Any]:  # fmt: skip
     """``vigil train --config TRAIN.yaml --input FILE``: fit, validate on the held-back slice, register."""
     from vigil.models.training import train_isolation_forest
 
     spec, base = load_train_config(config)
+    if spec.algorithm == "tcn_autoencoder":
+        return train_sequence_cmd(spec, base, input_path, out=out, as_json=as_json, console=console)
     root = resolve_registry(registry, spec.registry, base)
     version, meta = train_isolation_forest(
         os.fspath(input_path), features=spec.features, name=spec.name, registry_root=root,
@@ -112,6 +134,42 @@ def train_cmd(config: str | os.PathLike[str], input_path: str | os.PathLike[str]
         con.print(f"held-back slice: {val['n_rows']:,} rows, {val['flag_share']:.2%} flagged at "
                   f"{val['threshold']} (expected ~{val['expected_flag_share']:.0%})")  # fmt: skip
     con.print("promoted" if promote else f"not promoted yet: vigil models promote {spec.name} {version} --reason ...")
+    return result
+
+
+def train_sequence_cmd(spec: TrainSpec, base: str, input_path: str | os.PathLike[str], *,
+                       out: str | os.PathLike[str] | None = None, as_json: bool = False,
+                       console: Console | None = None) -> dict[str, Any]:  # fmt: skip
+    """``algorithm: tcn_autoencoder``: train with PyTorch, export ``model.onnx`` + ``model.json`` into ``out``."""
+    from vigil.models.sequence import train_tcn_autoencoder
+    from vigil.models.training import read_table
+
+    folder = os.fspath(out) if out else spec.out
+    if not folder:
+        raise ConfigError("is needed for a sequence model: the folder that gets model.onnx and model.json",
+                          field="out", value=None, hint="`out: models/seq` in the config, or --out")  # fmt: skip
+    if not out and not os.path.isabs(folder):
+        folder = os.path.join(base, folder)
+    columns = read_table(os.fspath(input_path), spec.features, spec.time_column, spec.key_column)
+    ts = columns.pop("__ts_ms", None)
+    if ts is not None:
+        order = np.argsort(ts, kind="stable")
+        columns = {f: c[order] for f, c in columns.items()}
+    keys = columns.pop("__key", None)
+    meta = train_tcn_autoencoder(columns, features=spec.features, out=folder, window=spec.window,
+                                 epochs=spec.epochs, hidden=spec.hidden, code=spec.code, seed=spec.seed,
+                                 keys=keys)  # fmt: skip
+    result = {"name": spec.name, "out": folder, "training": meta["training"], "fields": meta["fields"],
+              "window": meta["window"]}  # fmt: skip
+    if as_json:
+        _emit(result)
+        return result
+    t = meta["training"]
+    con = console or Console()
+    con.print(f"trained [bold]{spec.name}[/] (tcn_autoencoder, window {meta['window']}) on {t['rows']:,} rows, "
+              f"{t['epochs']} epochs in {t['train_seconds']:.1f} s; loss {t['final_loss']:.4g}; ONNX vs PyTorch "
+              f"max |diff| {t['max_abs_diff_onnx']:.1e}")  # fmt: skip
+    con.print(f"wrote {folder}/model.onnx and model.json; serve it: kind onnx_sequence, params {{model: {folder}}}")
     return result
 
 

@@ -96,7 +96,7 @@ def run(
     """
     from vigil.cli.runview import ProgressView, run_with_view
     from vigil.errors import TransactionAborted
-    from vigil.worker import Worker
+    from vigil.worker import Worker, settle_gc
 
     check_port(metrics_port, "--metrics-port")
     check_port(console_port, "--console-port")
@@ -131,6 +131,7 @@ def run(
                 fail(exc)
             except VigilError as exc:  # e.g. the source can't be read
                 fail(exc, 1)
+            settle_gc()
             try:
                 run_with_view(worker, view, console=err)
                 return

@@ -31,6 +31,11 @@ column as strings if any) and returns constructor params that override the confi
 then scores the input. A detector without that hook is **warmed up** instead: the training rows stream
 through it first (their verdicts are discarded), so scoring starts from the state they leave — training
 data should precede the scored data in event time.
+
+Fitted models are **cached**: the params ``fit_from_frame`` returns (e.g. an Isolation Forest converted to
+ONNX) are stored under ``$VIGIL_CACHE_DIR`` (default ``~/.cache/vigil``) in ``fits/``, keyed by the sha256 of
+the detector's kind and params and of the training columns' bytes, so scoring again with the same training
+data skips the fit and the conversion (``fit_cached`` in the summary). ``VIGIL_FIT_CACHE=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -152,11 +157,15 @@ def score_file(
     check_output(output_path)  # before the work: a typo in the output's folder must not cost the whole run
     train_mode = None
     warm: tuple[Any, ...] | None = None
+    t_train = 0.0
+    fit_cached: bool | None = None
     if train_path is not None:
         tframe = read_frame(train_path, cols)
         t_order, t_slots, t_ts, t_X, t_keys = _ordered(tframe)
         if factory.trainable:
-            factory.fit(dict(t_X))  # the value columns (features), rows in event-time order
+            t0 = time.perf_counter()
+            fit_cached = _fit_cached(factory, t_X)  # the value columns (features), rows in event-time order
+            t_train = time.perf_counter() - t0
             train_mode = "fit"
         else:
             warm = (t_keys, t_ts, t_X)
@@ -169,7 +178,7 @@ def score_file(
     n = frame.n
     t_det = 0.0
     if warm is not None:
-        verdicts, order, t_det = _score_with_warmup(det, frame, warm, batch_rows, progress)
+        verdicts, order, t_det, t_train = _score_with_warmup(det, frame, warm, batch_rows, progress)
     else:
         order, slots, ts, X, _ = _ordered(frame)
         with _progress(progress, len(order), f"scoring {Path(input_path).name}") as bar:
@@ -208,15 +217,55 @@ def score_file(
         "keys": int(len(np.unique(frame.keys[frame.ok]))) if frame.keys is not None else (1 if readable else 0),
         "time_unit": frame.time_unit,
         "train": train_mode,
+        "train_s": round(t_train, 6) if train_mode else None,
+        "fit_cached": fit_cached,
         "detector_s": round(t_det, 6),
         "rows_per_s": round(readable / t_det, 1) if t_det > 0 else None,
     }
 
 
+def _fit_cached(factory: DetectorFactory, columns: dict[str, np.ndarray]) -> bool:
+    """Fit ``factory`` on ``columns``, or load the params of the same fit from the cache; ``True`` if cached."""
+    import hashlib
+    import json
+
+    from vigil.state import codec
+
+    if os.environ.get("VIGIL_FIT_CACHE", "1") == "0":
+        factory.fit(dict(columns))
+        return False
+    h = hashlib.sha256(json.dumps([factory.kind, factory.params], sort_keys=True, default=str).encode())
+    for name in sorted(columns):
+        a = np.ascontiguousarray(columns[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype.kind != "O" else "\x1f".join(map(str, a.tolist())).encode())
+    root = Path(os.environ.get("VIGIL_CACHE_DIR") or Path.home() / ".cache" / "vigil") / "fits"
+    path = root / f"{h.hexdigest()}.fit"
+    if path.is_file():
+        try:
+            factory.fitted = dict(codec.decode(path.read_bytes(), kind="score-fit", version=1)["state"])
+            return True
+        except Exception:  # noqa: BLE001 - a bad cache entry is refitted and replaced
+            pass
+    fitted = factory.fit(dict(columns))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(codec.encode("score-fit", 1, {}, fitted))
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):  # an unwritable cache, or params the codec can't hold: no cache
+        pass
+    return False
+
+
 def _score_with_warmup(
     det: Any, frame: Frame, warm: tuple[Any, ...], batch_rows: int, progress: bool
-) -> tuple[Verdicts, np.ndarray, float]:
-    """Stream the training rows, then the input rows, through one detector and one key index."""
+) -> tuple[Verdicts, np.ndarray, float, float]:
+    """Stream the training rows, then the input rows, through one detector and one key index.
+
+    Returns ``(verdicts, order, scoring seconds, warm-up seconds)``: throughput is the input rows over the
+    scoring time alone (the warm-up is reported apart, as ``train_s``).
+    """
     from vigil.state.keyindex import KeyIndex
 
     t_keys, t_ts, t_X = warm
@@ -241,9 +290,10 @@ def _score_with_warmup(
 
         t0 = time.perf_counter()
         run_detector(det, t_slots, t_ts, t_X, batch_rows=batch_rows, on_batch=tick)
+        t1 = time.perf_counter()
         verdicts = run_detector(det, slots, ts, X, batch_rows=batch_rows, on_batch=tick)
-        t_det = time.perf_counter() - t0
-    return verdicts, order, t_det
+        t_det = time.perf_counter() - t1
+    return verdicts, order, t_det, t1 - t0
 
 
 def _unscorable_rows(frame: Frame, order: np.ndarray, v: Verdicts) -> np.ndarray:
