@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
 .PHONY: setup lock demo demo-kafka test bench lint clean kafka-up kafka-down flink-venv flink-up flink-down \
-  temporal-build temporal-up temporal-down otelcol-build otelcol-up otelcol-down
+  go-servers-background temporal-build temporal-up temporal-down otelcol-build otelcol-up otelcol-down torch-venv torch-lock
 
 setup: $(STAMP)
 
@@ -35,13 +35,24 @@ demo-kafka: setup kafka-up
 	$(BIN)/vigil demo --kafka
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
-# The local Kafka broker (deploy/kafka) is started first and always stopped afterwards: pass, fail or Ctrl-C.
-test: setup
+# The local Kafka broker (deploy/kafka) and a Temporal server (deploy/temporal, in-memory SQLite; built once into
+# ~/.cache/vigil/bin the first time) are started first and always stopped afterwards: pass, fail or Ctrl-C.
+# .venv-torch is made first, so that the tests train a small PyTorch model for real (VIGIL_TORCH_PYTHON);
+# .venv-flink too: the Flink tests start a real standalone cluster of their own (tests/integrations).
+# The Go-built servers (Temporal, the OpenTelemetry Collector) build in the background while the venvs install and
+# most tests run (cached in ~/.cache/vigil: a no-op once built); the tests that need them run last and wait for the
+# build (deploy/go-build.sh locks it). Temporal itself is started by the test session (tests/conftest.py).
+test: go-servers-background setup torch-venv flink-venv
 	@./deploy/system-deps.sh
-	@trap './deploy/kafka/kafka.sh down || true' EXIT; trap 'exit 130' INT TERM; \
+	@trap './deploy/kafka/kafka.sh down || true' EXIT; \
+	  trap 'exit 130' INT TERM; \
 	  ./deploy/kafka/kafka.sh up || exit 1; \
-	  $(BIN)/python -m pytest -q; rc=$$?; \
+	  VIGIL_TORCH_PYTHON=$(CURDIR)/.venv-torch/bin/python $(BIN)/python -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+go-servers-background:
+	@mkdir -p .cache; echo "building the Go servers in the background if missing (log: .cache/go-servers.log)"; \
+	  ( ./deploy/temporal/temporal.sh build && ./deploy/otelcol/otelcol.sh build ) >.cache/go-servers.log 2>&1 &
 
 # A real single-node Apache Kafka (KRaft) on 127.0.0.1:9092; `down` keeps its data (deploy/kafka/data).
 kafka-up: setup
@@ -62,6 +73,15 @@ flink-up: flink-venv
 
 flink-down:
 	@./deploy/flink/flink.sh down
+
+# PyTorch's own virtualenv (.venv-torch): torch + onnx + onnxruntime + Vigil, only what deploy/torch/requirements.lock
+# pins (the PyPI torch wheel brings ~2.5 GB of CUDA libraries: not in the main lock). `vigil train` of a sequence
+# model runs in it; serving needs only onnxruntime (main .venv). A second run is a quick no-op.
+torch-venv:
+	@./deploy/torch/torch.sh venv
+
+torch-lock:
+	@./deploy/torch/torch.sh lock
 
 # Go-built servers, compiled once into ~/.cache/vigil/bin (outside git; from cold ~12 min for Temporal, ~5 min
 # for the collector on 2 cores, see deploy/temporal and deploy/otelcol). `up` builds first when the binary is missing.
@@ -90,9 +110,14 @@ bench: setup
 	$(BIN)/vigil bench engine --json --out bench/results/engine.json
 	$(BIN)/vigil bench detectors --json --out bench/results/detectors.json
 	$(BIN)/vigil bench nab --json --results bench/results/nab
+	$(BIN)/vigil bench multivariate --json --out bench/results/multivariate.json
 	$(BIN)/vigil bench servers --json --out bench/results/servers.json
+	$(BIN)/vigil bench alerts --json --out bench/results/alerts.json
+	$(BIN)/vigil bench rca --json --out bench/results/rca.json
+	$(BIN)/vigil bench traces --json --out bench/results/traces.json
 	@trap './deploy/kafka/kafka.sh down || true' EXIT; ./deploy/kafka/kafka.sh up && \
-	  $(BIN)/vigil bench kafka --json --out bench/results/kafka.json
+	  $(BIN)/vigil bench kafka --json --out bench/results/kafka.json && \
+	  $(MAKE) flink-venv && $(BIN)/vigil bench flink --json --out bench/results/flink.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

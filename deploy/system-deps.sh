@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The Debian programs the tests drive for real: Prometheus (scrapes Vigil's /metrics), Alertmanager (receives
-# Vigil's notifications), node_exporter (the Prometheus scrape source) and Chromium (the console's browser
-# tests, through Playwright's executablePath). Installs whichever is missing, once; does nothing when all are there.
+# Vigil's notifications), node_exporter (the Prometheus scrape source), Chromium (the console's browser
+# tests, through Playwright's executablePath) and curl (the Collector's health check). Installs whichever is missing, once; does nothing when all are there.
 set -euo pipefail
 want=(
   "/usr/bin/prometheus:prometheus"
   "/usr/bin/prometheus-alertmanager:prometheus-alertmanager"
   "/usr/bin/prometheus-node-exporter:prometheus-node-exporter"
   "/usr/bin/chromium:chromium"
+  "/usr/bin/curl:curl"
 )
 missing=()
 for pair in "${want[@]}"; do

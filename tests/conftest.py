@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# `vigil score --train` caches fitted models in ~/.cache/vigil/fits: tests don't, unless one turns it on
+os.environ.setdefault("VIGIL_FIT_CACHE", "0")
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 # `up` itself waits at most VIGIL_KAFKA_START_TIMEOUT (90 s) for health; a cold start also resolves jars.
 _SCRIPT_TIMEOUT_S = 600
@@ -146,3 +148,78 @@ def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterato
                 fut.result(timeout=15)
             except Exception:
                 pass
+
+
+# ---- Temporal (deploy/temporal/temporal.sh) and the OpenTelemetry Collector (deploy/otelcol/otelcol.sh) ---------
+
+GO_SERVER_FIXTURES = {"temporal_address", "otelcol_binary"}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need a Go-built server run last: `make test` builds them in the background meanwhile."""
+    needs = [it for it in items if GO_SERVER_FIXTURES & set(getattr(it, "fixturenames", ()))]
+    if needs:
+        rest = [it for it in items if not GO_SERVER_FIXTURES & set(getattr(it, "fixturenames", ()))]
+        items[:] = rest + needs
+
+
+@pytest.fixture(scope="session")
+def otelcol_binary() -> str:
+    """The Collector's path, built first if missing (waits for a build in progress: deploy/go-build.sh locks it)."""
+    sh = REPO / "deploy" / "otelcol" / "otelcol.sh"
+    proc = subprocess.run([str(sh), "build"], capture_output=True, text=True, timeout=_SCRIPT_TIMEOUT_S * 3,
+                          check=False)  # fmt: skip  (a cold build takes 5-15 min)
+    if proc.returncode != 0:
+        pytest.fail(f"otelcol.sh build failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else str(sh)
+
+
+TEMPORAL_SH = REPO / "deploy" / "temporal" / "temporal.sh"
+
+
+def _ports_free(ports: list[int]) -> bool:
+    import socket
+
+    for p in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """HOST:PORT of a Temporal server (namespace "default") for the session.
+
+    VIGIL_TEMPORAL_ADDRESS (set by `make test`, which starts one) is used as it is and never stopped; otherwise
+    a server of our own starts on free ports (in-memory SQLite, its own data dir) and stops at the end.
+    Tests use their own task queues, so sharing one server is safe.
+    """
+    external = os.environ.get("VIGIL_TEMPORAL_ADDRESS")
+    if external:
+        yield external
+        return
+    import random
+
+    rng = random.Random()
+    for _ in range(50):
+        port = rng.randrange(21000, 39000)
+        # the frontend, history, matching, worker, HTTP and membership ports temporal.sh derives from it
+        if _ports_free([port, port + 1, port + 2, port + 6, port + 10, port - 300, port - 299, port - 298, port - 294]):
+            break
+    else:
+        pytest.fail("no free block of ports for a Temporal server")
+    data = tmp_path_factory.mktemp("temporal")
+    env = {**os.environ, "VIGIL_TEMPORAL_PORT": str(port), "VIGIL_TEMPORAL_DATA": str(data),
+           "VIGIL_TEMPORAL_EPHEMERAL": "1", "VIGIL_TEMPORAL_LOG_LEVEL": "warn"}  # fmt: skip
+    proc = subprocess.run(
+        [str(TEMPORAL_SH), "up"], env=env, capture_output=True, text=True, timeout=_SCRIPT_TIMEOUT_S * 3, check=False
+    )  # fmt: skip  (a cold build takes ~12 min)
+    if proc.returncode != 0:
+        pytest.fail(f"temporal.sh up failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(TEMPORAL_SH), "down"], env=env, capture_output=True, timeout=120, check=False)

@@ -20,12 +20,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("io",),
     ("engine",),
     ("alerting", "models", "ops", "rca"),
-    ("feedback",),
+    ("feedback", "incidents"),
+    ("remediation",),
     ("apps",),
     ("config",),
     ("control",),
     ("console",),
     ("worker",),
+    ("integrations",),
     ("cli", "testing"),
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

@@ -27,10 +27,10 @@ class Pin:
     via: set[str] = field(default_factory=set)
 
 
-def _lock() -> dict[str, list[Pin]]:
+def _lock(path: str = "requirements.lock") -> dict[str, list[Pin]]:
     pins: dict[str, list[Pin]] = {}
     current: Pin | None = None
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / path).read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)\s*(?:;\s*([^\\]+))?", line)
         if m:
             current = Pin(Version(m[2]), (m[3] or "").strip())
@@ -93,3 +93,14 @@ def test_setup_installs_from_the_lock_only() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes -r $(LOCK)" in makefile
     assert "--no-deps --no-build-isolation -e ." in makefile
+
+
+def test_the_torch_lock_holds_every_core_and_ml_dependency() -> None:
+    """.venv-torch installs Vigil with --no-deps from deploy/torch/requirements.lock: a core dependency missing
+    there fails `pip check` in `make test` (run `./deploy/torch/torch.sh lock`)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["ml"]]
+    pins = _lock("deploy/torch/requirements.lock")
+    missing = [str(r) for r in wanted if (r.marker is None or r.marker.evaluate()) and not any(
+        r.specifier.contains(p.version, prereleases=True) for p in pins.get(canonicalize_name(r.name), []))]
+    assert not missing, f"not in deploy/torch/requirements.lock at an allowed version: {missing}"
