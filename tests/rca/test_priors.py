@@ -68,3 +68,26 @@ def test_rank_causes_takes_priors_as_a_tie_breaker() -> None:
     # an overwhelming weight would (which is why the default is small)
     heavy = fit_priors([{"service": "api", "kind": kind}] * 20, weight=5.0)
     assert rank_causes(frame, AT, priors=heavy).top(1) == ["api"]
+
+
+def test_cli_rca_breaks_ties_with_the_priors_in_force(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vigil.cli.main import app
+
+    f = chain_frame(10, "latency")
+    cols = ["time"] + [f"{e}_{m}" for e in f.entities for m in f.metrics]
+    rows = [[str(int(t))] + [f"{x:.6g}" for x in f.values[:, :, k].ravel()] for k, t in enumerate(f.ts_ms)]
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(",".join(r) for r in [cols, *rows]) + "\n")
+    store = tmp_path / "incidents.db"
+    cli = CliRunner()
+    r = cli.invoke(app, ["rca", str(path), "--at", str(AT), "--json", "--priors", str(store)])
+    assert r.exit_code == 0 and "no RCA priors in force" in r.stderr
+    assert "prior" not in json.loads(r.stdout)["causes"][0]["evidence"]
+    promote(store, fit_priors([{"service": "db", "kind": "latency"}] * 3), who="t", why="t")
+    r = cli.invoke(app, ["rca", str(path), "--at", str(AT), "--json", "--priors", str(store)])
+    top = json.loads(r.stdout)["causes"][0]
+    assert r.exit_code == 0 and top["service"] == "db" and top["evidence"]["prior"] == 0.05
