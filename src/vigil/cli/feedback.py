@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -63,7 +63,15 @@ def feedback_clear(
 
 
 def retrain_(
-    db: Annotated[Path, typer.Option("--db", help="Alert store with the operators' feedback (alerts.db).")],
+    db: Annotated[Path | None, typer.Option(
+        "--db", help="Alert store with the operators' feedback (alerts.db): refit the server model.")] = None,
+    postmortems: Annotated[Path | None, typer.Option(
+        "--postmortems", help="Incident store with post-mortems (vigil-out/incidents.db): refit the RCA priors "
+        "(versions in `rca-priors/` beside it).")] = None,
+    rca_holdout: Annotated[float, typer.Option(
+        help="RCA: the latest share of the post-mortems (by incident time) held back to judge on.")] = 0.3,
+    rca_weight: Annotated[float, typer.Option(
+        help="RCA: the largest bonus a prior adds to a 0..1 cause score (it reorders near-ties only).")] = 0.05,
     input: Annotated[Path | None, typer.Option(
         "--input", help="Metric samples: Influx lines (as `vigil generate fleet` writes) or Telegraf JSON; "
         "default: the simulator (--hosts/--days/--seed/--scheduled-jobs).")] = None,  # fmt: skip
@@ -92,25 +100,52 @@ def retrain_(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only: register and promote nothing.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON on the last line.")] = False,
 ) -> None:
-    """Refit the server model with the alert store's feedback; promote it only if it does better.
+    """Refit with operators' feedback and post-mortems; promote only what does better on a held-back slice.
 
-    False-positive windows are added as normal, true-positive ones removed; the new version is judged against
-    the promoted one on a held-back labelled slice (average precision), registered with that evaluation, and
-    promoted only when strictly better. A refit without the labels is reported as a control.
+    `--db`: the server model. False-positive windows are added as normal, true-positive ones removed; the new
+    version is judged against the promoted one on a held-back labelled slice (average precision), registered with
+    that evaluation, and promoted only when strictly better. A refit without the labels is reported as a control.
+
+    `--postmortems`: the RCA priors. Each post-mortem (`vigil incidents postmortem`) confirms an incident's root
+    cause; the priors are the smoothed share of post-mortems naming each service, and each kind given the service.
+    They are fitted on all but the latest `--rca-holdout` share of the post-mortems (ordered by when the incident
+    opened); the latest incidents' recorded causes are re-ranked with the priors in force and with the new ones,
+    and the new version is promoted only if it is not worse on top-1 and better on top-1 or top-3. Both figures
+    are always printed. RCA uses the version in force as a tie-breaker (the self-healing loop; the library's
+    `rank_causes(..., priors=active_priors(store))`); with none, RCA ranks on the evidence alone.
 
     Examples: `vigil retrain --db vigil-out/servers/alerts.db --pipeline pipelines/servers-kafka.yaml --input
     fleet.influx --incidents incidents.csv` · `vigil retrain --db fb/alerts.db --registry fb/registry --name
-    servers --hosts 40 --days 2 --scheduled-jobs 0.15 --warmup-h 9 --until 9h --dry-run`
+    servers --hosts 40 --days 2 --scheduled-jobs 0.15 --warmup-h 9 --until 9h --dry-run` · `vigil retrain
+    --postmortems vigil-out/incidents.db --json`
     """
-    from vigil.cli.retrain import retrain_cmd
+    from vigil.cli.common import strict_json
+    from vigil.cli.retrain import retrain_cmd, retrain_postmortems_cmd
+    from vigil.errors import ConfigError
 
+    if db is None and postmortems is None:
+        fail(ConfigError("or --postmortems is required: what to retrain from", field="--db", value=None,
+                         hint="vigil retrain --db vigil-out/servers/alerts.db · vigil retrain --postmortems "
+                         "vigil-out/incidents.db"))  # fmt: skip
+    rca: dict[str, Any] = {}
     try:
-        retrain_cmd(db=str(db), registry=str(registry) if registry else None, name=name,
-                    pipeline=str(pipeline) if pipeline else None, input_path=str(input) if input else None,
-                    incidents=str(incidents) if incidents else None, hosts=hosts, days=days, seed=seed,
-                    scheduled_jobs=scheduled_jobs, warmup_h=warmup_h, window=window, k=k, until=until,
-                    holdout_from=holdout_from, n_estimators=trees, fp_weight=fp_weight, min_gain=min_gain,
-                    reason=reason, dry_run=dry_run, json_=json_, console=err)  # fmt: skip
+        if postmortems is not None:
+            rca = retrain_postmortems_cmd(store=str(postmortems), holdout=rca_holdout, weight=rca_weight,
+                                          who=os.environ.get("USER", "operator"), reason=reason, dry_run=dry_run,
+                                          console=err)  # fmt: skip
+            if db is None:
+                if json_:
+                    print(strict_json(rca), flush=True)
+                return
+        res = retrain_cmd(db=str(db), registry=str(registry) if registry else None, name=name,
+                          pipeline=str(pipeline) if pipeline else None, input_path=str(input) if input else None,
+                          incidents=str(incidents) if incidents else None, hosts=hosts, days=days, seed=seed,
+                          scheduled_jobs=scheduled_jobs, warmup_h=warmup_h, window=window, k=k, until=until,
+                          holdout_from=holdout_from, n_estimators=trees, fp_weight=fp_weight, min_gain=min_gain,
+                          reason=reason, dry_run=dry_run, json_=json_ and not rca, console=err)  # fmt: skip
+        if json_ and rca:  # both: the server model's report with the RCA figures beside it
+            print(strict_json({**res, **{key: v for key, v in rca.items() if key.startswith("rca_")},
+                               "rca_promoted": rca["promoted"], "rca_decision": rca["decision"]}), flush=True)
     except VigilError as exc:
         fail(exc, 1)
 

@@ -113,6 +113,9 @@ def postmortem_cmd(
 ) -> None:
     """Record an incident's post-mortem: the confirmed root cause, labels and notes (replaces an earlier one).
 
+    `vigil retrain --postmortems STORE` learns RCA priors from the confirmed causes (which services and kinds
+    have been the cause) and promotes them only if they rank the latest incidents better.
+
     Example: `vigil incidents postmortem inc-3 --service cart --kind deploy --label team=shop --note "bad cache key"`
     """
     from vigil.errors import ConfigError

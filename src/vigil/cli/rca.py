@@ -92,6 +92,9 @@ def rca_cmd(
     step: Annotated[int, typer.Option(help="Span input (OTLP, columns): seconds per bin.")] = 10,
     lookback: Annotated[float, typer.Option(help="Seconds before --at to look for the change.")] = 300.0,
     baseline: Annotated[float, typer.Option(help="Seconds of normal behaviour before that.")] = 1200.0,
+    priors: Annotated[str | None, typer.Option(
+        "--priors", help="An incident store (vigil-out/incidents.db): break near-ties with the RCA priors in force "
+        "beside it (learned from post-mortems by `vigil retrain --postmortems`); none in force: no prior.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rank the root causes of an incident: service, kind (latency, errors, saturation, deploy), evidence.
@@ -105,7 +108,7 @@ def rca_cmd(
     spans, RED series per service and call edge are built (`--step` bins) and the call graph is read off the
     traces. Otherwise the graph comes from the edge columns or `--graph`. Deploys come from
     `<service>_version` columns, `service.version` in spans, or a folder's changes.jsonl. Only data before
-    `--at` is used.
+    `--at` is used. `--priors` adds the priors learned from post-mortems (at most +0.05 on a 0..1 score).
 
     Examples: `vigil rca metrics.csv --at 2026-03-02T12:31:00Z` · `vigil rca sim/ --json` ·
     `vigil rca traces.otlp --metrics metrics.otlp --at 2026-03-02T12:31:00Z` ·
@@ -114,6 +117,7 @@ def rca_cmd(
     from vigil.errors import ConfigError
     from vigil.rca.detect import detect_incident
     from vigil.rca.frame import read_edges
+    from vigil.rca.priors import active_priors
     from vigil.rca.rank import RcaParams, rank_causes
 
     def fail(exc: Exception) -> None:
@@ -135,7 +139,10 @@ def rca_cmd(
                 return
             at_ms = found
             err.print(f"incident detected at {datetime.fromtimestamp(at_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z")
-        res = rank_causes(frame, at_ms, graph=g, params=params)
+        learned = active_priors(priors) if priors else None
+        if priors and learned is None:
+            err.print(f"no RCA priors in force beside {priors}: ranking on the evidence alone")
+        res = rank_causes(frame, at_ms, graph=g, params=params, priors=learned)
     except (OSError, ValueError, KeyError) as exc:
         fail(ConfigError(str(exc), field="data", value=data))
         return

@@ -189,3 +189,36 @@ def feedback_admin_cmd(action: str, *, db: str, version: str | None, who: str, w
         for c in e.get("changes", [])[:20]:
             console.print(f"      {shown(c)}")
     return cur
+
+
+def retrain_postmortems_cmd(*, store: str, holdout: float = 0.3, weight: float = 0.05, alpha: float = 1.0,
+                            who: str = "", reason: str = "retrained with post-mortems", dry_run: bool = False,
+                            console: Any = None) -> dict[str, Any]:  # fmt: skip
+    """``vigil retrain --postmortems STORE``: RCA priors from post-mortems, promoted only if they rank better.
+
+    See :mod:`vigil.incidents.retrain`; returns :meth:`PriorsReport.to_dict` (keys ``rca_top1_before``, ...).
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from vigil.incidents.retrain import retrain_priors
+    from vigil.incidents.store import IncidentStore
+    from vigil.rca.priors import priors_dir
+
+    out = console or Console(stderr=True, highlight=False)
+    if not Path(store).is_file():
+        raise ConfigError("does not exist", field="--postmortems", value=store,
+                          hint="the incident store, by convention vigil-out/incidents.db")  # fmt: skip
+    s = IncidentStore(store)
+    try:
+        r = retrain_priors(s, holdout=holdout, alpha=alpha, weight=weight, who=who, why=reason, dry_run=dry_run)
+    finally:
+        s.close()
+    out.print(f"RCA priors from {store}: learned from {r.learned} post-mortems, judged on the {len(r.held_back)} "
+              f"latest ({', '.join(r.held_back[:5])}{', ...' if len(r.held_back) > 5 else ''})")  # fmt: skip
+    out.print(f"RCA top-1: {r.before['top1']:.2f} with {r.current or 'no prior'} -> {r.after['top1']:.2f} with the "
+              f"new priors · top-3: {r.before['top3']:.2f} -> {r.after['top3']:.2f}")  # fmt: skip
+    out.print(("[green]" if r.promoted else "[yellow]") + r.decision + "[/]"
+              + (f" (in {priors_dir(store)})" if r.promoted else ""))  # fmt: skip
+    return r.to_dict()

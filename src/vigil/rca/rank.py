@@ -65,6 +65,7 @@ import numpy as np
 
 from vigil.rca.frame import EDGE, ChangeEvent, MetricFrame, ServiceGraph
 from vigil.rca.graph import personalized_pagerank
+from vigil.rca.priors import RcaPriors, rerank
 from vigil.rca.window import WindowScores, with_cpu_per_request
 
 __all__ = ["Cause", "RcaParams", "RcaResult", "rank_causes"]
@@ -194,8 +195,12 @@ def _load_explained(sc: WindowScores, s: str, callers: list[str], entry_ratio: f
 
 def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceGraph | None = None,
                 changes: Sequence[ChangeEvent] | None = None,
-                params: RcaParams | None = None) -> RcaResult:  # fmt: skip
-    """Rank the services of ``frame`` as root causes of the incident raised at ``at_ms`` (module docstring)."""
+                params: RcaParams | None = None, priors: RcaPriors | None = None) -> RcaResult:  # fmt: skip
+    """Rank the services of ``frame`` as root causes of the incident raised at ``at_ms`` (module docstring).
+
+    ``priors`` (learned from post-mortems, :mod:`vigil.rca.priors`) add a small bonus per (service, kind) to the
+    0..1 scores, so they reorder near-ties only; ``None``: the evidence alone.
+    """
     p = params or RcaParams()
     if at_ms is None:
         from vigil.rca.detect import detect_incident
@@ -331,6 +336,8 @@ def rank_causes(frame: MetricFrame, at_ms: int | None = None, *, graph: ServiceG
         ev["own_score"] = round(own[s], 2)
         ev["pagerank"] = round(walk.get(s, 0.0), 2)
         causes.append(Cause(s, str(ev.pop("kind")), float(final[s]), ev))
+    if priors is not None:
+        causes = rerank(causes, priors)
     return RcaResult(causes, at_ms, (sc.a0, at_ms), (sc.b0, sc.a0))
 
 

@@ -12,11 +12,13 @@ good deploy, which must not trigger any action). Window by window:
 2. **Incidents**: alerts are correlated (:class:`vigil.incidents.Correlator`: time, call-graph distance,
    shared traces); an incident resolves when nothing fires for ``quiet_s``.
 3. **RCA** ``rca_delay_s`` after an incident opens: :func:`vigil.rca.rank_causes` on the RED and resource
-   series before that moment, with the deploys an operator would see, again every ``rediagnose_s`` while no
-   playbook has started (for up to ``confirm_max_s``). When the top cause's own server spans are slow in one
-   zone only, the zone goes into its evidence (``zone``; an uninstrumented datastore has no server spans, so
-   its zone can't be told and nothing is drained). A release that is slower but makes no errors is rolled
-   back only once its latency has settled (:meth:`_Detector.settling`): a good release's warm-up fades.
+   series before that moment, with the deploys an operator would see, and the RCA priors in force beside the
+   incident store (learned from post-mortems, :mod:`vigil.rca.priors`; none in memory), again every
+   ``rediagnose_s`` while no playbook has started (for up to ``confirm_max_s``). When the top cause's own
+   server spans are slow in one zone only, the zone goes into its evidence (``zone``; an uninstrumented
+   datastore has no server spans, so its zone can't be told and nothing is drained). A release that is slower
+   but makes no errors is rolled back only once its latency has settled (:meth:`_Detector.settling`): a good
+   release's warm-up fades.
 4. **Playbooks** (:data:`PLAYBOOKS`, through the remediation engine with its guards): ``rollback-bad-deploy``
    for a cause of kind ``deploy``, ``drain-degraded-zone`` (``shift_traffic: {drain: "{cause.zone}"}``)
    for saturation or latency confined to one zone; they call the simulator's control API over HTTP, with
@@ -43,6 +45,7 @@ from vigil.apps.services.sim.control import SimRunner, control_app
 from vigil.apps.services.sim.emit import MemorySink
 from vigil.apps.services.sim.model import KIND_SERVER
 from vigil.incidents import Cause, Correlator, Incident, IncidentStore, Signal
+from vigil.rca.priors import active_priors
 from vigil.rca.rank import rank_causes
 from vigil.rca.scores import baseline
 from vigil.rca.series import red_frame
@@ -269,6 +272,7 @@ def run_scenario(fault: str | None, seed: int, *, auto: bool, params: SelfHealPa
     res = ScenarioResult(fault, seed, "auto" if auto else "manual", f.service if f else None,
                          f.start_ms if f else None)  # fmt: skip
     istore = incidents or IncidentStore(":memory:")
+    priors = active_priors(istore.path)  # learned from post-mortems by `vigil retrain --postmortems`; None: none
     rstore = remediation or RemediationStore(":memory:")
     corr = Correlator(edges, window_ms=600_000, hops=p.hops, quiet_ms=int(p.quiet_s * 1000),
                       first_id=istore.next_number())  # fmt: skip
@@ -321,7 +325,7 @@ def run_scenario(fault: str | None, seed: int, *, auto: bool, params: SelfHealPa
                     continue
                 spans = mem.spans()
                 frame = frame_of(sim, spans, mem.metrics(), now)
-                rca = rank_causes(frame, now)
+                rca = rank_causes(frame, now, priors=priors)
                 inc.causes = [Cause(c.service, c.kind, float(c.score), dict(c.evidence)) for c in rca.causes[:5]]
                 if inc.causes:
                     zone = degraded_zone(spans, names.index(inc.causes[0].service), now)
