@@ -119,6 +119,7 @@ def test_approve_records_through_the_store_then_the_run_goes_on(served):
     body = r.json()
     assert (body["step"], body["first"], body["signalled"]) == (0, True, False)
     assert body["run"]["waiting_step"] is None and body["run"]["resuming"] is True
+    assert [r["waiting"] for r in c.get("/api/incidents").json()["incidents"]] == [False, False]  # nobody is needed
     other = RemediationStore(served["run_file"])  # another connection: it is in the file
     try:
         assert other.approval(run_id, 0) == {"run_id": run_id, "step": 0, "by": "ana", "at_ms": NOW_MS,

@@ -157,8 +157,13 @@ class IncidentsView:
         more = len(rows) > limit
         rows = rows[:limit]
         waiting: set[str] = set()
-        if self.remediation is not None:
-            waiting = {r["incident_id"] for r in self.remediation.runs(status="waiting_approval", limit=10_000)}
+        rs = self.remediation
+        if rs is not None:  # a gate approved but not yet passed (an in-process run) waits for nobody
+            waiting = {
+                r["incident_id"]
+                for r in rs.runs(status="waiting_approval", limit=10_000)
+                if (step := rs.waiting_step(r["run_id"])) is not None and rs.approval(r["run_id"], step) is None
+            }
         for r in rows:
             r["waiting"] = r["id"] in waiting
         last = rows[-1] if rows else None
