@@ -212,6 +212,12 @@ def test_services_step_on_the_dataflow_seam_emits_alerts_and_restores(tmp_path):
     alerts = out.collected(sink)
     f = sim.ground_truth()["faults"][0]
     assert any(a.event_ts_ms >= f["start_ms"] and f["service"] in a.key for a in alerts)
+    g = step.graph_json()  # what the console's Services view draws: per service its deciding layer, the counters
+    nodes = {n["id"]: n for n in g["nodes"]}
+    assert nodes[f["service"]]["layer"] in {"L1", "L2", "L3"} and all(n["strategy"][0] == "L1" for n in nodes.values())
+    assert g["edges"] and all(e["source"] in nodes and e["target"] in nodes and e["rate"] >= 0 for e in g["edges"])
+    decided = sum(sum(d.values()) for d in step.det.decided_by.values())
+    assert decided == sum(r["value"] for r in g["orchestrator"]["decisions"]) > 0
     assert {a.labels["layer"] for a in alerts} <= {"L1", "L2", "L3"}
     fresh = kind.build(spec, Ctx())
     fresh.restore(state)

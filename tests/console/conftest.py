@@ -77,3 +77,46 @@ def sign_in():
         page.wait_for_selector("#health .tile")
 
     return go
+
+
+INCIDENT_T0 = 1_772_409_600_000  # 2026-03-02 00:00 UTC: event time, never the wall clock
+PLAYBOOKS = {
+    "dry_run": True,
+    "allow": ["rollback"],
+    "deploy_api": {"url": "http://deploy.invalid"},
+    "playbooks": [{"name": "rollback", "match": {"kind": ["deploy"]},
+                   "steps": [{"approve": {"reason": "roll back {cause.service}?"}},
+                             {"rollback": {"service": "{cause.service}"}}]}],
+}  # fmt: skip
+
+
+@pytest.fixture
+def incident_files(tmp_path):
+    """Real SQLite incident and remediation stores, as an incident engine leaves them.
+
+    ``inc-1``: redis (a bad deploy, the top cause) and frontend alerted; cart connects them in the subgraph; the
+    playbook `rollback` waits at its approval gate (run ``inc-1:rollback``). ``inc-2`` (email, alone) opened later.
+    Returns ``{incidents, remediation, run, spec, t0}`` (paths, the run id, the playbook set, the first event time).
+    """
+    from vigil.incidents import Cause, Correlator, IncidentStore, Signal
+    from vigil.remediation import InProcessExecutor, RemediationStore, Remediator, StepRunner, parse_playbooks
+
+    t0 = INCIDENT_T0
+    corr = Correlator([("frontend", "cart"), ("cart", "redis"), ("frontend", "ads"), ("checkout", "cart")])
+    inc = corr.add(Signal("a1", t0, "redis", "critical", detail="latency z=14"))
+    corr.add(Signal("a2", t0 + 9_000, "frontend", detail="errors z=8"))
+    other = corr.add(Signal("a3", t0 + 9_500, "email"))
+    inc.causes = [Cause("redis", "deploy", 0.91, {"version": "7.0 -> 7.2", "z": {"latency-p90": 14.2}}),
+                  Cause("cart", "latency", 0.35, {"z": {"latency-p90": 4.1}})]  # fmt: skip
+    inc.note(t0 + 30_000, "diagnosed", "redis (deploy, 0.91)")
+    istore = IncidentStore(tmp_path / "incidents.db")
+    istore.put(inc)
+    istore.put(other)
+    spec = parse_playbooks(PLAYBOOKS)
+    rstore = RemediationStore(tmp_path / "remediation.db")
+    started = Remediator(spec, rstore, InProcessExecutor(StepRunner(spec, rstore))).on_incident(inc, t0 + 30_000)
+    assert started == ["inc-1:rollback"] and rstore.run("inc-1:rollback")["status"] == "waiting_approval"
+    istore.close()
+    rstore.close()
+    return {"incidents": tmp_path / "incidents.db", "remediation": tmp_path / "remediation.db",
+            "run": "inc-1:rollback", "spec": spec, "t0": t0}  # fmt: skip

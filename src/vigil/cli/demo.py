@@ -179,7 +179,9 @@ def demo_selfheal(
     JSON keys: `rca_top1`, `rca_top3` (root service first / in the top 3, first diagnosis of each fault),
     `mttr_s.auto` / `mttr_s.manual` `{p50, p95}` (fault start → its incidents resolved: nothing firing for
     2 min), `fault_to_remediation_s` `{p50, p95}`, `actions_on_false_incidents`, and `runs` (every scenario).
-    Afterwards: `vigil incidents list --store OUT/incidents.db`, `vigil remediation list --store OUT/remediation.db`.
+    Afterwards: `vigil incidents list --store OUT/incidents.db`, `vigil remediation list --store OUT/remediation.db`,
+    or both in the web console (each incident's subgraph, causes and actions):
+    `vigil console --incidents OUT/incidents.db --remediation OUT/remediation.db`.
 
     Examples: `vigil demo selfheal` · `vigil demo selfheal --seeds 5 --json` ·
     `make temporal-up && vigil demo selfheal --temporal`

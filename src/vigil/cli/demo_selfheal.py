@@ -71,6 +71,9 @@ def run_selfheal_demo(*, seeds: list[int], services: int, rate: float, clean: in
     t.add_row("actions on false incidents", str(summary["actions_on_false_incidents"]))
     t.add_row("executor, wall time", f"{summary['executor']}, {summary['wall_s']} s")
     Console(stderr=as_json, highlight=False).print(t)
+    err.print("the incidents, their causes and the playbooks' actions in the web console: "
+              f"vigil console --incidents {escape(str(out / 'incidents.db'))} "
+              f"--remediation {escape(str(out / 'remediation.db'))}")  # fmt: skip
     if as_json:
         print(json.dumps(summary))
     return summary

@@ -83,11 +83,22 @@ def list_cmd(
         err.print(f"no runs in {store}" + (f" with status {status}" if status else ""))
 
 
-def _waiting_step(s: Any, run_id: str) -> int | None:
-    for a in reversed(s.audit(run_id)):
-        if a["event"] == "run_waiting_approval":
-            return int(a["detail"].get("step", 0))
-    return None
+def approve_gate(store: Any, run: dict[str, Any], step: int, *, by: str, at_ms: int, comment: str = "",
+                 address: str | None = None) -> tuple[bool, bool]:  # fmt: skip
+    """Approve ``run``'s gate at ``step``; (first approval?, workflow signalled?).
+
+    Recorded in the store; a Temporal run's workflow is also signalled at ``address`` (``None``: not signalled;
+    its gate re-reads the store every 30 s). The one way a gate is approved: this command and the console's
+    Approve button (`vigil console --remediation PATH --temporal-address HOST:PORT`) both call it.
+
+    Raises:
+        VigilError: the store or the Temporal server failed.
+    """
+    if run.get("executor") == "temporal" and address:
+        from vigil.integrations.temporal.executor import approve_and_signal
+
+        return approve_and_signal(store, run["run_id"], step, by=by, at_ms=at_ms, comment=comment, address=address)
+    return bool(store.approve(run["run_id"], step, by=by, at_ms=at_ms, comment=comment)), False
 
 
 @app.command("show")
@@ -113,7 +124,7 @@ def show_cmd(run: Annotated[str, typer.Argument(help="The run id, `<incident>:<p
     c.print(f"[bold]{run}[/]  {r['status']}{'  (dry run)' if r['dry_run'] else ''}  executor {r['executor']}")
     c.print(f"incident {inc.get('id')} ({inc.get('severity')}): top cause {top.get('service')} ({top.get('kind')}, "
             f"score {top.get('score', 0):.2f})")  # fmt: skip
-    waiting = _waiting_step(s, run) if r["status"] == "waiting_approval" else None
+    waiting = s.waiting_step(run)
     if waiting is not None:
         c.print(f"[yellow]waiting for approval of step {waiting}[/]: `vigil remediation approve {run} --by NAME`")
     t = Table("seq", "at (UTC)", "event", "step", "detail")
@@ -149,17 +160,12 @@ def approve_cmd(
     if r is None:
         fail(ConfigError("is not a run in the store (see `vigil remediation list`)", field="run", value=run))
     if step is None:
-        step = _waiting_step(s, run)
+        step = s.waiting_step(run)
         if step is None:
             fail(ConfigError("is not waiting for an approval; name the gate with --step", field="run", value=run))
-    now = int(time.time() * 1000)
     try:
-        if r["executor"] == "temporal":
-            from vigil.integrations.temporal.executor import approve_and_signal
-
-            first, signalled = approve_and_signal(s, run, step, by=by, at_ms=now, comment=comment, address=address)
-        else:
-            first, signalled = s.approve(run, step, by=by, at_ms=now, comment=comment), False
+        first, signalled = approve_gate(s, r, step, by=by, at_ms=int(time.time() * 1000), comment=comment,
+                                        address=address)  # fmt: skip
     except VigilError as exc:
         fail(exc)
     err.print(("approved" if first else "already approved") + f" step {step} of {run}"

@@ -18,8 +18,12 @@
 ``DELETE /api/silences/{id}``           expire a silence (also ``DELETE /api/silences?id=``)
 ``GET /api/keys``, ``/api/series/{key}`` the recorder's keys and one key's recent points (``?around=&span=``)
 ``GET /api/fleet``                      events and flags per second, and the latest flagged points
-``GET /api/services/graph``             the live service graph of a ``service_graph`` step (``?step=``): nodes
-                                        (versions, ``anomalous``), edges (calls, errors, first/last seen)
+``GET /api/services/graph``             the live service graph of a ``service_graph`` or ``services`` step
+                                        (``?step=``): nodes (versions, ``anomalous``; the services step adds each
+                                        one's deciding ``layer`` and ``strategy``, and the orchestrator's
+                                        decisions and fallbacks), edges (calls or rate, errors, first/last seen)
+``GET /api/incidents[/{id}]``,          incidents, one incident with its subgraph, causes and playbook runs, and
+``POST /api/remediation/{run}/approve`` approving a run's gate (see :mod:`vigil.console.incidents`)
 ======================================= ==========================================================================
 
 Errors are JSON ``{error, field, value}``. Authentication, security headers and the body-size limit are the
@@ -51,6 +55,7 @@ from starlette.exceptions import HTTPException
 from vigil.alerting.policy import parse_matchers
 from vigil.alerting.store import AlertStore
 from vigil.console.auth import MAX_BODY_BYTES, ConsoleGuard
+from vigil.console.incidents import Approver, IncidentsView, add_routes
 from vigil.console.listing import list_alerts
 from vigil.console.views import ApiError, _Console, explain
 from vigil.errors import ConfigError, StateError
@@ -132,7 +137,8 @@ def _finite(obj: Any) -> Any:
 
 def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, recorder: Any = None, token: str,
                pipeline_name: str, clock: Callable[[], int] | None = None,
-               search_budget_s: float | None = SEARCH_BUDGET_S) -> FastAPI:  # fmt: skip
+               search_budget_s: float | None = SEARCH_BUDGET_S, incidents: Any = None, remediation: Any = None,
+               approve: Approver | None = None) -> FastAPI:  # fmt: skip
     """The console app (see the module docstring).
 
     Args:
@@ -146,6 +152,10 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
         clock: processing time in epoch ms (default: the wall clock).
         search_budget_s: a search call stops looking once this much time has passed (and at 10,000 alerts),
             so that a loaded machine still answers within it; ``None``: only the 10,000 alerts bound it.
+        incidents: an :class:`~vigil.incidents.store.IncidentStore`, for the incident pages.
+        remediation: a :class:`~vigil.remediation.store.RemediationStore`: the playbook runs on them, approvals.
+        approve: how a gate is approved (``vigil remediation approve``'s function, which also signals Temporal);
+            default: recorded in ``remediation`` only.
     """
     ctx = _Console(store, manager, runner, recorder, pipeline_name, clock or (lambda: time.time_ns() // 1_000_000))
     ctx.search_budget_s = search_budget_s
@@ -363,19 +373,33 @@ def create_app(*, store: AlertStore, manager: Any = None, runner: Any = None, re
             return {"ts_ms": [], "events": [], "flags": [], "recent_flags": []}
         return {**recorder.fleet(), "recent_flags": recorder.recent_flags(50)}
 
-    @app.get("/api/services/graph")
-    def services_graph(step: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+    def graph_steps(step: str | None) -> list[Any]:
         steps = [s for s in getattr(getattr(runner, "p", None), "steps", []) if hasattr(s, "graph_json")]
-        if step is not None:
-            steps = [s for s in steps if s.name == step]
-        if not steps:
-            raise ApiError(404, "no service_graph step in the running pipeline", "step", step)
+        return [s for s in steps if s.name == step] if step is not None else steps
+
+    def read_graph(s: Any) -> dict[str, Any]:
         for _ in range(3):  # the engine thread may change the graph while it is read: retry
             try:
-                return {"step": steps[0].name, **steps[0].graph_json()}
+                return {"step": s.name, **s.graph_json()}
             except RuntimeError:
                 continue
-        raise ApiError(503, "the graph is changing too fast to read; retry", "step", steps[0].name)
+        raise ApiError(503, "the graph is changing too fast to read; retry", "step", s.name)
+
+    @app.get("/api/services/graph")
+    def services_graph(step: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+        steps = graph_steps(step)
+        if not steps:
+            raise ApiError(404, "no service_graph or services step in the running pipeline", "step", step)
+        return read_graph(steps[0])
+
+    def live_graph() -> dict[str, Any] | None:
+        steps = graph_steps(None)
+        try:
+            return read_graph(steps[0]) if steps else None
+        except ApiError:
+            return None
+
+    add_routes(app, IncidentsView(incidents, remediation, approve, ctx.clock, live_graph))
 
     return app
 

@@ -4,7 +4,8 @@ An alert (a :class:`Signal`: its id, event time, service, severity and any trace
 incident when it comes within ``window_ms`` of that incident's latest alert **and** either shares a trace id
 with it (the same requests failed in both places) or its service is within ``hops`` call edges of one of the
 incident's services (failures travel along calls, in both directions). Among several candidates the one with
-a shared trace wins, then the nearest, then the newest. Otherwise the alert opens a new incident.
+a shared trace wins, then the nearest, then the newest. Otherwise the alert opens a new incident. The incident
+keeps its subgraph (``edges``): the calls among its services and the services that connect two of them.
 
 The lifecycle: ``open`` → ``mitigated`` (a playbook finished, or a person said so) → ``resolved`` (no alert
 for ``quiet_ms`` after the last one and every service cleared). Each change is on the incident's timeline,
@@ -17,6 +18,8 @@ Examples:
     >>> d = c.add(Signal("a3", 9_500, "email"))              # not connected: a new one
     >>> a.id == b.id != d.id, a.services, a.severity
     (True, ['redis', 'frontend'], 'critical')
+    >>> a.edges                                              # the subgraph: cart joins the two
+    [('cart', 'redis'), ('frontend', 'cart')]
     >>> c.clear("redis", 20_000); c.clear("frontend", 20_000); [i.id for i in c.tick(200_000)]  # email fires on
     ['inc-1']
     >>> a.status, [t.what for t in a.timeline]
@@ -83,7 +86,9 @@ class Correlator:
     def __init__(self, edges: Iterable[tuple[str, str]] = (), *, window_ms: int = 600_000, hops: int = 2,
                  quiet_ms: int = 120_000, first_id: int = 1) -> None:  # fmt: skip
         self.adj: dict[str, set[str]] = {}
+        self.calls: set[tuple[str, str]] = set()
         for a, b in edges:
+            self.calls.add((a, b))
             self.adj.setdefault(a, set()).add(b)
             self.adj.setdefault(b, set()).add(a)
         self.window_ms, self.hops, self.quiet_ms = int(window_ms), int(hops), int(quiet_ms)
@@ -136,6 +141,7 @@ class Correlator:
         o.firing.add(sig.service)
         if sig.service not in inc.services:
             inc.services.append(sig.service)
+            inc.edges = self.subgraph(inc.services)
         if sig.id not in inc.alerts:
             inc.alerts.append(sig.id)
         if _RANK.get(sig.severity, 1) > _RANK.get(inc.severity, 1):
@@ -143,6 +149,12 @@ class Correlator:
         if inc.status == "mitigated" and best is not None:
             inc.note(sig.ts_ms, "open", "alerting again after mitigation")
         return inc
+
+    def subgraph(self, services: Iterable[str]) -> list[tuple[str, str]]:
+        """The call edges among ``services`` and the services that connect two of them, sorted."""
+        nodes = set(services)
+        nodes |= {n for n, near in self.adj.items() if len(near & nodes) >= 2}
+        return sorted((a, b) for a, b in self.calls if a in nodes and b in nodes)
 
     def clear(self, service: str, at_ms: int) -> None:
         """A service's alert stopped firing."""

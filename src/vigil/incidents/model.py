@@ -1,6 +1,7 @@
 """The incident record that correlation produces, RCA explains and playbooks act on.
 
-An incident has ranked causes (a service, a kind — ``latency``, ``errors``, ``saturation``, ``deploy`` — a
+An incident has its services and the call edges between them (``edges``, caller → callee: the subgraph the
+console draws), ranked causes (a service, a kind — ``latency``, ``errors``, ``saturation``, ``deploy`` — a
 score and the evidence), a lifecycle (``open`` → ``mitigated`` → ``resolved``) and a timeline of what
 happened to it. Times are event-time epoch milliseconds: nothing here reads a clock.
 
@@ -57,6 +58,7 @@ class Incident:
     status: str = "open"
     labels: dict[str, str] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def top(self) -> Cause | None:
@@ -86,4 +88,5 @@ class Incident:
             labels={str(k): str(v) for k, v in (d.get("labels") or {}).items()},
             timeline=[TimelineEntry(int(t["at_ms"]), str(t["what"]), str(t.get("detail", "")))
                       for t in d.get("timeline") or []],
+            edges=[(str(a), str(b)) for a, b in d.get("edges") or []],
         )  # fmt: skip

@@ -11,6 +11,9 @@ Examples:
     [('inc-1', 'open', 'cart')]
     >>> s.get("inc-1").causes[0].kind, s.next_number()
     ('deploy', 2)
+    >>> s.put(Incident("inc-2", 9))
+    >>> [r["id"] for r in s.recent(limit=1)], [r["id"] for r in s.recent(after=(9, "inc-2"))]
+    (['inc-2'], ['inc-1'])
 """
 
 from __future__ import annotations
@@ -72,9 +75,22 @@ class IncidentStore:
             row = self._db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         return None if row is None else Incident.from_dict(json.loads(row[0]))
 
-    def recent(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Incidents newest first, as summary rows (no timeline)."""
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+    def recent(self, status: str | None = None, limit: int = 100,
+               after: tuple[int, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Incidents newest first, as summary rows (no timeline).
+
+        ``after``: the ``(opened_ms, id)`` of the last row of the previous page; the page goes on after it (a
+        keyset cursor: incidents opened meanwhile never shift the pages).
+        """
+        conds: list[str] = []
+        args: list[Any] = []
+        if status:
+            conds.append("status = ?")
+            args.append(status)
+        if after is not None:
+            conds.append("(opened_ms < ? OR (opened_ms = ? AND id > ?))")
+            args += [int(after[0]), int(after[0]), str(after[1])]
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
         with self._lock:
             cur = self._db.execute(
                 "SELECT id, opened_ms, updated_ms, status, severity, top_service, top_kind, doc FROM incidents "

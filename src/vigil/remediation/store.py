@@ -162,9 +162,15 @@ class RemediationStore:
         r["incident"], r["dry_run"] = json.loads(r["incident"]), bool(r["dry_run"])
         return r
 
-    def runs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Runs, newest first (without the incident JSON)."""
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+    def runs(self, status: str | None = None, limit: int = 100, *,
+             incident_id: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Runs, newest first (without the incident JSON); of one status, of one incident."""
+        conds, args = [], []
+        for col, val in (("status", status), ("incident_id", incident_id)):
+            if val is not None:
+                conds.append(f"{col} = ?")
+                args.append(val)
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
         rows = self._rows(
             f"SELECT run_id, playbook, incident_id, service, status, dry_run, created_ms, updated_ms, "
             f"executor FROM runs {where} ORDER BY created_ms DESC, run_id LIMIT {int(limit)}",
@@ -255,6 +261,17 @@ class RemediationStore:
                     (run_id, at_ms, "approved", step, json.dumps({"by": by, "comment": comment})),
                 )
             return bool(cur.rowcount)
+
+    def waiting_step(self, run_id: str) -> int | None:
+        """The gate (step index) a run waiting for approval waits at; ``None`` when it waits for nothing."""
+        run = self.run(run_id)
+        if run is None or run["status"] != "waiting_approval":
+            return None
+        rows = self._rows(
+            "SELECT detail FROM audit WHERE run_id = ? AND event = 'run_waiting_approval' ORDER BY seq DESC LIMIT 1",
+            (run_id,),
+        )
+        return int(json.loads(rows[0]["detail"]).get("step", 0)) if rows else None
 
     def approval(self, run_id: str, step: int) -> dict[str, Any] | None:
         """The approval of a gate, if given."""

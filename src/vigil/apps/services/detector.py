@@ -78,6 +78,11 @@ class ServicesDetector:
                 reason = "unloadable"
         self.orch = Orchestrator(self.cfg, l3_available=self.gnn is not None, l3_reason=reason)
         self.last_anomalous: dict[tuple[str, str], int] = {}  # (level, entity) -> last anomalous bin end
+        # for the console (not state: they start again after a restore): per entity the layer that decided its
+        # last bin and how many bins each layer decided; the end of the last bin judged
+        self.last_layer: dict[str, str] = {}
+        self.decided_by: dict[str, dict[str, int]] = {}
+        self.last_t1_ms: int | None = None
 
     def _targets(self, entities: list[str]) -> SloTargets:
         svc = [e.split(EDGE, 1)[1] if EDGE in e else e for e in entities]  # an edge is held to its callee's SLO
@@ -128,6 +133,11 @@ class ServicesDetector:
                 anom, who = self.orch.decide(cb.entities, l1, r2["flag"], l3, k, count=(k == 3))
                 if k == 3:
                     bv.anomalous, bv.layer = anom, who
+                    for e, layer in zip(cb.entities, who, strict=True):
+                        self.last_layer[e] = layer
+                        per = self.decided_by.setdefault(e, {})
+                        per[layer] = per.get(layer, 0) + 1
+                    self.last_t1_ms = cb.t1_ms
                 bv.alerts += self._episodes(cb, anom, who, level)
             if self.keep_features:
                 bv.features, bv.services, bv.edges = x, services, edges  # type: ignore[assignment]

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vigil.apps.services.detector import ServicesDetector
 from vigil.apps.services.orchestrator import load_config
+from vigil.apps.services.red import EDGE
 from vigil.dataflow.kinds import BuildContext, StepKind
 from vigil.dataflow.outputs import Outputs, make_alert
 from vigil.dataflow.steps import params_hash
@@ -79,6 +80,36 @@ class ServicesStep:
                                          stats={"layer": a.layer, "row": row[a.entity]},
                                          message=f"{a.entity}: anomalous (decided by {a.layer})"))  # fmt: skip
         out.alerts(self.name, alerts)
+
+    def graph_json(self) -> dict[str, Any]:
+        """The service graph as the console draws it, with the orchestrator's view of each service.
+
+        Nodes: ``anomalous`` (an alert episode of the full strategy in the last two bins), ``layer`` (the layer
+        that decided its last bin), ``decided_by`` (bins per deciding layer since the start), ``strategy`` (the
+        layers that judge it now), ``tier`` and the EW ``rate_per_min``. Edges: ``rate`` (EW calls/s: the traffic
+        weight), ``anomalous``, ``layer``. ``orchestrator``: the decision and fallback counters
+        (``vigil_services_decisions_total``, ``vigil_services_fallbacks_total``) and the layers down.
+        """
+        d = self.det
+        last = d.last_t1_ms if d.last_t1_ms is not None else -(2**62)
+        since = last - 2 * d.cfg.bin_ms
+
+        def hot(entity: str) -> bool:
+            return d.last_anomalous.get(("L1+L2+L3", entity), -(2**63)) >= since
+
+        edges = d.red.graph.to_json()["edges"]
+        names = {e for e in d.red.entities if EDGE not in e} | {x for e in edges for x in (e["caller"], e["callee"])}
+        nodes = [{"id": n, "anomalous": hot(n), "layer": d.last_layer.get(n),
+                  "decided_by": dict(d.decided_by.get(n, {})), "strategy": list(d.orch.strategy(n)),
+                  "tier": d.cfg.tier_of(n), "rate_per_min": d.orch.rate_per_min.get(n)}
+                 for n in sorted(names)]  # fmt: skip
+        out_edges = [{"source": e["caller"], "target": e["callee"], "rate": e["rate"], "first_seen_ms": e["first_ms"],
+                      "last_seen_ms": e["last_ms"], "anomalous": hot(f"{e['caller']}{EDGE}{e['callee']}"),
+                      "layer": d.last_layer.get(f"{e['caller']}{EDGE}{e['callee']}")} for e in edges]  # fmt: skip
+        m = d.orch.metrics()
+        return {"nodes": nodes, "edges": out_edges, "last_bin_ms": d.last_t1_ms,
+                "orchestrator": {"decisions": m["vigil_services_decisions_total"],
+                                 "fallbacks": m["vigil_services_fallbacks_total"], "down": m["down"]}}  # fmt: skip
 
     def reset_slots(self, slots: Int32Array) -> None:
         """Nothing is kept per row key (the step keys by service and edge)."""

@@ -1,17 +1,21 @@
 // The Vigil console: a hash-routed single page. Routes: #/alerts?filters (where it lands: an on-call engineer
-// opens it for the alerts), #/alert/<fp>, #/live[/key], #/silences.
+// opens it for the alerts), #/alert/<fp>, #/live[/key], #/silences, #/services, #/incidents, #/incident/<id>.
 
 import { alertPage } from "./alert.js";
 import { alertsPage } from "./alerts.js";
 import { api, clear, dur, h, num, plain, whenSignedOut } from "./dom.js";
+import { incidentPage, incidentsPage } from "./incidents.js";
 import { livePage } from "./live.js";
+import { servicesPage } from "./services.js";
 import { silencesPage } from "./silences.js";
 
 const HEALTH_EVERY_MS = 2000;
 const main = document.getElementById("main");
 const healthEl = document.getElementById("health");
 const banner = document.getElementById("banner");
-const pages = { live: livePage, alerts: alertsPage, alert: alertPage, silences: silencesPage };
+const pages = { live: livePage, alerts: alertsPage, alert: alertPage, silences: silencesPage, services: servicesPage,
+  incidents: incidentsPage, incident: incidentPage };
+const parentOf = { alert: "alerts", incident: "incidents" };
 let current = null;
 
 whenSignedOut(() => {
@@ -38,7 +42,7 @@ function render() {
   const r = route();
   const page = pages[r.name] || pages.alerts;
   for (const a of document.querySelectorAll("nav a")) {
-    const on = a.dataset.nav === r.name || (r.name === "alert" && a.dataset.nav === "alerts");
+    const on = a.dataset.nav === r.name || parentOf[r.name] === a.dataset.nav;
     if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   clear(main);
@@ -111,7 +115,7 @@ function pipelineTiles(hl) {
 function renderHealth(hl) {
   const name = plain(hl.pipeline || "");
   document.getElementById("pipeline-name").textContent = name;
-  if (!location.hash.startsWith("#/alert/")) document.title = `Vigil · ${name || "console"}`;
+  if (!location.hash.startsWith("#/alert/") && !location.hash.startsWith("#/incident/")) document.title = `Vigil · ${name || "console"}`;
   clear(healthEl).append(
     h("div", { class: "tile-group", role: "group", "aria-label": "Alerts" }, alertTiles(hl.alerts || {},
       hl.alerts_exact)),
