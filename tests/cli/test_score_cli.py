@@ -332,3 +332,83 @@ def test_nan_and_empty_values_are_missing_not_scored_and_no_output_folder_is_mad
     assert summary["missing"] == 3
     for line in (tmp_path / "out.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+
+# --- `vigil score` for real use (issue 13) ---------------------------------------------------------------------
+
+
+def _vigil(*args: str, env: dict[str, str] | None = None) -> Any:
+    from typer.testing import CliRunner
+
+    from vigil.cli.main import app
+
+    return CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(app, list(args))
+
+
+def _wide(path: Path, n: int = 300, spike: int | None = 200, spike_all: bool = False) -> Path:
+    """A time column, a key, three numeric columns (two cpu_*; a spike in cpu_a, or all), and a text column."""
+    rng = np.random.default_rng(7 if spike is not None else 8)
+    x = {"cpu_a": 50 + rng.standard_normal(n), "cpu_b": 20 + rng.standard_normal(n), "mem": 70 + rng.standard_normal(n)}
+    if spike is not None:
+        for c in x if spike_all else ["cpu_a"]:
+            x[c][spike] += 30
+    table = pa.table({"ts": 1_700_000_000_000 + np.arange(n) * 1000, "host": [f"h{i % 2}" for i in range(n)],
+                      **x, "note": [f"n{i}" for i in range(n)]})  # fmt: skip
+    pacsv.write_csv(table, path)
+    return path
+
+
+def _cfg(path: Path, value_columns: str, field: str = "cpu_a", detector: str | None = None) -> Path:
+    det = detector or f"{{kind: ew_zscore, params: {{field: {field}, halflife: 20, min_count: 5, protect: false}}}}"
+    path.write_text(f"detector: {det}\ntime_column: ts\nkey_column: host\nvalue_columns: {value_columns}\n")
+    return path
+
+
+def test_value_column_globs_expand_to_numeric_columns(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    named = _vigil("score", str(_cfg(tmp_path / "n.yaml", "[cpu_a, cpu_b, mem]")), str(inp), str(tmp_path / "n.csv"))
+    assert named.exit_code == 0, named.output
+    ref = _read(tmp_path / "n.csv")
+    # "*": every numeric column but the time and key columns (the text column `note` is left out)
+    r = _vigil("score", str(_cfg(tmp_path / "s.yaml", '"*"')), str(inp), str(tmp_path / "s.csv"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["unreadable"] == 0
+    out = _read(tmp_path / "s.csv")
+    assert list(out) == list(ref) and "note" not in out and out["score"] == ref["score"]
+    # a glob per entry, mixed with names, in file order
+    r = _vigil("score", str(_cfg(tmp_path / "g.yaml", '["cpu_*", mem]')), str(inp), str(tmp_path / "g.csv"))
+    assert r.exit_code == 0, r.output
+    assert list(_read(tmp_path / "g.csv")) == list(ref)
+    r = _vigil("score", str(_cfg(tmp_path / "p.yaml", "cpu_?")), str(inp), str(tmp_path / "p.csv"))
+    assert r.exit_code == 0, r.output
+    assert [c for c in _read(tmp_path / "p.csv") if c.startswith("cpu")] == ["cpu_a", "cpu_b"]
+
+
+def test_value_column_globs_that_match_nothing_are_one_clear_error(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    r = _vigil("score", str(_cfg(tmp_path / "d.yaml", '["disk_*"]')), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip() == ("error: `value_columns` matches no numeric column of in.csv; got 'disk_*' "
+                                "(hint: columns: cpu_a, cpu_b, mem, note)")  # fmt: skip
+    r = _vigil("score", str(_cfg(tmp_path / "t.yaml", "no*")), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2
+    assert r.stderr.strip() == ("error: `value_columns` matches no numeric column of in.csv; got 'no*' "
+                                "(hint: it matches only non-numeric note)")  # fmt: skip
+    # the detector's own field must be among the expanded columns
+    r = _vigil("score", str(_cfg(tmp_path / "f.yaml", '["cpu_*"]', field="mem")), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: `value_columns` must include the detector's fields ['mem']")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_value_column_glob_trains_an_offline_model_on_every_numeric_column(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    train, inp = _wide(tmp_path / "train.csv", 1000, spike=None), _wide(tmp_path / "in.csv", spike_all=True)
+    cfg = _cfg(tmp_path / "if.yaml", '"*"', detector="{kind: isolation_forest, params: {threshold: 0.99}}")
+    env = {"VIGIL_CACHE_DIR": str(tmp_path / "cache")}
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--train", str(train), "--json", env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
+    out = _read(tmp_path / "o.csv")
+    assert {"cpu_a", "cpu_b", "mem"} <= set(out) and "note" not in out
+    assert out["flag"][200] is True  # a spike in all three, seen by a model fitted on the three numeric columns

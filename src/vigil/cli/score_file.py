@@ -3,8 +3,10 @@
 What it does, in order:
 
 1. **Read** the whole file (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``; see :mod:`vigil.cli.score_io`): the
-   event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns and an
-   optional key column naming the series. A row that can't be read (a value that is not a number, an
+   event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns (globs
+   such as ``"*"`` or ``cpu_*`` expand to the numeric columns they match, see
+   :func:`~vigil.cli.score_io.read_frame`; a training file must have the same) and an optional key column
+   naming the series. A row that can't be read (a value that is not a number, an
    infinite value, a time that can't be parsed, a missing key, a malformed CSV line) is **counted and written
    with empty scores and a ``reason``**; it never stops the run. An empty or NaN value is *missing*, not
    unreadable: it goes to the detector as NaN (not scored, not learned, ``ready`` false), counts as
@@ -40,6 +42,7 @@ data skips the fit and the conversion (``fit_cached`` in the summary). ``VIGIL_F
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -159,6 +162,9 @@ def score_file(
     warm: tuple[Any, ...] | None = None
     t_train = 0.0
     fit_cached: bool | None = None
+    frame = read_frame(input_path, cols)
+    if cols.has_patterns:  # globs expanded against the input's columns; the training file must have the same
+        cols = dataclasses.replace(cols, value_columns=tuple(frame.values), required=())
     if train_path is not None:
         tframe = read_frame(train_path, cols)
         t_order, t_slots, t_ts, t_X, t_keys = _ordered(tframe)
@@ -170,7 +176,6 @@ def score_file(
         else:
             warm = (t_keys, t_ts, t_X)
             train_mode = "warmup"
-    frame = read_frame(input_path, cols)
     if factory.trainable and not factory.fitted and _needs_training(factory.cls, factory.params):
         raise ConfigError("is trained offline: pass --train FILE (normal data to fit on), or give its `model`",
                           field="detector", value=factory.kind)  # fmt: skip
