@@ -334,7 +334,7 @@ def test_nan_and_empty_values_are_missing_not_scored_and_no_output_folder_is_mad
         json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
 
 
-# --- `vigil score` for real use (issue 13) ---------------------------------------------------------------------
+# --- `vigil score` for real use (issue 13): globs, --scores-only, --members, an honest throughput -------------
 
 
 def _vigil(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -412,3 +412,40 @@ def test_value_column_glob_trains_an_offline_model_on_every_numeric_column(tmp_p
     out = _read(tmp_path / "o.csv")
     assert {"cpu_a", "cpu_b", "mem"} <= set(out) and "note" not in out
     assert out["flag"][200] is True  # a spike in all three, seen by a model fitted on the three numeric columns
+
+
+def test_scores_only_writes_the_verdicts_without_the_input_values(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    cfg = _cfg(tmp_path / "c.yaml", "[cpu_a, mem]")
+    assert _vigil("score", str(cfg), str(inp), str(tmp_path / "full.csv")).exit_code == 0
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.parquet"), "--scores-only")
+    assert r.exit_code == 0, r.output
+    out, full = pq.read_table(tmp_path / "o.parquet").to_pydict(), _read(tmp_path / "full.csv")
+    assert list(out) == ["row", "ts_ms", "ts", "host", "score", "calibrated", "flag", "ready", "reason"]
+    assert out["score"] == pytest.approx(full["score"]) and out["flag"] == full["flag"]
+    assert "--scores-only" in _vigil("score", "--help").stdout
+
+
+def test_members_writes_each_ensemble_members_raw_score(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+
+    def member(name: str, field: str, halflife: int) -> str:
+        return (f"{{name: {name}, kind: ew_zscore, params: {{field: {field}, halflife: {halflife}, min_count: 5, "
+                f"protect: false}}}}")  # fmt: skip
+
+    ens = f"{{kind: ensemble, params: {{members: [{member('a', 'cpu_a', 20)}, {member('m', 'mem', 50)}]}}}}"
+    r = _vigil("score", str(_cfg(tmp_path / "e.yaml", '"*"', detector=ens)), str(inp), str(tmp_path / "o.csv"),
+               "--members", "--scores-only")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = _read(tmp_path / "o.csv")
+    assert list(out)[-3:] == ["score.a", "score.m", "reason"]
+    for name, field, halflife in (("a", "cpu_a", 20), ("m", "mem", 50)):  # each equals the member scored alone
+        det = f"{{kind: ew_zscore, params: {{field: {field}, halflife: {halflife}, min_count: 5, protect: false}}}}"
+        alone = tmp_path / f"{name}.csv"
+        assert _vigil("score", str(_cfg(tmp_path / f"{name}.yaml", "[cpu_a, mem]", detector=det)), str(inp),
+                      str(alone)).exit_code == 0  # fmt: skip
+        np.testing.assert_allclose(np.asarray(out[f"score.{name}"], float), np.asarray(_read(alone)["score"], float))
+    r = _vigil("score", str(_cfg(tmp_path / "z.yaml", "[cpu_a]")), str(inp), str(tmp_path / "z.csv"), "--members")
+    assert r.exit_code == 2 and not (tmp_path / "z.csv").exists()
+    assert r.stderr.strip() == ("error: `--members` needs an `ensemble` detector (it writes each member's raw "
+                                "score); got 'ew_zscore' (hint: drop --members, or score an ensemble)")  # fmt: skip

@@ -137,6 +137,8 @@ def score_file(
     train_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     batch_rows: int = 65_536,
+    scores_only: bool = False,
+    members: bool = False,
 ) -> dict[str, Any]:
     """Score every row of a file with a detector config and write the verdicts (see the module docstring).
 
@@ -148,6 +150,10 @@ def score_file(
         train_path: fit (``fit_from_frame``) or warm up the detector on this file first.
         progress: show a progress bar on stderr.
         batch_rows: micro-batch size.
+        scores_only: write only ``row``, ``ts_ms``, the time and key columns, ``score``, ``calibrated``, ``flag``,
+            ``ready`` (plus the members' scores with ``members``) and ``reason``: no value columns, no contributions.
+        members: add each ensemble member's raw score as ``score.<member>`` (the detector must be an
+            ``ensemble``; its calibrated score is ``member_<member>``, written unless ``scores_only``).
 
     Returns:
         A summary: rows (= scored + missing + unscorable + unreadable), scored, missing, unscorable (values the
@@ -180,6 +186,9 @@ def score_file(
         raise ConfigError("is trained offline: pass --train FILE (normal data to fit on), or give its `model`",
                           field="detector", value=factory.kind)  # fmt: skip
     det = factory()
+    if members and not _member_names(det):
+        raise ConfigError("needs an `ensemble` detector (it writes each member's raw score)", field="--members",
+                          value=factory.kind, hint="drop --members, or score an ensemble")  # fmt: skip
     n = frame.n
     t_det = 0.0
     if warm is not None:
@@ -198,7 +207,8 @@ def score_file(
     flag = verdicts.flag
     if cols.threshold is not None:
         flag = verdicts.ready & (verdicts.calibrated >= cols.threshold)
-    out_cols = _output_columns(frame, order, verdicts, flag, cols)
+    out_cols = _output_columns(frame, order, verdicts, flag, cols, scores_only=scores_only,
+                               members=_member_names(det) if members else [])  # fmt: skip
     write_table(out_cols, output_path)
     reasons: dict[str, int] = {}
     for r in frame.reasons.values():
@@ -301,6 +311,13 @@ def _score_with_warmup(
     return verdicts, order, t_det, t1 - t0
 
 
+def _member_names(det: Any) -> list[str]:
+    """The member names of an ensemble detector (``[]`` for any other detector)."""
+    from vigil.detectors.ensemble import Ensemble
+
+    return list(det.names) if isinstance(det, Ensemble) else []
+
+
 def _unscorable_rows(frame: Frame, order: np.ndarray, v: Verdicts) -> np.ndarray:
     """Input rows with a value the detector can't score (``transform: log`` of a value <= 0), by input row."""
     out = np.zeros(frame.n, bool)
@@ -319,7 +336,14 @@ def _missing_rows(frame: Frame) -> np.ndarray:
 
 
 def _output_columns(
-    frame: Frame, order: np.ndarray, v: Verdicts, flag: np.ndarray, cols: ColumnsConfig
+    frame: Frame,
+    order: np.ndarray,
+    v: Verdicts,
+    flag: np.ndarray,
+    cols: ColumnsConfig,
+    *,
+    scores_only: bool = False,
+    members: list[str] | None = None,
 ) -> dict[str, Any]:
     """Output columns in input order; rows that were not scored get nulls (NaN / None) and their reason."""
     import pyarrow as pa
@@ -340,18 +364,22 @@ def _output_columns(
         full[order] = a
         return pa.array(full, pa.bool_(), mask=~scored)
 
-    contrib = [k for k in v.stats if k.startswith(CONTRIBUTION_PREFIXES)]
+    contrib = [] if scores_only else [k for k in v.stats if k.startswith(CONTRIBUTION_PREFIXES)]
+    member_cols = {f"score.{m}": f"score_{m}" for m in members or []}
     out: dict[str, Any] = {"row": pa.array(np.arange(n, dtype=np.int64))}
     out["ts_ms"] = pa.array(frame.ts_ms, pa.int64(), mask=~frame.ok)
-    reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib}
-    for name, a in frame.raw.items():  # time, key and value columns as read
-        out[f"input_{name}" if name in reserved else name] = a
+    reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib, *member_cols}
+    echoed = [cols.time_column, *([cols.key_column] if cols.key_column else [])] if scores_only else list(frame.raw)
+    for name in echoed:  # time, key (and, unless scores only, value) columns as read
+        out[f"input_{name}" if name in reserved else name] = frame.raw[name]
     out["score"] = scatter_float(v.score, valued)
     out["calibrated"] = scatter_float(v.calibrated, valued)
     out["flag"] = scatter_bool(flag)
     out["ready"] = scatter_bool(v.ready)
     for name in contrib:
         out[name] = scatter_float(np.asarray(v.stats[name], np.float64))
+    for name, stat in member_cols.items():  # a member's raw score: null where the row had no value to score
+        out[name] = scatter_float(np.asarray(v.stats[stat], np.float64), valued)
     reason = np.full(n, None, object)
     for r in np.flatnonzero(_missing_rows(frame)).tolist():
         gone = [c for c, x in frame.values.items() if np.isnan(x[r])]
