@@ -449,3 +449,20 @@ def test_members_writes_each_ensemble_members_raw_score(tmp_path: Path) -> None:
     assert r.exit_code == 2 and not (tmp_path / "z.csv").exists()
     assert r.stderr.strip() == ("error: `--members` needs an `ensemble` detector (it writes each member's raw "
                                 "score); got 'ew_zscore' (hint: drop --members, or score an ensemble)")  # fmt: skip
+
+
+def test_throughput_is_the_detectors_alone_and_says_so(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    inp.write_text(inp.read_text() + "1700000300000,h0,abc,2,3,x\n")  # one unreadable row: not in the throughput
+    cfg = _cfg(tmp_path / "c.yaml", "[cpu_a]")
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["rows"] == 301 and s["unreadable"] == 1 and s["read_s"] >= 0 and s["write_s"] >= 0
+    assert s["rows_per_s"] == pytest.approx(300 / s["detector_s"], rel=0.02)  # scored rows over detector time
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--no-progress")
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'o.csv'}: detector ew_zscore, rows 301,") and "_s " not in lines[0]
+    assert lines[-1].startswith("detector throughput: ") and " rows/s (300 rows in " in lines[-1]
+    assert "not counted: reading " in lines[-1] and ", writing " in lines[-1]
