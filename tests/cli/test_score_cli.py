@@ -466,3 +466,19 @@ def test_throughput_is_the_detectors_alone_and_says_so(tmp_path: Path) -> None:
     assert lines[0].startswith(f"wrote {tmp_path / 'o.csv'}: detector ew_zscore, rows 301,") and "_s " not in lines[0]
     assert lines[-1].startswith("detector throughput: ") and " rows/s (300 rows in " in lines[-1]
     assert "not counted: reading " in lines[-1] and ", writing " in lines[-1]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".parquet"])
+def test_value_column_globs_read_jsonl_and_parquet_headers(tmp_path: Path, ext: str) -> None:
+    table = pacsv.read_csv(_wide(tmp_path / "in.csv"))
+    inp = tmp_path / f"in{ext}"
+    if ext == ".parquet":
+        pq.write_table(table, inp)
+    else:
+        inp.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    cfg = _cfg(tmp_path / "s.yaml", '"*"')
+    assert _vigil("score", str(cfg), str(tmp_path / "in.csv"), str(tmp_path / "ref.csv")).exit_code == 0
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 0, r.output
+    out, ref = _read(tmp_path / "o.csv"), _read(tmp_path / "ref.csv")
+    assert list(out) == list(ref) and "note" not in out and out["score"] == ref["score"]
