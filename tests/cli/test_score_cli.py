@@ -332,3 +332,153 @@ def test_nan_and_empty_values_are_missing_not_scored_and_no_output_folder_is_mad
     assert summary["missing"] == 3
     for line in (tmp_path / "out.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+
+# --- `vigil score` for real use (issue 13): globs, --scores-only, --members, an honest throughput -------------
+
+
+def _vigil(*args: str, env: dict[str, str] | None = None) -> Any:
+    from typer.testing import CliRunner
+
+    from vigil.cli.main import app
+
+    return CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(app, list(args))
+
+
+def _wide(path: Path, n: int = 300, spike: int | None = 200, spike_all: bool = False) -> Path:
+    """A time column, a key, three numeric columns (two cpu_*; a spike in cpu_a, or all), and a text column."""
+    rng = np.random.default_rng(7 if spike is not None else 8)
+    x = {"cpu_a": 50 + rng.standard_normal(n), "cpu_b": 20 + rng.standard_normal(n), "mem": 70 + rng.standard_normal(n)}
+    if spike is not None:
+        for c in x if spike_all else ["cpu_a"]:
+            x[c][spike] += 30
+    table = pa.table({"ts": 1_700_000_000_000 + np.arange(n) * 1000, "host": [f"h{i % 2}" for i in range(n)],
+                      **x, "note": [f"n{i}" for i in range(n)]})  # fmt: skip
+    pacsv.write_csv(table, path)
+    return path
+
+
+def _cfg(path: Path, value_columns: str, field: str = "cpu_a", detector: str | None = None) -> Path:
+    det = detector or f"{{kind: ew_zscore, params: {{field: {field}, halflife: 20, min_count: 5, protect: false}}}}"
+    path.write_text(f"detector: {det}\ntime_column: ts\nkey_column: host\nvalue_columns: {value_columns}\n")
+    return path
+
+
+def test_value_column_globs_expand_to_numeric_columns(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    named = _vigil("score", str(_cfg(tmp_path / "n.yaml", "[cpu_a, cpu_b, mem]")), str(inp), str(tmp_path / "n.csv"))
+    assert named.exit_code == 0, named.output
+    ref = _read(tmp_path / "n.csv")
+    # "*": every numeric column but the time and key columns (the text column `note` is left out)
+    r = _vigil("score", str(_cfg(tmp_path / "s.yaml", '"*"')), str(inp), str(tmp_path / "s.csv"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["unreadable"] == 0
+    out = _read(tmp_path / "s.csv")
+    assert list(out) == list(ref) and "note" not in out and out["score"] == ref["score"]
+    # a glob per entry, mixed with names, in file order
+    r = _vigil("score", str(_cfg(tmp_path / "g.yaml", '["cpu_*", mem]')), str(inp), str(tmp_path / "g.csv"))
+    assert r.exit_code == 0, r.output
+    assert list(_read(tmp_path / "g.csv")) == list(ref)
+    r = _vigil("score", str(_cfg(tmp_path / "p.yaml", "cpu_?")), str(inp), str(tmp_path / "p.csv"))
+    assert r.exit_code == 0, r.output
+    assert [c for c in _read(tmp_path / "p.csv") if c.startswith("cpu")] == ["cpu_a", "cpu_b"]
+
+
+def test_value_column_globs_that_match_nothing_are_one_clear_error(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    r = _vigil("score", str(_cfg(tmp_path / "d.yaml", '["disk_*"]')), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip() == ("error: `value_columns` matches no numeric column of in.csv; got 'disk_*' "
+                                "(hint: columns: cpu_a, cpu_b, mem, note)")  # fmt: skip
+    r = _vigil("score", str(_cfg(tmp_path / "t.yaml", "no*")), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2
+    assert r.stderr.strip() == ("error: `value_columns` matches no numeric column of in.csv; got 'no*' "
+                                "(hint: it matches only non-numeric note)")  # fmt: skip
+    # the detector's own field must be among the expanded columns
+    r = _vigil("score", str(_cfg(tmp_path / "f.yaml", '["cpu_*"]', field="mem")), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: `value_columns` must include the detector's fields ['mem']")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_value_column_glob_trains_an_offline_model_on_every_numeric_column(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    train, inp = _wide(tmp_path / "train.csv", 1000, spike=None), _wide(tmp_path / "in.csv", spike_all=True)
+    cfg = _cfg(tmp_path / "if.yaml", '"*"', detector="{kind: isolation_forest, params: {threshold: 0.99}}")
+    env = {"VIGIL_CACHE_DIR": str(tmp_path / "cache")}
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--train", str(train), "--json", env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["train"] == "fit"
+    out = _read(tmp_path / "o.csv")
+    assert {"cpu_a", "cpu_b", "mem"} <= set(out) and "note" not in out
+    assert out["flag"][200] is True  # a spike in all three, seen by a model fitted on the three numeric columns
+
+
+def test_scores_only_writes_the_verdicts_without_the_input_values(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    cfg = _cfg(tmp_path / "c.yaml", "[cpu_a, mem]")
+    assert _vigil("score", str(cfg), str(inp), str(tmp_path / "full.csv")).exit_code == 0
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.parquet"), "--scores-only")
+    assert r.exit_code == 0, r.output
+    out, full = pq.read_table(tmp_path / "o.parquet").to_pydict(), _read(tmp_path / "full.csv")
+    assert list(out) == ["row", "ts_ms", "ts", "host", "score", "calibrated", "flag", "ready", "reason"]
+    assert out["score"] == pytest.approx(full["score"]) and out["flag"] == full["flag"]
+    assert "--scores-only" in _vigil("score", "--help").stdout
+
+
+def test_members_writes_each_ensemble_members_raw_score(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+
+    def member(name: str, field: str, halflife: int) -> str:
+        return (f"{{name: {name}, kind: ew_zscore, params: {{field: {field}, halflife: {halflife}, min_count: 5, "
+                f"protect: false}}}}")  # fmt: skip
+
+    ens = f"{{kind: ensemble, params: {{members: [{member('a', 'cpu_a', 20)}, {member('m', 'mem', 50)}]}}}}"
+    r = _vigil("score", str(_cfg(tmp_path / "e.yaml", '"*"', detector=ens)), str(inp), str(tmp_path / "o.csv"),
+               "--members", "--scores-only")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = _read(tmp_path / "o.csv")
+    assert list(out)[-3:] == ["score.a", "score.m", "reason"]
+    for name, field, halflife in (("a", "cpu_a", 20), ("m", "mem", 50)):  # each equals the member scored alone
+        det = f"{{kind: ew_zscore, params: {{field: {field}, halflife: {halflife}, min_count: 5, protect: false}}}}"
+        alone = tmp_path / f"{name}.csv"
+        assert _vigil("score", str(_cfg(tmp_path / f"{name}.yaml", "[cpu_a, mem]", detector=det)), str(inp),
+                      str(alone)).exit_code == 0  # fmt: skip
+        np.testing.assert_allclose(np.asarray(out[f"score.{name}"], float), np.asarray(_read(alone)["score"], float))
+    r = _vigil("score", str(_cfg(tmp_path / "z.yaml", "[cpu_a]")), str(inp), str(tmp_path / "z.csv"), "--members")
+    assert r.exit_code == 2 and not (tmp_path / "z.csv").exists()
+    assert r.stderr.strip() == ("error: `--members` needs an `ensemble` detector (it writes each member's raw "
+                                "score); got 'ew_zscore' (hint: drop --members, or score an ensemble)")  # fmt: skip
+
+
+def test_throughput_is_the_detectors_alone_and_says_so(tmp_path: Path) -> None:
+    inp = _wide(tmp_path / "in.csv")
+    inp.write_text(inp.read_text() + "1700000300000,h0,abc,2,3,x\n")  # one unreadable row: not in the throughput
+    cfg = _cfg(tmp_path / "c.yaml", "[cpu_a]")
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["rows"] == 301 and s["unreadable"] == 1 and s["read_s"] >= 0 and s["write_s"] >= 0
+    assert s["rows_per_s"] == pytest.approx(300 / s["detector_s"], rel=0.02)  # scored rows over detector time
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"), "--no-progress")
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'o.csv'}: detector ew_zscore, rows 301,") and "_s " not in lines[0]
+    assert lines[-1].startswith("detector throughput: ") and " rows/s (300 rows in " in lines[-1]
+    assert "not counted: reading " in lines[-1] and ", writing " in lines[-1]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".parquet"])
+def test_value_column_globs_read_jsonl_and_parquet_headers(tmp_path: Path, ext: str) -> None:
+    table = pacsv.read_csv(_wide(tmp_path / "in.csv"))
+    inp = tmp_path / f"in{ext}"
+    if ext == ".parquet":
+        pq.write_table(table, inp)
+    else:
+        inp.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    cfg = _cfg(tmp_path / "s.yaml", '"*"')
+    assert _vigil("score", str(cfg), str(tmp_path / "in.csv"), str(tmp_path / "ref.csv")).exit_code == 0
+    r = _vigil("score", str(cfg), str(inp), str(tmp_path / "o.csv"))
+    assert r.exit_code == 0, r.output
+    out, ref = _read(tmp_path / "o.csv"), _read(tmp_path / "ref.csv")
+    assert list(out) == list(ref) and "note" not in out and out["score"] == ref["score"]

@@ -3,8 +3,10 @@
 What it does, in order:
 
 1. **Read** the whole file (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``; see :mod:`vigil.cli.score_io`): the
-   event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns and an
-   optional key column naming the series. A row that can't be read (a value that is not a number, an
+   event-time column (epoch ms, epoch s or ISO 8601 text, detected or configured), the value columns (globs
+   such as ``"*"`` or ``cpu_*`` expand to the numeric columns they match, see
+   :func:`~vigil.cli.score_io.read_frame`; a training file must have the same) and an optional key column
+   naming the series. A row that can't be read (a value that is not a number, an
    infinite value, a time that can't be parsed, a missing key, a malformed CSV line) is **counted and written
    with empty scores and a ``reason``**; it never stops the run. An empty or NaN value is *missing*, not
    unreadable: it goes to the detector as NaN (not scored, not learned, ``ready`` false), counts as
@@ -40,6 +42,7 @@ data skips the fit and the conversion (``fit_cached`` in the summary). ``VIGIL_F
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -134,6 +137,8 @@ def score_file(
     train_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     batch_rows: int = 65_536,
+    scores_only: bool = False,
+    members: bool = False,
 ) -> dict[str, Any]:
     """Score every row of a file with a detector config and write the verdicts (see the module docstring).
 
@@ -145,11 +150,17 @@ def score_file(
         train_path: fit (``fit_from_frame``) or warm up the detector on this file first.
         progress: show a progress bar on stderr.
         batch_rows: micro-batch size.
+        scores_only: write only ``row``, ``ts_ms``, the time and key columns, ``score``, ``calibrated``, ``flag``,
+            ``ready`` (plus the members' scores with ``members``) and ``reason``: no value columns, no contributions.
+        members: add each ensemble member's raw score as ``score.<member>`` (the detector must be an
+            ``ensemble``; its calibrated score is ``member_<member>``, written unless ``scores_only``).
 
     Returns:
         A summary: rows (= scored + missing + unscorable + unreadable), scored, missing, unscorable (values the
         detector can't take, e.g. <= 0 under ``transform: log``), unreadable (with counts by reason),
-        flagged, keys, the time unit used, training mode, detector seconds and rows/s, output path.
+        flagged, keys, the time unit used, training mode, the seconds spent reading the input (``read_s``), in
+        the detector (``detector_s``) and writing (``write_s``), and ``rows_per_s``: the readable input rows over
+        ``detector_s`` alone — the detector's throughput, not counting reading, training/warm-up or writing.
     """
     if batch_rows <= 0:
         raise ConfigError("must be > 0", field="--batch-rows", value=batch_rows)
@@ -159,6 +170,11 @@ def score_file(
     warm: tuple[Any, ...] | None = None
     t_train = 0.0
     fit_cached: bool | None = None
+    t0 = time.perf_counter()
+    frame = read_frame(input_path, cols)
+    t_read = time.perf_counter() - t0
+    if cols.has_patterns:  # globs expanded against the input's columns; the training file must have the same
+        cols = dataclasses.replace(cols, value_columns=tuple(frame.values), required=())
     if train_path is not None:
         tframe = read_frame(train_path, cols)
         t_order, t_slots, t_ts, t_X, t_keys = _ordered(tframe)
@@ -170,11 +186,13 @@ def score_file(
         else:
             warm = (t_keys, t_ts, t_X)
             train_mode = "warmup"
-    frame = read_frame(input_path, cols)
     if factory.trainable and not factory.fitted and _needs_training(factory.cls, factory.params):
         raise ConfigError("is trained offline: pass --train FILE (normal data to fit on), or give its `model`",
                           field="detector", value=factory.kind)  # fmt: skip
     det = factory()
+    if members and not _member_names(det):
+        raise ConfigError("needs an `ensemble` detector (it writes each member's raw score)", field="--members",
+                          value=factory.kind, hint="drop --members, or score an ensemble")  # fmt: skip
     n = frame.n
     t_det = 0.0
     if warm is not None:
@@ -193,8 +211,11 @@ def score_file(
     flag = verdicts.flag
     if cols.threshold is not None:
         flag = verdicts.ready & (verdicts.calibrated >= cols.threshold)
-    out_cols = _output_columns(frame, order, verdicts, flag, cols)
+    out_cols = _output_columns(frame, order, verdicts, flag, cols, scores_only=scores_only,
+                               members=_member_names(det) if members else [])  # fmt: skip
+    t0 = time.perf_counter()
     write_table(out_cols, output_path)
+    t_write = time.perf_counter() - t0
     reasons: dict[str, int] = {}
     for r in frame.reasons.values():
         kind = r.split(":")[0]
@@ -219,7 +240,9 @@ def score_file(
         "train": train_mode,
         "train_s": round(t_train, 6) if train_mode else None,
         "fit_cached": fit_cached,
+        "read_s": round(t_read, 6),
         "detector_s": round(t_det, 6),
+        "write_s": round(t_write, 6),
         "rows_per_s": round(readable / t_det, 1) if t_det > 0 else None,
     }
 
@@ -296,6 +319,13 @@ def _score_with_warmup(
     return verdicts, order, t_det, t1 - t0
 
 
+def _member_names(det: Any) -> list[str]:
+    """The member names of an ensemble detector (``[]`` for any other detector)."""
+    from vigil.detectors.ensemble import Ensemble
+
+    return list(det.names) if isinstance(det, Ensemble) else []
+
+
 def _unscorable_rows(frame: Frame, order: np.ndarray, v: Verdicts) -> np.ndarray:
     """Input rows with a value the detector can't score (``transform: log`` of a value <= 0), by input row."""
     out = np.zeros(frame.n, bool)
@@ -314,7 +344,14 @@ def _missing_rows(frame: Frame) -> np.ndarray:
 
 
 def _output_columns(
-    frame: Frame, order: np.ndarray, v: Verdicts, flag: np.ndarray, cols: ColumnsConfig
+    frame: Frame,
+    order: np.ndarray,
+    v: Verdicts,
+    flag: np.ndarray,
+    cols: ColumnsConfig,
+    *,
+    scores_only: bool = False,
+    members: list[str] | None = None,
 ) -> dict[str, Any]:
     """Output columns in input order; rows that were not scored get nulls (NaN / None) and their reason."""
     import pyarrow as pa
@@ -335,18 +372,22 @@ def _output_columns(
         full[order] = a
         return pa.array(full, pa.bool_(), mask=~scored)
 
-    contrib = [k for k in v.stats if k.startswith(CONTRIBUTION_PREFIXES)]
+    contrib = [] if scores_only else [k for k in v.stats if k.startswith(CONTRIBUTION_PREFIXES)]
+    member_cols = {f"score.{m}": f"score_{m}" for m in members or []}
     out: dict[str, Any] = {"row": pa.array(np.arange(n, dtype=np.int64))}
     out["ts_ms"] = pa.array(frame.ts_ms, pa.int64(), mask=~frame.ok)
-    reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib}
-    for name, a in frame.raw.items():  # time, key and value columns as read
-        out[f"input_{name}" if name in reserved else name] = a
+    reserved = {"row", "ts_ms", "score", "calibrated", "flag", "ready", "reason", *contrib, *member_cols}
+    echoed = [cols.time_column, *([cols.key_column] if cols.key_column else [])] if scores_only else list(frame.raw)
+    for name in echoed:  # time, key (and, unless scores only, value) columns as read
+        out[f"input_{name}" if name in reserved else name] = frame.raw[name]
     out["score"] = scatter_float(v.score, valued)
     out["calibrated"] = scatter_float(v.calibrated, valued)
     out["flag"] = scatter_bool(flag)
     out["ready"] = scatter_bool(v.ready)
     for name in contrib:
         out[name] = scatter_float(np.asarray(v.stats[name], np.float64))
+    for name, stat in member_cols.items():  # a member's raw score: null where the row had no value to score
+        out[name] = scatter_float(np.asarray(v.stats[stat], np.float64), valued)
     reason = np.full(n, None, object)
     for r in np.flatnonzero(_missing_rows(frame)).tolist():
         gone = [c for c, x in frame.values.items() if np.isnan(x[r])]

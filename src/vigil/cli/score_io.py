@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import fnmatch
 import os
 import warnings
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.config.detector import ColumnsConfig
+from vigil.config.detector import ColumnsConfig, is_column_pattern
 from vigil.errors import ConfigError, SourceError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,12 +73,28 @@ def file_format(path: str | os.PathLike[str]) -> str:
 
 
 def read_frame(path: str | os.PathLike[str], cols: ColumnsConfig) -> Frame:
-    """Read a file into a :class:`Frame` (see the module docstring)."""
+    """Read a file into a :class:`Frame` (see the module docstring).
+
+    Value columns given as globs (``*``, ``cpu_*``) are expanded here against the file's columns: each
+    glob stands for the **numeric** columns it matches (file order), never the time or key column; ``*``
+    is every numeric column. A column counts as numeric when it has a finite number and no more unreadable
+    cells than finite ones (its few bad cells then make their rows unreadable, as for a named column).
+    The expanded names are the keys of :attr:`Frame.values`. A glob that matches no numeric column, or an
+    expansion missing the detector's own fields, is a :class:`~vigil.errors.ConfigError`.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SourceError(f"input file does not exist: {path!r}")
     fmt = file_format(path)
-    needed = [cols.time_column, *([cols.key_column] if cols.key_column else []), *cols.value_columns]
+    fixed = [cols.time_column, *([cols.key_column] if cols.key_column else [])]
+    globbed: list[str] = []
+    header: list[str] = []
+    if cols.has_patterns:
+        header = _header(path, fmt)
+        globbed = [h for h in header if h not in fixed and any(fnmatch.fnmatchcase(h, p) for p in cols.value_columns
+                                                                   if is_column_pattern(p))]  # fmt: skip
+    named = [c for c in cols.value_columns if not is_column_pattern(c)]
+    needed = list(dict.fromkeys([*fixed, *named, *globbed]))
     reasons: dict[int, str] = {}
     if fmt == "csv":
         n, columns = _read_csv(path, needed, cols.key_column, reasons)
@@ -89,12 +106,64 @@ def read_frame(path: str | os.PathLike[str], cols: ColumnsConfig) -> Frame:
     for r in reasons:
         ok[r] = False
     ts, unit = _times(columns[cols.time_column], cols.time_unit, cols.time_column, reasons)
-    values = {c: _floats(columns[c], c, reasons) for c in cols.value_columns}
+    if cols.has_patterns:
+        names = _expand(cols, columns, header, globbed, path)
+        needed = [*fixed, *names]
+    else:
+        names = list(cols.value_columns)
+    values = {c: _floats(columns[c], c, reasons) for c in names}
     keys = _keys(columns[cols.key_column], cols.key_column, reasons) if cols.key_column else None
     for r in reasons:
         ok[r] = False
     raw = {c: _as_arrow(columns[c]) for c in dict.fromkeys(needed)}
     return Frame(n, ts, values, keys, ok, reasons, raw, unit)
+
+
+def _header(path: str, fmt: str) -> list[str]:
+    """A file's column names, in file order (JSON lines: keys of its first objects, first seen first)."""
+    if fmt == "csv":
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            return [h.strip() for h in next(csv.reader(f), [])]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    import orjson
+
+    return list(dict.fromkeys(k for obj in _first_objects(path, orjson.loads) for k in obj))
+
+
+def _is_numeric(col: Any, name: str) -> bool:
+    """At least one finite number and no more unreadable cells than finite ones."""
+    bad: dict[int, str] = {}
+    good = int(np.isfinite(_floats(col, name, bad)).sum())
+    return good > 0 and good >= len(bad)
+
+
+def _expand(
+    cols: ColumnsConfig, columns: dict[str, Any], header: list[str], globbed: list[str], path: str
+) -> list[str]:
+    """The value columns with every glob replaced by the numeric columns it matches (see :func:`read_frame`)."""
+    numeric = {c for c in globbed if _is_numeric(columns[c], c)}
+    names: list[str] = []
+    for p in cols.value_columns:
+        if not is_column_pattern(p):
+            names.append(p)
+            continue
+        hits = [c for c in globbed if c in numeric and fnmatch.fnmatchcase(c, p)]
+        if not hits:
+            matched = [c for c in globbed if fnmatch.fnmatchcase(c, p)]
+            others = [c for c in header if c not in (cols.time_column, cols.key_column)]
+            hint = f"it matches only non-numeric {', '.join(matched)}" if matched else f"columns: {', '.join(others)}"
+            raise ConfigError(f"matches no numeric column of {os.path.basename(path)}", field="value_columns",
+                              value=p, hint=hint)  # fmt: skip
+        names.extend(hits)
+    names = list(dict.fromkeys(names))
+    missing = [f for f in cols.required if f not in names]
+    if missing:
+        raise ConfigError(f"must include the detector's fields {missing} (expanded from {list(cols.value_columns)} "
+                          f"in {os.path.basename(path)})", field="value_columns", value=names)  # fmt: skip
+    return names
 
 
 def _missing_columns(header: list[str], needed: list[str], path: str) -> None:

@@ -14,7 +14,9 @@ The full one adds how input files are read (every key but ``detector`` is option
       params: {field: cpu, window: 10m}
     time_column: timestamp    # event time: epoch ms, epoch s or ISO 8601 text
     time_unit: auto           # auto | ms | s | iso8601 (auto: text -> ISO 8601; numbers -> ms if >= 1e11, else s)
-    value_columns: [cpu]      # columns given to the detector; default: the detector's own fields
+    value_columns: [cpu]      # columns given to the detector; default: the detector's own fields.
+                              # Globs are expanded against the file's columns: "*" is every numeric column
+                              # but the time and key columns, [cpu_*, mem] every numeric cpu_* column and mem
     key_column: null          # a column naming the series (many series in one file); null: one series
     threshold: null           # flag rows whose *calibrated* score is >= this, instead of the detector's own flag
 
@@ -66,9 +68,14 @@ class DetectorFileSpec(_Model):
     detector: DetectorSpec
     time_column: str = "timestamp"
     time_unit: Literal["auto", "ms", "s", "iso8601"] = "auto"
-    value_columns: list[str] | None = None
+    value_columns: list[str] | str | None = None
     key_column: str | None = None
     threshold: float | None = None
+
+
+def is_column_pattern(name: str) -> bool:
+    """A value column given as a glob (``*``, ``cpu_*``, ``disk_?``, ``[ab]``) rather than a name."""
+    return any(c in name for c in "*?[")
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,11 @@ class ColumnsConfig:
     Attributes:
         time_column: the event-time column.
         time_unit: ``auto``, ``ms``, ``s`` or ``iso8601``.
-        value_columns: the float columns handed to ``process_many`` (by name).
+        value_columns: the float columns handed to ``process_many`` (by name); entries may be globs
+            (:func:`is_column_pattern`), expanded against the input file's columns when it is read.
         key_column: the series key column, or ``None`` for a single series.
         threshold: when set, ``flag = ready & (calibrated >= threshold)`` replaces the detector's flag.
+        required: the detector's own fields, checked once globs are expanded (empty when there are no globs).
     """
 
     time_column: str = "timestamp"
@@ -88,6 +97,12 @@ class ColumnsConfig:
     value_columns: tuple[str, ...] = ("value",)
     key_column: str | None = None
     threshold: float | None = None
+    required: tuple[str, ...] = ()
+
+    @property
+    def has_patterns(self) -> bool:
+        """Some value columns are globs, to expand against a file's columns."""
+        return any(is_column_pattern(c) for c in self.value_columns)
 
 
 @dataclass
@@ -179,21 +194,23 @@ def parse_detector_config(raw: Any, origin: str = "detector config") -> tuple[De
         raise ConfigError(f"{msg} (in {origin})", field=name, value=value, hint=hint) from None
     cls = _check_detector(spec.detector.kind, spec.detector.params, prefix, origin)
     factory = DetectorFactory(spec.detector.kind, cls, dict(spec.detector.params))
+    given = [spec.value_columns] if isinstance(spec.value_columns, str) else spec.value_columns  # "*" = ["*"]
     if factory.trainable and _needs_training(cls, factory.params):
         # an offline-trained detector is built after `--train`; its features are the value columns
-        if not spec.value_columns:
+        if not given:
             raise ConfigError(f"must name the features of a detector trained with --train (in {origin})",
                               field="value_columns", value=None, hint="e.g. value_columns: [cpu, mem]")  # fmt: skip
-        fields: tuple[str, ...] = tuple(spec.value_columns)
+        fields: tuple[str, ...] = tuple(given)
     else:
         try:
             det = factory()
         except (ValueError, TypeError) as exc:
             raise constructor_error(exc, factory.params, prefix=f"{prefix}params.", origin=origin) from None
         fields = tuple(det.fields)
-    values = tuple(spec.value_columns) if spec.value_columns is not None else fields
+    values = tuple(given) if given is not None else fields
+    patterns = any(is_column_pattern(c) for c in values)
     missing = [f for f in fields if f not in values]
-    if missing:
+    if missing and not patterns:  # with globs, checked once they are expanded against the file's columns
         raise ConfigError(f"must include the detector's fields {list(fields)} (in {origin})", field="value_columns",
                           value=list(values), hint=f"add {missing} or set the detector's `field` param")  # fmt: skip
     if not values:
@@ -205,7 +222,8 @@ def parse_detector_config(raw: Any, origin: str = "detector config") -> tuple[De
     if spec.threshold is not None and not 0.0 <= spec.threshold <= 1.0:
         raise ConfigError(f"is a calibrated score and must be in [0, 1] (in {origin})", field="threshold",
                           value=spec.threshold, hint="e.g. 0.9999")  # fmt: skip
-    cols = ColumnsConfig(spec.time_column, spec.time_unit, values, spec.key_column, spec.threshold)
+    required = tuple(f for f in fields if f not in values) if patterns else ()
+    cols = ColumnsConfig(spec.time_column, spec.time_unit, values, spec.key_column, spec.threshold, required)
     return factory, cols
 
 

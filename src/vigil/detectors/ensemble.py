@@ -24,7 +24,8 @@ member is in a continuing run (flagged without firing, like a velocity burst aft
 member fires: one alert per burst, not one per row.
 
 ``stats`` holds each member's calibrated score as ``member_<name>`` (0 where the member is not ready),
-its percentile as ``rank_<name>`` in ``rank`` mode, and every member's own stats as ``<name>.<stat>``.
+its percentile as ``rank_<name>`` in ``rank`` mode, every member's own stats as ``<name>.<stat>`` and, last,
+each member's raw score as ``score_<name>`` (on the member's own scale; ``vigil score --members`` writes them).
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ class Ensemble(BaseDetector):
             member_fire |= v.fire
             for s, col in v.stats.items():
                 stats[f"{name}.{s}"] = col
+        for name, v in zip(self.names, verdicts, strict=True):  # last: alerts show the leading stats first
+            stats[f"score_{name}"] = v.score
         fire = flag & (member_fire | ~member_flag)
         return Verdicts(combined, combined.copy(), flag, fire, ready, stats)
 
